@@ -1,0 +1,118 @@
+"""The standalone app (``create_app``) and the extension a host marketplace mounts (``AfterSales``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask, request
+
+from . import config as settings_module
+from . import models  # noqa: F401  (registers the tables on db.metadata)
+from .database import configure_engine
+from .extensions import babel, csrf, db, login_manager, migrate
+from .plugins import PluginHost
+from .runtime import Runtime
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_ROOT.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+class AfterSales:
+    """Mounts the after-sales module on a Flask app.
+
+    >>> aftersales = AfterSales()
+    >>> aftersales.init_app(app)          # pages under AFTERSALES_URL_PREFIX, CLI "flask aftersales"
+
+    The app's own plugin manager, settings and workflow cache end up in
+    ``app.extensions["aftersales"]`` (a :class:`Runtime`).
+    """
+
+    def __init__(self, app: Flask | None = None, *, plugins: list[Any] | None = None):
+        self.extra_plugins = list(plugins or [])
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> Runtime:
+        for key, value in settings_module.defaults().items():
+            app.config.setdefault(key, value)
+        if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+            os.makedirs(app.instance_path, exist_ok=True)
+            app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "aftersales.sqlite3")
+        app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+        _refuse_insecure_secret_key(app)
+
+        db.init_app(app)
+        with app.app_context():
+            configure_engine(db.engine)
+        migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+        csrf.init_app(app)
+        login_manager.init_app(app)
+        babel.init_app(app, locale_selector=_select_locale)
+
+        plugins = PluginHost()
+        for plugin in self.extra_plugins:
+            plugins.register(plugin, getattr(plugin, "__name__", None), source="AfterSales(plugins=...)")
+        plugins.load(app.config)
+        runtime = Runtime(app.config, plugins)
+        app.extensions["aftersales"] = runtime
+
+        from .cli import aftersales_cli
+        from .web import register_blueprints
+
+        register_blueprints(app, app.config.get("AFTERSALES_URL_PREFIX") or "")
+        app.cli.add_command(aftersales_cli)
+        return runtime
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """The standalone after-sales app.
+
+    Settings: defaults, then ``aftersales.cfg`` in the instance folder, then ``AFTERSALES_*``
+    environment variables, then ``config`` (tests and embedding scripts).
+    """
+    config = dict(config or {})
+    instance_path = config.pop("AFTERSALES_INSTANCE_PATH", None) or os.environ.get("AFTERSALES_INSTANCE_PATH")
+    app = Flask(
+        "aftersales",
+        instance_path=str(Path(instance_path).resolve()) if instance_path else None,
+        instance_relative_config=True,
+        template_folder=str(TEMPLATES_DIR),
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(settings_module.defaults())
+    app.config.from_pyfile("aftersales.cfg", silent=True)
+    app.config.update(settings_module.from_environment(settings_module.environment(), app.config))
+    app.config.update(config)
+    AfterSales(app, plugins=config.get("AFTERSALES_EXTRA_PLUGINS"))
+    return app
+
+
+def _normalise_database_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs use psycopg 3, the driver we ship with."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def _refuse_insecure_secret_key(app: Flask) -> None:
+    key = app.config.get("SECRET_KEY") or ""
+    if app.debug or app.testing:
+        return
+    if key == settings_module.INSECURE_SECRET_KEY or len(str(key)) < 16:
+        raise RuntimeError(
+            "AFTERSALES_SECRET_KEY is not set (or shorter than 16 characters). Set it to a long random "
+            "value before running in production, e.g. "
+            "AFTERSALES_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+
+
+def _select_locale() -> str | None:
+    try:
+        return request.accept_languages.best_match(["en", "zh"]) or None
+    except RuntimeError:
+        return None

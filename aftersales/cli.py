@@ -1,0 +1,217 @@
+"""``flask aftersales ...``: sweep deadlines, inspect plugins and workflows, import orders, demo data."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy import func, select
+
+from .errors import AfterSalesError, InvalidInput
+from .extensions import db
+from .runtime import current
+from .workflow import ALL_KINDS
+
+aftersales_cli = AppGroup("aftersales", help="After-sales service: deadlines, plugins, workflows, orders, demo data.")
+
+
+@aftersales_cli.command("sweep")
+@click.option("--loop", is_flag=True, help="Keep running, sweeping every --interval seconds (for a service; cron and timers don't need it).")
+@click.option("--interval", type=float, default=None, help="Seconds between sweeps with --loop (default: AFTERSALES_SWEEP_INTERVAL_SECONDS).")
+@click.option("--batch", type=int, default=None, help="Due cases read per batch (default: AFTERSALES_SWEEP_BATCH).")
+def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None:
+    """Apply every due deadline once (a silent seller has agreed, a return not shipped is withdrawn ...).
+
+    Safe to run from several hosts at once: each timeout is applied exactly once. Also delivers
+    side effects (plugin notifications, payment calls) that are still waiting.
+    """
+    from .deadlines import sweep, sweep_forever
+
+    def report(result: Any) -> None:
+        click.echo(f"applied {result.applied}, skipped {result.skipped}, failed {result.failed}, "
+                   f"side effects delivered {result.outbox_delivered}")
+        for error in result.errors:
+            click.echo(f"  error: {error}", err=True)
+
+    if loop:
+        seconds = interval if interval is not None else current().settings["AFTERSALES_SWEEP_INTERVAL_SECONDS"]
+        try:
+            sweep_forever(float(seconds), report)
+        except KeyboardInterrupt:
+            click.echo("stopped")
+        return
+    result = sweep(batch_size=batch)
+    report(result)
+    if result.failed:
+        sys.exit(1)
+
+
+@aftersales_cli.command("plugins")
+def plugins_command() -> None:
+    """List the loaded plugins: name, version, categories served, hooks implemented."""
+    infos = current().plugins.describe()
+    if not infos:
+        click.echo("no plugins loaded")
+        return
+    for info in infos:
+        categories = ", ".join(info.categories) if info.categories is not None else "(all)"
+        click.echo(f"{info.name} {info.version}")
+        click.echo(f"  categories: {categories}")
+        click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
+        click.echo(f"  from: {info.source}")
+
+
+@aftersales_cli.command("workflow")
+@click.option("--category", required=True, help="Product category, e.g. electronics or books.")
+@click.option("--kind", required=True, type=click.Choice(sorted(ALL_KINDS)), help="Case kind.")
+@click.option("--format", "output_format", type=click.Choice(["text", "mermaid"]), default="text",
+              show_default=True, help="A table, or a Mermaid stateDiagram-v2.")
+def workflow_command(category: str, kind: str, output_format: str) -> None:
+    """Show the workflow table of one category and kind as the running code sees it (plugins applied)."""
+    workflow = current().workflow(category, kind)
+    click.echo(workflow.as_mermaid() if output_format == "mermaid" else workflow.as_text())
+
+
+@aftersales_cli.command("import-orders")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "input_format", type=click.Choice(["auto", "csv", "json"]), default="auto",
+              show_default=True, help="File format; auto goes by the file name's extension.")
+def import_orders_command(file: Path, input_format: str) -> None:
+    """Import (create or update) orders from a CSV or JSON file, all or nothing.
+
+    CSV: one row per order line, order columns repeated on each row (shop, number, buyer_email,
+    currency, ..., position, title, category, quantity, unit_price, paid_amount, attributes).
+    JSON: a list of orders, each with a "lines" list. Every bad row is reported with its line
+    number and nothing is imported until the file is clean. See docs/import.md.
+    """
+    from .orders import import_order_records
+
+    fmt = input_format if input_format != "auto" else ("csv" if file.suffix.lower() == ".csv" else "json")
+    text = file.read_text(encoding="utf-8-sig")
+    try:
+        records = list(csv_records(text) if fmt == "csv" else json_records(text))
+    except InvalidInput as error:
+        raise click.ClickException(str(error)) from None
+    problems, count = import_order_records(records)
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"{len(problems)} problem(s); nothing was imported")
+    click.echo(f"imported {count} order(s)")
+
+
+ORDER_COLUMNS = ("shop", "number", "buyer_email", "buyer_name", "currency", "discount", "shipping_fee",
+                 "shipping_insured", "placed_at", "paid_at", "shipped_at", "delivered_at")
+LINE_COLUMNS = ("position", "sku", "title", "category", "quantity", "unit_price", "paid_amount", "attributes")
+
+
+def csv_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, order mapping) per order; rows of one order (same shop and number) are grouped."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"shop", "number", "title", "category", "quantity", "unit_price"} - set(reader.fieldnames or ())
+    if missing:
+        raise InvalidInput(f"line 1: missing column(s): {', '.join(sorted(missing))}")
+    orders: dict[tuple[str, str], tuple[list[int], dict[str, Any]]] = {}
+    for row in reader:
+        line_number = reader.line_num
+        key = (row.get("shop") or "", row.get("number") or "")
+        lines, order = orders.setdefault(key, ([], {c: row.get(c) for c in ORDER_COLUMNS} | {"lines": []}))
+        lines.append(line_number)
+        item: dict[str, Any] = {c: row.get(c) for c in LINE_COLUMNS}
+        raw_attributes = (row.get("attributes") or "").strip()
+        try:
+            item["attributes"] = json.loads(raw_attributes) if raw_attributes else {}
+        except json.JSONDecodeError:
+            item["attributes"] = "not json"
+        order["lines"].append(item)
+    for lines, order in orders.values():
+        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
+        yield where, order
+
+
+def json_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, order mapping) per element of a JSON array, with the line each element starts on."""
+    decoder = json.JSONDecoder()
+    index = _skip_space(text, 0)
+    if index >= len(text) or text[index] != "[":
+        raise InvalidInput("line 1: a JSON import is a list of orders: [ {...}, {...} ]")
+    index += 1
+    while True:
+        index = _skip_space(text, index)
+        if index < len(text) and text[index] == "]":
+            return
+        line = text.count("\n", 0, index) + 1
+        try:
+            value, index = decoder.raw_decode(text, index)
+        except json.JSONDecodeError as error:
+            raise InvalidInput(f"line {error.lineno}: invalid JSON: {error.msg}") from None
+        yield f"line {line}", value if isinstance(value, dict) else {"lines": "not an object"}
+        index = _skip_space(text, index)
+        if index < len(text) and text[index] == ",":
+            index += 1
+        elif index < len(text) and text[index] == "]":
+            return
+        else:
+            raise InvalidInput(f"line {text.count(chr(10), 0, index) + 1}: expected , or ] in the order list")
+
+
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
+
+
+@aftersales_cli.command("create-staff")
+@click.option("--email", required=True, help="Login e-mail.")
+@click.option("--name", default="", help="Display name (default: the e-mail).")
+@click.option("--shop", "shop_slug", default=None, help="Shop slug for seller staff; leave out for a platform operator.")
+@click.option("--role", type=click.Choice(["seller", "platform"]), default=None,
+              help="seller (needs --shop) or platform (no shop). Default: seller with --shop, else platform.")
+@click.password_option(help="Password (asked for twice when not given).")
+def create_staff_command(email: str, name: str, shop_slug: str | None, role: str | None, password: str) -> None:
+    """Create a staff login: seller staff of one shop, or a platform operator."""
+    from .staff import StaffProblem, create_staff
+
+    try:
+        staff = create_staff(email=email, name=name, shop_slug=shop_slug, role=role, password=password)
+    except StaffProblem as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"created {staff.role} {staff.email}" + (f" for shop {shop_slug}" if shop_slug else ""))
+
+
+@aftersales_cli.command("demo")
+@click.option("--if-empty", is_flag=True, help="Do nothing when the database already has orders.")
+def demo_command(if_empty: bool) -> None:
+    """Load a demo shop, staff, buyers and orders (furniture, cross-border, electronics, books)."""
+    from .demo import load_demo
+    from .models import Order
+
+    if if_empty and db.session.scalar(select(func.count(Order.id))):
+        click.echo("database already has orders; demo data not loaded")
+        return
+    try:
+        summary = load_demo()
+    except AfterSalesError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(summary)
+
+
+@aftersales_cli.command("hooks-doc")
+@click.option("--check", is_flag=True, help="Exit 1 if docs/hooks.md is not up to date instead of writing it.")
+def hooks_doc_command(check: bool) -> None:
+    """Write docs/hooks.md, the hook reference, from the hookspec docstrings."""
+    from .hookdoc import HOOKS_DOC_PATH, render_hook_reference
+
+    text = render_hook_reference()
+    if check:
+        if not HOOKS_DOC_PATH.exists() or HOOKS_DOC_PATH.read_text(encoding="utf-8") != text:
+            raise click.ClickException("docs/hooks.md is out of date: run flask aftersales hooks-doc")
+        click.echo("docs/hooks.md is up to date")
+        return
+    HOOKS_DOC_PATH.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {HOOKS_DOC_PATH}")

@@ -1,0 +1,99 @@
+"""Default settings. Every number a shop may want to change is here, under its own name.
+
+Settings load in this order, later ones winning: these defaults, the instance file
+``aftersales.cfg`` (Python syntax) in the instance folder, the mapping given to
+``create_app(config)``, then ``AFTERSALES_*`` environment variables.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+#: Placeholder that marks "no secret key configured"; refused outside debug and testing.
+INSECURE_SECRET_KEY = "dev-insecure-secret-key-change-me"
+
+
+class Defaults:
+    SECRET_KEY = INSECURE_SECRET_KEY
+    SQLALCHEMY_DATABASE_URI: str | None = None  # filled in from the instance path
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    WTF_CSRF_ENABLED = True
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    BABEL_DEFAULT_LOCALE = "en"
+    BABEL_DEFAULT_TIMEZONE = "UTC"
+
+    # Where the module's pages live when mounted into a host app ("" = at the root).
+    AFTERSALES_URL_PREFIX = ""
+    # Plugins: the folder scanned for plugin modules, and which plugins run.
+    AFTERSALES_PLUGINS_DIR: str | None = None  # default: the project's plugins/ folder
+    AFTERSALES_PLUGINS = "all"  # "all", or a comma-separated list of plugin names
+    AFTERSALES_DISABLED_PLUGINS = ""  # comma-separated plugin names to leave out
+    AFTERSALES_LOAD_ENTRY_POINTS = True
+
+    # Domain rules (DESIGN §3). Durations are hours or days, named so.
+    AFTERSALES_NO_REASON_DAYS = 7
+    AFTERSALES_QUALITY_DAYS = 15
+    AFTERSALES_WARRANTY_DAYS = 365
+    AFTERSALES_SELLER_RESPONSE_HOURS = 48
+    AFTERSALES_BUYER_SHIP_DAYS = 7
+    AFTERSALES_SELLER_RECEIPT_DAYS = 10
+    AFTERSALES_SELLER_REFUND_DAYS = 7
+    AFTERSALES_BUYER_APPEAL_DAYS = 7
+    AFTERSALES_BUYER_OFFER_DAYS = 7
+    AFTERSALES_BUYER_CONFIRM_REPLACEMENT_DAYS = 10
+    AFTERSALES_MIN_PHOTOS_FOR_FAULTS = 1
+
+    # Express refund (极速退款): refund when the buyer ships the return, for good records.
+    AFTERSALES_EXPRESS_REFUND_ENABLED = True
+    AFTERSALES_EXPRESS_MIN_COMPLETED_CASES = 2
+    AFTERSALES_EXPRESS_QUOTA = 100000  # minor units outstanding per buyer
+
+    # Sweeper: how many due cases one transaction claims.
+    AFTERSALES_SWEEP_BATCH = 200
+    AFTERSALES_SWEEP_INTERVAL_SECONDS = 30
+
+
+#: Environment variables that are not a plain ``AFTERSALES_<SETTING>`` copy.
+ENVIRONMENT_ALIASES = {
+    "AFTERSALES_DATABASE_URL": "SQLALCHEMY_DATABASE_URI",
+    "AFTERSALES_SECRET_KEY": "SECRET_KEY",
+}
+
+
+def defaults() -> dict[str, Any]:
+    return {k: v for k, v in vars(Defaults).items() if k.isupper()}
+
+
+def _coerce(raw: str, current: Any) -> Any:
+    """Turn an environment string into the type of the default it replaces."""
+    if isinstance(current, bool):
+        if raw.strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.strip().lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"expected a yes/no value, got {raw!r}")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, (dict, list)):
+        return json.loads(raw)
+    return raw
+
+
+def from_environment(environ: Mapping[str, str], current: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings taken from ``AFTERSALES_*`` environment variables."""
+    found: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("AFTERSALES_") or name in {"AFTERSALES_INSTANCE_PATH"}:
+            continue
+        key = ENVIRONMENT_ALIASES.get(name, name)
+        try:
+            found[key] = _coerce(raw, current.get(key))
+        except ValueError as error:
+            raise RuntimeError(f"environment variable {name}: {error}") from error
+    return found
+
+
+def environment() -> Mapping[str, str]:
+    return os.environ

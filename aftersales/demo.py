@@ -1,0 +1,83 @@
+"""Demo data so a newcomer can try every flow: one shop, staff, buyers and orders of each
+category, delivered at dates that put them inside and outside the after-sales windows."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from .database import write_transaction
+from .extensions import db
+from .models import StaffUser, utcnow
+from .orders import LineInput, OrderInput, _write_order, ensure_shop
+
+DEMO_SHOP = "demo-shop"
+DEMO_PASSWORD = "demo-password"
+DEMO_STAFF = (
+    ("seller@example.com", "Sam Seller", "seller"),
+    ("platform@example.com", "Pat Platform", "platform"),
+)
+
+
+def _order(number: str, email: str, name: str, lines: list[LineInput], *, delivered_days_ago: int | None,
+           shipped: bool = True, insured: bool = False, discount: int = 0) -> OrderInput:
+    now = utcnow()
+    placed = now - timedelta(days=(delivered_days_ago or 0) + 4)
+    return OrderInput(
+        shop=DEMO_SHOP, number=number, buyer_email=email, buyer_name=name, currency="CNY", lines=lines,
+        placed_at=placed, paid_at=placed + timedelta(minutes=5),
+        shipped_at=placed + timedelta(days=1) if shipped else None,
+        delivered_at=now - timedelta(days=delivered_days_ago) if delivered_days_ago is not None else None,
+        shipping_insured=insured, discount=discount,
+    )
+
+
+def demo_orders() -> list[OrderInput]:
+    return [
+        _order("FUR-1001", "li.wei@example.com", "Li Wei", [
+            LineInput(1, "Made-to-measure sofa, grey linen", "furniture", 1, 899900,
+                      attributes={"custom_made": True, "large_item": True, "delivery_and_installation": True}),
+            LineInput(2, "Oak bookshelf (assembled on site)", "furniture", 1, 129900,
+                      attributes={"installed": True, "installed_at_days_ago": 2, "large_item": True}),
+        ], delivered_days_ago=2),
+        _order("XB-2001", "emma.jones@example.com", "Emma Jones", [
+            LineInput(1, "Imported face serum 30 ml", "cross_border", 2, 25900,
+                      attributes={"import_tax": 2331, "tax_included": False}),
+            LineInput(2, "Imported vitamin gummies", "cross_border", 1, 8900, attributes={"import_tax": 801}),
+        ], delivered_days_ago=3, insured=True),
+        _order("EL-3001", "chen.jing@example.com", "Chen Jing", [
+            LineInput(1, "Smartphone X 256 GB", "electronics", 1, 499900,
+                      attributes={"serial": "SNX-0042", "portable": True, "warranty_days": 365}),
+            LineInput(2, "Wireless earbuds", "electronics", 2, 39900, attributes={"portable": True}),
+        ], delivered_days_ago=2, discount=10000),
+        _order("EL-3002", "chen.jing@example.com", "Chen Jing", [
+            LineInput(1, "Smart TV 55 inch", "electronics", 1, 359900,
+                      attributes={"portable": False, "warranty_days": 365}),
+        ], delivered_days_ago=40),
+        _order("BK-4001", "maria.garcia@example.com", "Maria Garcia", [
+            LineInput(1, "The Art of Repair (paperback)", "books", 3, 6800),
+        ], delivered_days_ago=1),
+        _order("BK-4002", "maria.garcia@example.com", "Maria Garcia", [
+            LineInput(1, "Atlas of Tea (hardcover)", "books", 1, 15800),
+        ], delivered_days_ago=None, shipped=False),
+    ]
+
+
+def load_demo() -> str:
+    """Create (or refresh) the demo shop, its staff and its orders. Returns what to try."""
+    with write_transaction():
+        ensure_shop(DEMO_SHOP, "Demo Shop", currency="CNY", timezone_name="Asia/Shanghai",
+                    return_address="Demo Shop Returns, 88 Century Avenue, Pudong, Shanghai 200120")
+        shop = ensure_shop(DEMO_SHOP, "Demo Shop")
+        for email, name, role in DEMO_STAFF:
+            if db.session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is None:
+                staff = StaffUser(email=email, name=name, role=role, shop=shop if role == "seller" else None)
+                staff.set_password(DEMO_PASSWORD)
+                db.session.add(staff)
+        orders = demo_orders()
+        for order in orders:
+            _write_order(order)
+    lines = [f"demo shop {DEMO_SHOP!r} with {len(orders)} orders"]
+    lines += [f"  order {o.number} / {o.buyer_email}" for o in orders]
+    lines += [f"staff login: {email} / {DEMO_PASSWORD} ({role})" for email, _, role in DEMO_STAFF]
+    return "\n".join(lines)

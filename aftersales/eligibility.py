@@ -1,0 +1,302 @@
+"""Who may ask for what on an order line: the core rules of DESIGN §3 plus plugin verdicts.
+
+Everything here is plain Python over an order line, a request and a few facts the service
+layer looked up (open cases, units already covered, refundable amount). The answer is a
+structured verdict: allowed or not, the reasons why not in words a buyer understands, and
+what the request still needs (photos, a field).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .i18n import _, lazy_
+from .money import SELLER_FAULT_REASONS, amount_for_units
+from .workflow import ALL_KINDS, GOODS_BACK
+
+KIND_ORDER = ("refund_only", "return_refund", "exchange", "repair")
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a buyer asks. ``window`` picks the rule that limits it in time."""
+
+    code: str
+    label: Any
+    seller_fault: bool = False
+    photos: int = 0  # minimum photos; 0 = none needed
+    window: str = "quality"  # "no_reason", "quality", "none"
+
+
+def core_reasons(settings: Mapping[str, Any]) -> list[Reason]:
+    photos = int(settings.get("AFTERSALES_MIN_PHOTOS_FOR_FAULTS", 1))
+    return [
+        Reason("no_reason", lazy_("Changed my mind (no reason needed)"), window="no_reason"),
+        Reason("quality", lazy_("Quality problem or fault"), True, photos),
+        Reason("not_as_described", lazy_("Not as described"), True, photos),
+        Reason("damaged", lazy_("Arrived damaged"), True, photos),
+        Reason("wrong_item", lazy_("Wrong item sent"), True, photos),
+        Reason("missing_part", lazy_("Missing part or accessory"), True, photos),
+        Reason("not_received", lazy_("Never arrived"), True, 0, window="none"),
+    ]
+
+
+@dataclass(frozen=True)
+class CaseRequest:
+    """What a buyer asks for on one line."""
+
+    kind: str
+    reason: str
+    quantity: int = 1
+    amount: int | None = None  # minor units; None = the most allowed
+    photos: int = 0
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Denial:
+    code: str
+    message: str
+    source: str = "core"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Something the request must carry: ``code`` "photos" counts evidence, any other code
+    names an input field that must be filled."""
+
+    code: str
+    minimum: int
+    message: str
+    source: str = "core"
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A plugin lifting the core denials with ``code`` for this request."""
+
+    code: str
+    message: str = ""
+    source: str = "plugin"
+
+
+def deny(message: str, code: str = "plugin") -> Denial:
+    """A plugin verdict: refuse this request, telling the buyer ``message``."""
+    return Denial(code, str(message), "plugin")
+
+
+def require(code: str, minimum: int, message: str) -> Requirement:
+    """A plugin verdict: the request needs ``minimum`` of ``code`` (e.g. 2 photos)."""
+    return Requirement(code, minimum, str(message), "plugin")
+
+
+def waive(code: str, message: str = "") -> Waiver:
+    """A plugin verdict: lift the core denial ``code`` (e.g. "needs_return")."""
+    return Waiver(code, str(message), "plugin")
+
+
+@dataclass(frozen=True)
+class LineFacts:
+    """What the database says about a line right now, gathered by the service layer."""
+
+    has_open_case: bool
+    units_covered: int  # units in open or completed cases
+    refundable: int  # paid − succeeded − pending refunds
+
+
+@dataclass
+class Verdict:
+    """The answer for one request."""
+
+    request: CaseRequest
+    denials: list[Denial] = field(default_factory=list)
+    requirements: list[Requirement] = field(default_factory=list)
+    max_quantity: int = 0
+    max_amount: int = 0
+
+    @property
+    def allowed(self) -> bool:
+        return not self.denials
+
+    @property
+    def messages(self) -> list[str]:
+        return list(dict.fromkeys(d.message for d in self.denials))
+
+    def requirement(self, code: str) -> int:
+        return max((r.minimum for r in self.requirements if r.code == code), default=0)
+
+    def unmet(self, photos: int, data: Mapping[str, Any]) -> list[Requirement]:
+        """Requirements this request does not meet yet."""
+        missing = []
+        for requirement in self.requirements:
+            if requirement.code == "photos":
+                if photos < requirement.minimum:
+                    missing.append(requirement)
+            elif not data.get(requirement.code):
+                missing.append(requirement)
+        return missing
+
+
+@dataclass
+class KindOption:
+    """One kind as shown on an order page: open to which reasons, or why not."""
+
+    kind: str
+    reasons: list[str]
+    why_not: list[str]
+
+    @property
+    def allowed(self) -> bool:
+        return bool(self.reasons)
+
+
+@dataclass
+class LineEligibility:
+    line_id: int
+    options: dict[str, KindOption]
+
+    @property
+    def allowed_kinds(self) -> list[str]:
+        return [kind for kind, option in self.options.items() if option.allowed]
+
+
+def core_verdict(
+    line: Any,
+    request: CaseRequest,
+    now: datetime,
+    facts: LineFacts,
+    reasons: Mapping[str, Reason],
+    settings: Mapping[str, Any],
+) -> Verdict:
+    """The core rules alone, before plugins have their say."""
+    verdict = Verdict(request)
+    denials = verdict.denials
+
+    def refuse(code: str, message: str) -> None:
+        denials.append(Denial(code, message))
+
+    order = line.order
+    reason = reasons.get(request.reason)
+    if request.kind not in ALL_KINDS:
+        refuse("unknown_kind", _("Unknown kind of request."))
+    if reason is None:
+        refuse("unknown_reason", _("Please choose a reason from the list."))
+    if order.paid_at is None:
+        refuse("not_paid", _("This order has not been paid."))
+    if facts.has_open_case:
+        refuse("open_case", _("This item already has an open request; please follow that one."))
+
+    # Before delivery: a refund only (cancel before shipment, or a parcel that never arrived).
+    days = line.days_since_delivery(now)
+    if not order.is_shipped:
+        if request.kind != "refund_only":
+            refuse("not_shipped", _("The order has not shipped yet: ask for a refund instead."))
+    elif days is None:
+        if request.kind in GOODS_BACK:
+            refuse("not_delivered", _("The parcel has not been delivered yet: nothing to send back."))
+        elif reason is not None and request.reason != "not_received":
+            refuse("not_delivered", _("The parcel has not been delivered yet; if it never arrives, choose \u201cNever arrived\u201d."))
+    elif reason is not None:
+        _delivered_rules(line, request, reason, days, refuse, settings)
+
+    # Quantities are counted per line, across all its cases.
+    available = max(line.quantity - facts.units_covered, 0)
+    verdict.max_quantity = available
+    if available == 0:
+        refuse("nothing_left", _("Every unit of this item is already covered by another request."))
+    elif not 1 <= request.quantity <= available:
+        refuse("quantity", _("You can ask for 1 to %(count)d unit(s) of this item.", count=available))
+
+    # Amount: the value of the units asked for, never more than what is still refundable.
+    units = min(max(request.quantity, 0), available)
+    value = amount_for_units(line.paid_amount, line.quantity, min(facts.units_covered, line.quantity), units) if units else 0
+    verdict.max_amount = min(value, facts.refundable)
+    if request.kind in ("refund_only", "return_refund"):
+        if verdict.max_amount <= 0 and available:
+            refuse("nothing_refundable", _("Nothing is left to refund on this item."))
+        elif request.amount is not None and not 0 < request.amount <= verdict.max_amount:
+            refuse("amount_limit", _("The refund must be more than zero and at most the refundable amount."))
+
+    if reason is not None and reason.photos:
+        verdict.requirements.append(
+            Requirement("photos", reason.photos, _("Please add at least %(count)d photo(s) of the problem.", count=reason.photos))
+        )
+    return verdict
+
+
+def _delivered_rules(
+    line: Any, request: CaseRequest, reason: Reason, days: int,
+    refuse: Callable[[str, str], None], settings: Mapping[str, Any],
+) -> None:
+    if request.reason == "not_received":
+        refuse("delivered", _("The parcel was delivered; if something is wrong with it, choose another reason."))
+        return
+    if reason.window == "no_reason":
+        window = int(settings["AFTERSALES_NO_REASON_DAYS"])
+        exempt = _no_reason_exemption(line)
+        if exempt:
+            refuse("no_reason_exempt", exempt)
+        elif days > window:
+            refuse("no_reason_window", _("The %(days)d-day no-reason return ended on day %(days)d after delivery.", days=window))
+        if request.kind == "repair":
+            refuse("repair_needs_fault", _("A repair is for a fault; choose the problem as the reason."))
+        if request.kind == "refund_only":
+            refuse("needs_return", _("Without a fault, send the item back to get a refund."))
+        return
+    if reason.window == "quality":
+        if request.kind == "repair":
+            warranty = int(line.attribute("warranty_days", settings["AFTERSALES_WARRANTY_DAYS"]))
+            if days > warranty:
+                refuse("warranty_expired", _("The %(days)d-day warranty has ended.", days=warranty))
+        else:
+            window = int(settings["AFTERSALES_QUALITY_DAYS"])
+            if days > window:
+                refuse("quality_window", _("Problems must be reported within %(days)d days of delivery; a repair may still be possible.", days=window))
+
+
+def _no_reason_exemption(line: Any) -> str | None:
+    """Why this line has no 7-day no-reason return, or None."""
+    if line.attribute("custom_made"):
+        return _("Custom-made goods have no 7-day no-reason return.")
+    if line.attribute("perishable"):
+        return _("Perishable goods have no 7-day no-reason return.")
+    if line.attribute("digital"):
+        return _("Downloaded or unsealed digital goods have no 7-day no-reason return.")
+    if line.attribute("exemption_confirmed") and (line.attribute("activated") or line.attribute("unsealed")):
+        return _("You confirmed at purchase that this item has no no-reason return once activated or unsealed.")
+    return None
+
+
+def combine(verdict: Verdict, plugin_answers: Iterable[Any]) -> Verdict:
+    """Fold plugin verdicts into the core verdict: denials add, waivers lift, requirements add."""
+    answers: list[Any] = []
+    for answer in plugin_answers:
+        if answer is None:
+            continue
+        answers.extend(answer if isinstance(answer, (list, tuple)) else [answer])
+    waived = {a.code for a in answers if isinstance(a, Waiver)}
+    verdict.denials = [d for d in verdict.denials if not (d.source == "core" and d.code in waived)]
+    for answer in answers:
+        if isinstance(answer, Denial):
+            verdict.denials.append(answer)
+        elif isinstance(answer, Requirement):
+            verdict.requirements.append(answer)
+        elif not isinstance(answer, Waiver):
+            raise TypeError(f"an eligibility hook returned {answer!r}; use deny(), require() or waive()")
+    return verdict
+
+
+def line_overview(judge: Callable[[CaseRequest], Verdict], reason_codes: Sequence[str]) -> dict[str, KindOption]:
+    """For an order page: each kind, the reasons it is open to, or why it is not available."""
+    options = {}
+    for kind in KIND_ORDER:
+        open_to, why_not = [], []
+        for code in reason_codes:
+            verdict = judge(CaseRequest(kind=kind, reason=code, quantity=1))
+            if verdict.allowed:
+                open_to.append(code)
+            else:
+                why_not.extend(verdict.messages)
+        options[kind] = KindOption(kind, open_to, [] if open_to else list(dict.fromkeys(why_not)))
+    return options

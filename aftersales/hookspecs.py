@@ -1,0 +1,148 @@
+"""Every hook a plugin may implement. These docstrings are the hook reference (``docs/hooks.md``
+is generated from them by ``flask aftersales hooks-doc``).
+
+A plugin is a module (or any object) with functions named after these hooks and marked with
+``@aftersales.hookimpl``. It declares the categories it serves with ``aftersales_categories``;
+the core then calls its other hooks only for order lines and cases of those categories. A plugin
+without ``aftersales_categories`` serves every category (a payment or notification plugin).
+
+A hook implementation may accept any subset of the arguments listed; pluggy passes only the
+names it asks for. An exception raised by a hook stops the operation and is reported with the
+plugin's name: return a verdict instead of raising to refuse something.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("aftersales")
+
+
+@hookspec
+def aftersales_categories() -> list[str]:
+    """The product categories this plugin serves, e.g. ``["electronics"]``.
+
+    Called once when the plugin loads. All answers are collected per plugin. Category names
+    are the ``category`` values of order lines. Leave the hook out to serve every category.
+    """
+
+
+@hookspec
+def aftersales_reasons(category: str) -> list[Any]:
+    """Extra request reasons for ``category``, as :class:`aftersales.Reason` values.
+
+    Called when the reason list of a category is built (for the request form and for checking
+    a request). All answers are collected and added after the core reasons; a plugin reason
+    with a core reason's code replaces it for this category.
+    """
+
+
+@hookspec
+def aftersales_eligibility(line: Any, request: Any, now: Any) -> Any:
+    """Judge one request on one order line.
+
+    Called for every request checked, and for every (kind, reason) pair when a page asks
+    which kinds a line allows. ``line`` is the :class:`OrderLine` (read it, never change it),
+    ``request`` an :class:`aftersales.CaseRequest` (``kind``, ``reason``, ``quantity``,
+    ``amount``, ``photos``, ``data``), ``now`` an aware UTC datetime.
+
+    Return ``None`` (no opinion), one verdict or a list of verdicts, built with
+    ``aftersales.deny(message, code=...)``, ``aftersales.require(code, minimum, message)`` or
+    ``aftersales.waive(code, message)`` (lift a core denial with that code, e.g.
+    ``"needs_return"``). All plugins' answers are collected and combined with the core rules:
+    any denial refuses the request, requirements add up (the highest minimum wins).
+    """
+
+
+@hookspec
+def aftersales_workflow(flow: Any) -> None:
+    """Change the workflow table of one (category, kind).
+
+    Called once per (category, kind) when its machine is first built; the result is cached and
+    shared by every request. ``flow`` is a :class:`aftersales.WorkflowBuilder` holding this
+    kind's copy of the base table (``flow.category``, ``flow.kind``, ``flow.settings``); change
+    it in place with ``add_state``, ``add_actor``, ``add``, ``remove``, ``replace``,
+    ``redirect``, ``set_deadline`` and ``remove_deadline``. Plugins run one after another and
+    each sees the changes of the ones before. The result is checked (every state reachable,
+    a way out of every non-terminal state, every deadline firing a trigger the system may fire)
+    and a broken table fails at load with the responsible plugin's name. Returns nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def aftersales_deadline(case: Any, state: str, after: Any) -> Any:
+    """Override how long ``case`` may stay in ``state`` before its timer fires.
+
+    Called each time a case enters a state that has a deadline in its workflow. ``after`` is
+    the table's ``timedelta``. Return another ``timedelta`` to change it for this case (e.g. a
+    longer return window for a buyer abroad) or ``None`` to keep it. The first non-``None``
+    answer wins.
+    """
+
+
+@hookspec(firstresult=True)
+def aftersales_check_action(case: Any, actor: str, trigger: str, data: dict) -> str | None:
+    """Refuse an action on a case before it runs, with a message for the person acting.
+
+    Called by ``services.act`` after the workflow allowed ``actor`` to fire ``trigger`` and
+    the required inputs are present, inside the transaction, before anything changes. ``data``
+    holds the submitted inputs. Return a message (string) to refuse, or ``None`` to let it run.
+    The first refusal wins.
+    """
+
+
+@hookspec
+def aftersales_refund_adjustments(case: Any, amount: int) -> list[Any]:
+    """Adjust the refund of ``case`` (e.g. a restocking fee, returned import tax).
+
+    Called when a case enters ``refunding``, before the refund is claimed. ``amount`` is the
+    approved amount in minor units. Return a list of :class:`aftersales.Adjustment`
+    (``code``, signed ``amount``, ``label``). All answers are collected; the total is applied
+    and the result kept between 0 and the line's refundable amount.
+    """
+
+
+@hookspec(firstresult=True)
+def aftersales_shipping_payer(line: Any, reason: str, default: str) -> str | None:
+    """Decide who pays the return shipping of a new case: ``"buyer"``, ``"seller"`` or
+    ``"insurer"``.
+
+    Called when a case is opened; ``default`` is the core's answer (seller when at fault,
+    insurer when the order has shipping insurance, else buyer). Return a payer or ``None``
+    to keep the default. The first non-``None`` answer wins.
+    """
+
+
+@hookspec
+def aftersales_form_fields(category: str, kind: str, trigger: str) -> list[Any]:
+    """Extra form fields for a step, as :class:`aftersales.FormField` values.
+
+    Called when a form for ``trigger`` (``"request"`` for the request form) is built for a
+    case of ``category`` and ``kind``. All answers are collected and shown after the core
+    fields; submitted values reach the action as inputs and are kept in ``case.data``.
+    """
+
+
+@hookspec
+def aftersales_case_event(case: Any, event: Any) -> None:
+    """Be told of a case event after it was committed.
+
+    Called once per :class:`CaseEvent` (state changes and money movements) after the
+    transaction that wrote it committed, from the outbox; a failure is logged with the
+    plugin's name and retried by the next sweep, so make the hook idempotent. All
+    implementations are called; return values are ignored.
+    """
+
+
+@hookspec(firstresult=True)
+def aftersales_issue_refund(refund: Any, case: Any) -> Any:
+    """Send a refund to the payment provider.
+
+    Called after the refund was committed as ``pending`` (no row lock is held), possibly more
+    than once for the same refund after a crash: pass ``refund.idempotency_key`` to the
+    provider. Return an :class:`aftersales.RefundResult` (``status`` ``"succeeded"``,
+    ``"failed"`` or ``"pending"``, ``reference``, ``message``) or ``None`` to leave the
+    refund to the next plugin. With no answer the refund stays pending until staff mark it
+    paid (the manual gateway). The first non-``None`` answer wins.
+    """

@@ -1,0 +1,366 @@
+"""Database models: orders and their lines, cases, refunds and the case timeline.
+
+Money is always an integer number of minor units (cents, fen) next to an ISO 4217 currency
+code. Times are stored as UTC and come back timezone-aware.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp kept as naive UTC in the database and handed out timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a timezone-aware datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+#: Case states that never change again.
+TERMINAL_STATES = frozenset({"completed", "closed", "cancelled"})
+#: Case kinds (售后类型).
+CASE_KINDS = ("refund_only", "return_refund", "exchange", "repair")
+
+
+class Shop(db.Model):
+    __tablename__ = "shops"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    return_address: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone or "UTC")
+
+
+class StaffUser(db.Model):
+    """A person who works cases: seller staff of one shop, or a platform operator (no shop)."""
+
+    __tablename__ = "staff_users"
+    __table_args__ = (CheckConstraint("role IN ('seller', 'platform')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="seller")
+    password_hash: Mapped[str] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    shop: Mapped[Shop | None] = relationship()
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    # Flask-Login protocol
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("shop_id", "number", name="uq_orders_shop_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"), index=True)
+    number: Mapped[str] = mapped_column(String(64))
+    buyer_email: Mapped[str] = mapped_column(String(254), index=True)
+    buyer_name: Mapped[str] = mapped_column(String(200), default="")
+    currency: Mapped[str] = mapped_column(String(3))
+    shipping_fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    shipping_insured: Mapped[bool] = mapped_column(Boolean, default=False)
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    shop: Mapped[Shop] = relationship()
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order", order_by="OrderLine.position", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_shipped(self) -> bool:
+        return self.shipped_at is not None
+
+    @property
+    def is_delivered(self) -> bool:
+        return self.delivered_at is not None
+
+
+class OrderLine(db.Model):
+    """One product on an order: what was bought, how many, and what was actually paid for it."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        UniqueConstraint("order_id", "position", name="uq_order_lines_order_position"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("paid_amount >= 0", name="paid_not_negative"),
+        CheckConstraint(
+            "refund_committed >= 0 AND refund_committed <= paid_amount", name="refund_ceiling"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(String(64), default="")
+    title: Mapped[str] = mapped_column(String(300))
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price: Mapped[int] = mapped_column(BigInteger)
+    paid_amount: Mapped[int] = mapped_column(BigInteger)
+    # Pending + succeeded refunds, kept by an atomic conditional UPDATE (the ceiling guard).
+    refund_committed: Mapped[int] = mapped_column(BigInteger, default=0)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    order: Mapped[Order] = relationship(back_populates="lines")
+
+    @property
+    def currency(self) -> str:
+        return self.order.currency
+
+    def attribute(self, name: str, default: Any = None) -> Any:
+        return (self.attributes or {}).get(name, default)
+
+    def delivered_on(self) -> date | None:
+        """The local calendar day of delivery in the shop's timezone."""
+        delivered = self.order.delivered_at
+        if delivered is None:
+            return None
+        return delivered.astimezone(self.order.shop.zone).date()
+
+    def days_since_delivery(self, now: datetime) -> int | None:
+        """Whole days since delivery, counted from the day after delivery (day 1)."""
+        delivered = self.delivered_on()
+        if delivered is None:
+            return None
+        return (now.astimezone(self.order.shop.zone).date() - delivered).days
+
+
+class Case(db.Model):
+    """An after-sales case (售后单) for one order line."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        Index("ix_cases_shop_state", "shop_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), index=True)
+    # Equal to line_id while the case is open, NULL once it ends: the unique constraint is
+    # what makes "one open case per line" hold under concurrent requests.
+    open_line_id: Mapped[int | None] = mapped_column(ForeignKey("order_lines.id"), unique=True)
+    category: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    quantity: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)  # requested refund, 0 for exchange/repair
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    due_trigger: Mapped[str | None] = mapped_column(String(64))
+    shipping_payer: Mapped[str] = mapped_column(String(16), default="buyer")
+    offer_amount: Mapped[int | None] = mapped_column(BigInteger)
+    approved_amount: Mapped[int | None] = mapped_column(BigInteger)
+    decision_payer: Mapped[str | None] = mapped_column(String(16))
+    return_address: Mapped[str | None] = mapped_column(Text)
+    return_carrier: Mapped[str | None] = mapped_column(String(100))
+    return_tracking: Mapped[str | None] = mapped_column(String(100))
+    received_quantity: Mapped[int | None] = mapped_column(Integer)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # SQLAlchemy adds "AND version = <loaded>" to every UPDATE and raises StaleDataError when
+    # another transaction got there first: the compare-and-set behind CaseChanged.
+    __mapper_args__ = {"version_id_col": version}
+
+    shop: Mapped[Shop] = relationship()
+    order: Mapped[Order] = relationship()
+    line: Mapped[OrderLine] = relationship(foreign_keys=[line_id])
+    events: Mapped[list[CaseEvent]] = relationship(
+        back_populates="case", order_by="CaseEvent.id", cascade="all, delete-orphan"
+    )
+    refunds: Mapped[list[Refund]] = relationship(back_populates="case", order_by="Refund.id")
+    notes: Mapped[list[Note]] = relationship(back_populates="case", order_by="Note.id")
+    evidence: Mapped[list[Evidence]] = relationship(back_populates="case", order_by="Evidence.id")
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def needs_goods_back(self) -> bool:
+        return self.kind != "refund_only"
+
+
+class CaseEvent(db.Model):
+    """Append-only timeline of a case: every state change and every money movement."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    actor_type: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str | None] = mapped_column(String(254))
+    trigger: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str | None] = mapped_column(String(64))
+    to_state: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    note: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    case: Mapped[Case] = relationship(back_populates="events")
+
+    @property
+    def changes_state(self) -> bool:
+        return self.from_state != self.to_state
+
+
+class Refund(db.Model):
+    """Money leaving the shop for one case. Never edited or re-sent once pending or succeeded."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    payer: Mapped[str] = mapped_column(String(16), default="seller")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    provider: Mapped[str] = mapped_column(String(64), default="manual")
+    provider_reference: Mapped[str | None] = mapped_column(String(200))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    adjustments: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    case: Mapped[Case] = relationship(back_populates="refunds")
+
+
+class Note(db.Model):
+    """An internal note on a case, for staff only (the handover between shifts)."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    case: Mapped[Case] = relationship(back_populates="notes")
+    author: Mapped[StaffUser] = relationship()
+
+
+class Evidence(db.Model):
+    """Metadata of an uploaded photo. The file itself lives outside static/ under storage_key."""
+
+    __tablename__ = "evidence"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    uploaded_by: Mapped[str] = mapped_column(String(32))  # actor type
+    storage_key: Mapped[str] = mapped_column(String(128), unique=True)
+    original_name: Mapped[str] = mapped_column(String(255), default="")
+    content_type: Mapped[str] = mapped_column(String(64))
+    byte_size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(64), default="")  # e.g. "parcel", "goods"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    case: Mapped[Case] = relationship(back_populates="evidence")
+
+
+class OutboxMessage(db.Model):
+    """A side effect that leaves the database, written with the change and delivered after commit."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

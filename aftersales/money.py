@@ -1,0 +1,164 @@
+"""Exact money rules: how much of a line can still be refunded, adjustments, who pays shipping.
+
+Amounts are integers in minor units; nothing here ever touches a float.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+#: ISO 4217 currencies whose minor unit is not 1/100.
+_MINOR_UNIT_DIGITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "JOD": 3}
+
+#: Reasons that put the fault on the seller: the seller pays return shipping.
+SELLER_FAULT_REASONS = frozenset(
+    {"quality", "not_as_described", "damaged", "wrong_item", "missing_part"}
+)
+
+
+@dataclass(frozen=True)
+class Money:
+    amount: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amount, int) or isinstance(self.amount, bool):
+            raise TypeError("money amounts are integers in minor units")
+        if len(self.currency) != 3 or not self.currency.isupper():
+            raise ValueError(f"not an ISO 4217 currency code: {self.currency!r}")
+
+    def __str__(self) -> str:
+        return format_money(self.amount, self.currency)
+
+
+def minor_unit_digits(currency: str) -> int:
+    return _MINOR_UNIT_DIGITS.get(currency.upper(), 2)
+
+
+def format_money(amount: int, currency: str) -> str:
+    """``12345, "CNY"`` → ``"123.45 CNY"``; exact for any integer."""
+    digits = minor_unit_digits(currency)
+    value = Decimal(amount).scaleb(-digits)
+    return f"{value:.{digits}f} {currency}"
+
+
+def parse_money(text: str, currency: str) -> int:
+    """``"123.45"`` → ``12345`` for a two-digit currency; refuses more digits than the currency has."""
+    digits = minor_unit_digits(currency)
+    try:
+        value = Decimal(text.strip())
+    except ArithmeticError as error:
+        raise ValueError(f"not an amount: {text!r}") from error
+    if not value.is_finite():
+        raise ValueError(f"not an amount: {text!r}")
+    scaled = value.scaleb(digits)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{currency} amounts have at most {digits} decimal places")
+    return int(scaled)
+
+
+def split_exact(total: int, weights: Sequence[int]) -> list[int]:
+    """Split ``total`` over ``weights`` by largest remainder: the parts always sum to ``total``.
+
+    Ties go to the earlier part, so the split is deterministic.
+    """
+    if total < 0:
+        raise ValueError("cannot split a negative amount")
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        raise ValueError("weights must sum to more than zero")
+    floors = [total * w // weight_sum for w in weights]
+    remainders = [total * w % weight_sum for w in weights]
+    short = total - sum(floors)
+    for index in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:short]:
+        floors[index] += 1
+    return floors
+
+
+def unit_shares(paid_amount: int, quantity: int) -> list[int]:
+    """What each unit of a line cost after discounts, summing exactly to the paid amount."""
+    return split_exact(paid_amount, [1] * quantity)
+
+
+def amount_for_units(paid_amount: int, quantity: int, units_before: int, units: int) -> int:
+    """The value of ``units`` units of a line, after ``units_before`` units already claimed.
+
+    Units are consumed in order, so consecutive claims never pay the same unit twice and all
+    claims together sum to at most the paid amount.
+    """
+    if units < 0 or units_before < 0 or units_before + units > quantity:
+        raise ValueError("units out of range for this line")
+    return sum(unit_shares(paid_amount, quantity)[units_before : units_before + units])
+
+
+def refundable_amount(paid_amount: int, committed_refunds: Iterable[int]) -> int:
+    """Paid − (succeeded + pending) refunds: what may still leave the shop for this line."""
+    return max(paid_amount - sum(committed_refunds), 0)
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A change to a refund, e.g. a restocking fee (negative) or returned import tax (positive)."""
+
+    code: str
+    amount: int
+    label: str = ""
+
+
+def apply_adjustments(amount: int, adjustments: Iterable[Adjustment], ceiling: int) -> int:
+    """The refund after adjustments, kept within 0..ceiling."""
+    total = amount + sum(adjustment.amount for adjustment in adjustments)
+    return min(max(total, 0), ceiling)
+
+
+def shipping_payer(reason: str, shipping_insured: bool, seller_fault_reasons=SELLER_FAULT_REASONS) -> str:
+    """Who pays the return leg: the seller when at fault, else the insurer (运费险) or the buyer."""
+    if reason in seller_fault_reasons:
+        return "seller"
+    if shipping_insured:
+        return "insurer"
+    return "buyer"
+
+
+@dataclass(frozen=True)
+class BuyerRecord:
+    """What the shop knows of a buyer, for the express refund (极速退款) decision."""
+
+    completed_cases: int
+    abused_express: bool
+    outstanding_express: int  # express refunds paid whose return has not arrived yet
+
+
+@dataclass(frozen=True)
+class ExpressDecision:
+    eligible: bool
+    why: str
+
+
+def express_refund_decision(
+    record: BuyerRecord, amount: int, *, enabled: bool, min_completed_cases: int, quota: int
+) -> ExpressDecision:
+    """Refund on shipment instead of on arrival, for buyers with a good record within a quota."""
+    if not enabled:
+        return ExpressDecision(False, "express refunds are turned off")
+    if record.abused_express:
+        return ExpressDecision(False, "a previous express-refunded return never arrived")
+    if record.completed_cases < min_completed_cases:
+        return ExpressDecision(False, "not enough completed cases yet")
+    if record.outstanding_express + amount > quota:
+        return ExpressDecision(False, "the buyer's express refund quota is used up")
+    return ExpressDecision(True, "good record within quota")
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """What a payment plugin answers for a refund it was asked to send."""
+
+    status: str  # "succeeded", "failed" or "pending"
+    reference: str | None = None
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in ("succeeded", "failed", "pending"):
+            raise ValueError(f"refund status must be succeeded, failed or pending, not {self.status!r}")

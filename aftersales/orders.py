@@ -1,0 +1,338 @@
+"""Pushing orders in: the small API a host marketplace calls, and the import command uses.
+
+``upsert_order`` creates or updates an order with its lines; ``mark_shipped`` and
+``mark_delivered`` record the fulfilment dates the after-sales windows count from. Input is
+checked completely before anything is written, and every problem is reported at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from sqlalchemy import select
+
+from .database import write_transaction
+from .errors import InvalidInput, NotFound
+from .extensions import db
+from .i18n import _
+from .money import split_exact
+from .models import Order, OrderLine, Shop, utcnow
+
+
+@dataclass
+class LineInput:
+    position: int
+    title: str
+    category: str
+    quantity: int
+    unit_price: int
+    paid_amount: int | None = None  # default: unit price × quantity less its share of the discount
+    sku: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OrderInput:
+    shop: str  # shop slug
+    number: str
+    buyer_email: str
+    currency: str
+    lines: list[LineInput]
+    buyer_name: str = ""
+    discount: int = 0  # order-level discount, split over lines by value
+    shipping_fee: int = 0
+    shipping_insured: bool = False
+    placed_at: datetime | None = None
+    paid_at: datetime | None = None
+    shipped_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class OrderProblems(InvalidInput):
+    """Everything wrong with an order's input, as a list of messages."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def parse_time(value: Any, name: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput(_("%(field)s is not a date and time (use ISO 8601, e.g. 2026-11-20T15:00:00+08:00).", field=name), field=name) from None
+    if moment.tzinfo is None:
+        raise InvalidInput(_("%(field)s needs a timezone offset (e.g. +08:00 or Z).", field=name), field=name)
+    return moment.astimezone(timezone.utc)
+
+
+def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
+    """Build an :class:`OrderInput` from plain data (JSON, a CSV group, a host app's dict)."""
+    problems: list[str] = []
+
+    def need(mapping: Mapping[str, Any], key: str, kind: type, where: str = "") -> Any:
+        value = mapping.get(key)
+        if value in (None, ""):
+            problems.append(_("%(where)s%(field)s is missing", where=where, field=key))
+            return kind()
+        try:
+            if kind is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+                    raise ValueError
+                return int(value)
+            return kind(value).strip() if kind is str else kind(value)
+        except (TypeError, ValueError):
+            problems.append(_("%(where)s%(field)s must be a whole number of minor units", where=where, field=key)
+                            if kind is int else _("%(where)s%(field)s is not valid", where=where, field=key))
+            return kind()
+
+    def optional_int(mapping: Mapping[str, Any], key: str, where: str = "") -> int | None:
+        return need(mapping, key, int, where) if mapping.get(key) not in (None, "") else None
+
+    times = {}
+    for key in ("placed_at", "paid_at", "shipped_at", "delivered_at"):
+        try:
+            times[key] = parse_time(data.get(key), key)
+        except InvalidInput as error:
+            problems.append(str(error))
+    lines = []
+    raw_lines = data.get("lines") or []
+    if not isinstance(raw_lines, list) or not raw_lines:
+        problems.append(_("an order needs at least one line"))
+        raw_lines = []
+    for index, raw in enumerate(raw_lines, start=1):
+        where = _("line %(n)d: ", n=index)
+        if not isinstance(raw, Mapping):
+            problems.append(where + _("not an object"))
+            continue
+        attributes = raw.get("attributes") or {}
+        if not isinstance(attributes, Mapping):
+            problems.append(where + _("attributes must be an object"))
+            attributes = {}
+        lines.append(LineInput(
+            position=optional_int(raw, "position", where) or index,
+            title=need(raw, "title", str, where),
+            category=need(raw, "category", str, where),
+            quantity=need(raw, "quantity", int, where),
+            unit_price=need(raw, "unit_price", int, where),
+            paid_amount=optional_int(raw, "paid_amount", where),
+            sku=str(raw.get("sku") or ""),
+            attributes=dict(attributes),
+        ))
+    order = OrderInput(
+        shop=need(data, "shop", str),
+        number=need(data, "number", str),
+        buyer_email=need(data, "buyer_email", str),
+        currency=need(data, "currency", str).upper(),
+        lines=lines,
+        buyer_name=str(data.get("buyer_name") or ""),
+        discount=optional_int(data, "discount") or 0,
+        shipping_fee=optional_int(data, "shipping_fee") or 0,
+        shipping_insured=str(data.get("shipping_insured", "")).strip().lower() in ("1", "true", "yes"),
+        **times,
+    )
+    problems.extend(check_order(order))
+    if problems:
+        raise OrderProblems(problems)
+    return order
+
+
+def check_order(order: OrderInput) -> list[str]:
+    """Problems that don't need the database."""
+    problems = []
+    if order.currency and (len(order.currency) != 3 or not order.currency.isalpha()):
+        problems.append(_("currency must be a 3-letter ISO code"))
+    if order.buyer_email and "@" not in order.buyer_email:
+        problems.append(_("buyer_email is not an e-mail address"))
+    positions = [line.position for line in order.lines]
+    if len(positions) != len(set(positions)):
+        problems.append(_("line positions must be unique"))
+    for line in order.lines:
+        where = _("line %(n)d: ", n=line.position)
+        if line.quantity <= 0:
+            problems.append(where + _("quantity must be at least 1"))
+        if line.unit_price < 0 or (line.paid_amount is not None and line.paid_amount < 0):
+            problems.append(where + _("prices cannot be negative"))
+    gross = sum(max(line.unit_price, 0) * max(line.quantity, 0) for line in order.lines)
+    if order.discount < 0 or order.discount > gross:
+        problems.append(_("discount must be between 0 and the order's value"))
+    if order.shipping_fee < 0:
+        problems.append(_("shipping_fee cannot be negative"))
+    if order.delivered_at and not order.shipped_at:
+        problems.append(_("an order cannot be delivered before it was shipped"))
+    if order.delivered_at and order.shipped_at and order.delivered_at < order.shipped_at:
+        problems.append(_("delivered_at is before shipped_at"))
+    return problems
+
+
+def paid_amounts(order: OrderInput) -> list[int]:
+    """Each line's paid amount: given, or its value less its exact share of the order discount."""
+    values = [line.unit_price * line.quantity for line in order.lines]
+    if order.discount and sum(values):
+        shares = split_exact(order.discount, values)
+    else:
+        shares = [0] * len(values)
+    return [
+        line.paid_amount if line.paid_amount is not None else value - share
+        for line, value, share in zip(order.lines, values, shares)
+    ]
+
+
+def upsert_order(data: OrderInput | Mapping[str, Any], *, commit: bool = True) -> Order:
+    """Create the order, or update it (same shop and number). Lines match by position.
+
+    A line already refunded cannot drop below what was refunded, and a line with cases
+    cannot be removed.
+    """
+    order_input = data if isinstance(data, OrderInput) else order_from_mapping(data)
+    problems = check_order(order_input)
+    if problems:
+        raise OrderProblems(problems)
+    if commit:
+        with write_transaction():
+            return _write_order(order_input)
+    return _write_order(order_input)
+
+
+def _write_order(data: OrderInput) -> Order:
+    shop = db.session.scalar(select(Shop).where(Shop.slug == data.shop))
+    if shop is None:
+        raise OrderProblems([_("no shop %(slug)s", slug=data.shop)])
+    order = db.session.scalar(select(Order).where(Order.shop_id == shop.id, Order.number == data.number))
+    if order is None:
+        order = Order(shop=shop, number=data.number, placed_at=data.placed_at or utcnow())
+        db.session.add(order)
+    elif order.currency != data.currency:
+        raise OrderProblems([_("order %(number)s: the currency cannot change", number=data.number)])
+    order.buyer_email = data.buyer_email.strip().lower()
+    order.buyer_name = data.buyer_name
+    order.currency = data.currency
+    order.shipping_fee = data.shipping_fee
+    order.shipping_insured = data.shipping_insured
+    if data.placed_at:
+        order.placed_at = data.placed_at
+    order.paid_at = data.paid_at or order.paid_at or order.placed_at
+    order.shipped_at = data.shipped_at or order.shipped_at
+    order.delivered_at = data.delivered_at or order.delivered_at
+
+    existing = {line.position: line for line in order.lines}
+    problems = []
+    for line_input, paid in zip(data.lines, paid_amounts(data)):
+        line = existing.pop(line_input.position, None)
+        if line is None:
+            line = OrderLine(position=line_input.position, refund_committed=0)
+            order.lines.append(line)
+        elif paid < line.refund_committed:
+            problems.append(_("line %(n)d: paid amount cannot drop below what was already refunded", n=line_input.position))
+        line.sku, line.title, line.category = line_input.sku, line_input.title, line_input.category
+        line.quantity, line.unit_price, line.paid_amount = line_input.quantity, line_input.unit_price, paid
+        line.attributes = dict(line_input.attributes)
+    for position, line in existing.items():
+        if line.id is not None and _has_cases(line):
+            problems.append(_("line %(n)d has after-sales cases and cannot be removed", n=position))
+        else:
+            order.lines.remove(line)
+    if problems:
+        raise OrderProblems(problems)
+    db.session.flush()
+    return order
+
+
+def _has_cases(line: OrderLine) -> bool:
+    from .models import Case
+
+    return db.session.scalar(select(Case.id).where(Case.line_id == line.id).limit(1)) is not None
+
+
+def _find(shop: str, number: str) -> Order:
+    order = db.session.scalar(
+        select(Order).join(Shop).where(Shop.slug == shop, Order.number == number)
+    )
+    if order is None:
+        raise NotFound(_("No order %(number)s in shop %(shop)s.", number=number, shop=shop))
+    return order
+
+
+def mark_shipped(shop: str, number: str, at: datetime | None = None) -> Order:
+    """The order left the warehouse (after-sales kinds beyond a refund open on delivery)."""
+    at = parse_time(at, "shipped_at") or utcnow()
+    with write_transaction():
+        order = _find(shop, number)
+        order.shipped_at = at
+    return order
+
+
+def mark_delivered(shop: str, number: str, at: datetime | None = None) -> Order:
+    """The buyer received the order: the no-reason and quality windows count from this day."""
+    at = parse_time(at, "delivered_at") or utcnow()
+    with write_transaction():
+        order = _find(shop, number)
+        if order.shipped_at is None:
+            order.shipped_at = at
+        if at < order.shipped_at:
+            raise InvalidInput(_("Delivery cannot be before shipment."), field="delivered_at")
+        order.delivered_at = at
+    return order
+
+
+def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "") -> Shop:
+    """Create a shop if it does not exist yet (used by the demo and by host apps)."""
+    shop = db.session.scalar(select(Shop).where(Shop.slug == slug))
+    if shop is None:
+        shop = Shop(slug=slug, name=name, currency=currency, timezone=timezone_name, return_address=return_address)
+        db.session.add(shop)
+        db.session.flush()
+    return shop
+
+
+__all__ = ["LineInput", "OrderInput", "OrderProblems", "ensure_shop", "mark_delivered", "mark_shipped", "order_from_mapping", "upsert_order"]
+
+
+
+def import_order_records(records: "list[tuple[str, Mapping[str, Any]]]") -> tuple[list[str], int]:
+    """Import (where, order mapping) records in one transaction: all of them, or none.
+
+    Returns the problems (each prefixed with where it was found) and the number imported.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    problems: list[str] = []
+    parsed: list[tuple[str, OrderInput]] = []
+    for where, record in records:
+        try:
+            parsed.append((where, order_from_mapping(record)))
+        except OrderProblems as error:
+            problems.extend(f"{where}: {problem}" for problem in error.problems)
+        except InvalidInput as error:
+            problems.append(f"{where}: {error}")
+    if problems:
+        return problems, 0
+    session = db.session()
+    if session.in_transaction():
+        session.commit()
+    session.connection(execution_options={"aftersales_immediate": True})
+    try:
+        for where, order in parsed:
+            try:
+                with session.begin_nested():
+                    _write_order(order)
+            except OrderProblems as error:
+                problems.extend(f"{where}: {problem}" for problem in error.problems)
+            except IntegrityError as error:
+                problems.append(f"{where}: {error.orig}")
+        if problems:
+            session.rollback()
+            return problems, 0
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return [], len(parsed)

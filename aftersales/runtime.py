@@ -1,0 +1,47 @@
+"""What one app's after-sales module holds: settings, plugins, cached workflows, reasons."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Mapping
+
+from flask import current_app
+
+from .eligibility import Reason, core_reasons
+from .plugins import PluginHost
+from .workflow import CompiledWorkflow, WorkflowRegistry
+
+
+class Runtime:
+    """Stored in ``app.extensions["aftersales"]``; the service layer reaches it via :func:`current`."""
+
+    def __init__(self, settings: Mapping[str, Any], plugins: PluginHost):
+        self.settings = settings
+        self.plugins = plugins
+        self.workflows = WorkflowRegistry(settings, plugins.apply_workflow)
+        self._reasons: dict[str, dict[str, Reason]] = {}
+        self._lock = threading.Lock()
+
+    def workflow(self, category: str, kind: str) -> CompiledWorkflow:
+        return self.workflows.get(category, kind)
+
+    def reasons(self, category: str) -> dict[str, Reason]:
+        """Core reasons plus the plugins' for this category, by code, in display order."""
+        cached = self._reasons.get(category)
+        if cached is not None:
+            return cached
+        reasons = {reason.code: reason for reason in core_reasons(self.settings)}
+        for answer in self.plugins.call("aftersales_reasons", category, category=category):
+            for reason in answer or ():
+                if not isinstance(reason, Reason):
+                    raise TypeError(f"aftersales_reasons must return Reason values, got {reason!r}")
+                reasons[reason.code] = reason
+        with self._lock:
+            self._reasons[category] = reasons
+        return reasons
+
+
+def current() -> Runtime:
+    try:
+        return current_app.extensions["aftersales"]
+    except KeyError:
+        raise RuntimeError("the AfterSales extension is not initialised on this app") from None

@@ -1,0 +1,870 @@
+"""The only place that changes cases and moves money.
+
+``open_case`` and ``act`` check who may do what (the workflow table), run the transition,
+write the event and set the next deadline in one transaction. A transition is a
+compare-and-set on the case's version, so of two concurrent actions exactly one wins and the
+other gets :class:`CaseChanged`. Refunds are claimed against the line's ceiling with an
+atomic conditional UPDATE and handed to the payment hook only after commit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from . import money
+from .database import write_transaction
+from .eligibility import CaseRequest, LineEligibility, LineFacts, Verdict, combine, core_verdict, line_overview
+from .errors import (
+    CaseChanged,
+    DomainError,
+    InvalidInput,
+    NotAllowed,
+    NotEligible,
+    NotFound,
+    PluginError,
+    RefundRefused,
+)
+from .extensions import db
+from .i18n import _, lazy_
+from .models import Case, CaseEvent, Evidence, Note, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
+from .runtime import Runtime, current
+from .workflow import INITIAL_STATE, CompiledWorkflow, Row, TransitionContext
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 2000
+ENDED_STATES = ("cancelled", "closed")  # ended without remedy: their units are free again
+
+
+# --- reading ------------------------------------------------------------------------------
+def get_case(case_id: int) -> Case:
+    case = db.session.get(Case, case_id)
+    if case is None:
+        raise NotFound(_("No such case."))
+    return case
+
+
+def line_facts(line: OrderLine) -> LineFacts:
+    covered = db.session.scalar(
+        select(func.coalesce(func.sum(Case.quantity), 0)).where(
+            Case.line_id == line.id, Case.state.not_in(ENDED_STATES)
+        )
+    )
+    has_open = db.session.scalar(select(Case.id).where(Case.open_line_id == line.id)) is not None
+    return LineFacts(has_open_case=has_open, units_covered=int(covered), refundable=line.paid_amount - line.refund_committed)
+
+
+def judge(line: OrderLine, request: CaseRequest, now: datetime | None = None, facts: LineFacts | None = None) -> Verdict:
+    """The eligibility verdict for one request: core rules combined with the plugins'."""
+    runtime = current()
+    now = now or utcnow()
+    facts = facts or line_facts(line)
+    verdict = core_verdict(line, request, now, facts, runtime.reasons(line.category), runtime.settings)
+    answers = runtime.plugins.call("aftersales_eligibility", line.category, line=line, request=request, now=now)
+    return combine(verdict, answers)
+
+
+def line_eligibility(line: OrderLine, now: datetime | None = None) -> LineEligibility:
+    """What the buyer may ask for on this line right now, kind by kind, with reasons why not."""
+    now = now or utcnow()
+    facts = line_facts(line)
+    codes = list(current().reasons(line.category))
+    options = line_overview(lambda request: judge(line, request, now, facts), codes)
+    return LineEligibility(line.id, options)
+
+
+def workflow_for(case: Case) -> CompiledWorkflow:
+    return current().workflow(case.category, case.kind)
+
+
+def allowed_triggers(case: Case, actor: str, now: datetime | None = None) -> list[str]:
+    """The triggers ``actor`` may fire on ``case`` now: what the UI offers as buttons."""
+    runtime = current()
+    context = TransitionContext(case, actor, {}, now or utcnow(), runtime.settings)
+    return workflow_for(case).allowed_triggers(context, case.state)
+
+
+def required_inputs(case: Case, actor: str, trigger: str) -> tuple[str, ...]:
+    rows = workflow_for(case).rows_for(case.state, trigger, actor)
+    return rows[0].requires if rows else ()
+
+
+# --- opening and acting ------------------------------------------------------------------
+def open_case(
+    line_id: int,
+    kind: str,
+    reason: str,
+    *,
+    quantity: int = 1,
+    amount: int | None = None,
+    description: str = "",
+    evidence: Sequence[Mapping[str, Any]] = (),
+    data: Mapping[str, Any] | None = None,
+    actor_id: str | None = None,
+    now: datetime | None = None,
+) -> Case:
+    """A buyer's request on one order line. Refused with :class:`NotEligible` or
+    :class:`InvalidInput` and a message the buyer understands."""
+    runtime = current()
+    now = now or utcnow()
+    data = dict(data or {})
+    description = _clean_text(description, "description", required=False)
+    try:
+        with write_transaction():
+            line = db.session.get(OrderLine, line_id)
+            if line is None:
+                raise NotFound(_("No such order line."))
+            request = CaseRequest(kind, reason, quantity, amount, photos=len(evidence), data=data)
+            verdict = judge(line, request, now)
+            if not verdict.allowed:
+                raise NotEligible(" ".join(verdict.messages), verdict)
+            unmet = verdict.unmet(len(evidence), data)
+            if unmet:
+                raise InvalidInput(unmet[0].message, field=unmet[0].code)
+            reason_info = runtime.reasons(line.category)[reason]
+            default_payer = money.shipping_payer(
+                reason, line.order.shipping_insured,
+                seller_fault_reasons={reason} if reason_info.seller_fault else frozenset(),
+            )
+            payer = runtime.plugins.call(
+                "aftersales_shipping_payer", line.category, line=line, reason=reason, default=default_payer
+            ) or default_payer
+            refunds_money = kind in ("refund_only", "return_refund")
+            case = Case(
+                shop_id=line.order.shop_id, order_id=line.order_id, line_id=line.id, open_line_id=line.id,
+                category=line.category, kind=kind, reason=reason, description=description,
+                quantity=quantity, amount=(amount if amount is not None else verdict.max_amount) if refunds_money else 0,
+                currency=line.order.currency, state=INITIAL_STATE, shipping_payer=payer,
+                data={key: value for key, value in data.items() if key != "evidence"},
+                created_at=now, updated_at=now,
+            )
+            db.session.add(case)
+            _transition(runtime, case, "buyer", actor_id, "request", {"description": description, **data}, now)
+            _attach_evidence(case, evidence, "buyer", now)
+            db.session.flush()
+    except IntegrityError as error:
+        if "open_line_id" in str(error.orig):
+            raise NotEligible(_("This item already has an open request; please follow that one.")) from error
+        raise
+    deliver_outbox()
+    return case
+
+
+def act(
+    case_id: int,
+    actor: str,
+    trigger: str,
+    *,
+    actor_id: str | None = None,
+    expected_version: int | None = None,
+    now: datetime | None = None,
+    **data: Any,
+) -> Case:
+    """Fire ``trigger`` on a case as ``actor``: the one way every case changes.
+
+    ``expected_version`` is the version the person saw; if the case moved on since,
+    :class:`CaseChanged` tells them to reload instead of acting twice.
+    """
+    runtime = current()
+    now = now or utcnow()
+    try:
+        with write_transaction():
+            case = get_case(case_id)
+            if expected_version is not None and case.version != expected_version:
+                raise CaseChanged(case.id, _("This case changed while you were looking at it; here is what happened."))
+            _transition(runtime, case, actor, actor_id, trigger, data, now)
+            db.session.flush()
+    except StaleDataError as error:
+        raise CaseChanged(case_id, _("Someone else acted on this case at the same moment; reload it.")) from error
+    deliver_outbox()
+    return case
+
+
+def apply_timeout(case_id: int, now: datetime | None = None) -> bool:
+    """Fire a case's due timer as the system, if it is still due. True when it was applied.
+
+    Re-checks state and deadline inside the transaction (and on PostgreSQL skips a row another
+    sweeper holds), so an action committed first always wins and each timeout fires once.
+    """
+    runtime = current()
+    now = now or utcnow()
+    try:
+        with write_transaction():
+            case = db.session.execute(
+                select(Case).where(Case.id == case_id).with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
+            if case is None or case.due_at is None or case.due_at > now or not case.due_trigger:
+                return False
+            _transition(runtime, case, "system", None, case.due_trigger, {"timeout": True}, now)
+            db.session.flush()
+    except (StaleDataError, CaseChanged):
+        return False
+    deliver_outbox()
+    return True
+
+
+def _transition(
+    runtime: Runtime, case: Case, actor: str, actor_id: str | None, trigger: str, data: Mapping[str, Any], now: datetime
+) -> CaseEvent:
+    workflow = runtime.workflow(case.category, case.kind)
+    if workflow.is_terminal(case.state):
+        raise NotAllowed(_("This case has ended; nothing more can be done on it."))
+    rows = workflow.rows_for(case.state, trigger, actor)
+    if not rows:
+        raise NotAllowed(_("You cannot do \u201c%(action)s\u201d on this case now.", action=trigger))
+    inputs = _inputs_for(rows, data)
+    effect = _EFFECTS.get(trigger)
+    if effect is not None:
+        effect.check(case, actor, inputs, now)
+    refusal = runtime.plugins.call(
+        "aftersales_check_action", case.category, case=case, actor=actor, trigger=trigger, data=dict(inputs)
+    )
+    if refusal:
+        raise NotAllowed(str(refusal))
+    context = TransitionContext(case, actor, inputs, now, runtime.settings)
+    from_state = case.state
+    row = workflow.fire(context, from_state, trigger)
+    if row is None:
+        raise NotAllowed(_("The time for \u201c%(action)s\u201d has passed or its conditions are not met.", action=trigger))
+    case.state = row.dest
+    note = ""
+    if effect is not None:
+        note = effect.apply(case, actor, inputs, now) or ""
+    _record_inputs(case, row, inputs)
+    _set_deadline(runtime, workflow, case, now)
+    if workflow.is_terminal(case.state):
+        case.open_line_id = None
+        case.ended_at = now
+    case.updated_at = now
+    event = CaseEvent(
+        case=case, actor_type=actor, actor_id=actor_id, trigger=trigger,
+        from_state=None if from_state == INITIAL_STATE else from_state, to_state=case.state,
+        note=note, data=_event_data(inputs), created_at=now,
+    )
+    db.session.add(event)
+    if case.state == "refunding" and from_state != "refunding":
+        db.session.flush()
+        refund = _claim_refund(
+            runtime, case, case.approved_amount or 0, case.decision_payer or "seller",
+            f"case-{case.id}-{trigger}-{len(case.events)}", now,
+        )
+        if refund is not None:
+            event.amount, event.currency = refund.amount, refund.currency
+    _enqueue("case_event", event=event)
+    return event
+
+
+def _inputs_for(rows: Sequence[Row], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the inputs the row names; required ones must be present and not blank."""
+    row = rows[0]
+    inputs: dict[str, Any] = {}
+    for name in row.requires:
+        value = data.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()) or (name == "evidence" and not value):
+            raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=name.replace("_", " ")), field=name)
+        inputs[name] = value
+    for name in row.accepts:
+        if data.get(name) not in (None, ""):
+            inputs[name] = data[name]
+    for name in ("timeout",):
+        if name in data:
+            inputs[name] = data[name]
+    return inputs
+
+
+def _record_inputs(case: Case, row: Row, inputs: Mapping[str, Any]) -> None:
+    """Plugin steps' inputs (a grade, a visit date) are kept in ``case.data`` by name."""
+    if row.origin == "core":
+        return
+    kept = dict(case.data or {})
+    for name, value in inputs.items():
+        if name not in ("evidence", "timeout"):
+            kept[name] = value
+    case.data = kept
+
+
+def _event_data(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    recorded = {}
+    for name, value in inputs.items():
+        if name == "evidence":
+            recorded["evidence_count"] = len(value)
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            recorded[name] = value
+        else:
+            recorded[name] = str(value)
+    return recorded
+
+
+def _set_deadline(runtime: Runtime, workflow: CompiledWorkflow, case: Case, now: datetime) -> None:
+    deadline = workflow.deadline(case.state)
+    if deadline is None or workflow.is_terminal(case.state):
+        case.due_at, case.due_trigger = None, None
+        return
+    after = runtime.plugins.call("aftersales_deadline", case.category, case=case, state=case.state, after=deadline.after)
+    if after is not None and not isinstance(after, timedelta):
+        raise PluginError("?", "aftersales_deadline", None, f"aftersales_deadline must return a timedelta, got {after!r}")
+    case.due_at = now + (after or deadline.after)
+    case.due_trigger = deadline.trigger
+
+
+def _attach_evidence(case: Case, evidence: Iterable[Mapping[str, Any]], actor: str, now: datetime) -> None:
+    for item in evidence:
+        try:
+            db.session.add(Evidence(
+                case=case, uploaded_by=actor, storage_key=str(item["storage_key"]),
+                original_name=str(item.get("original_name", ""))[:255], content_type=str(item["content_type"]),
+                byte_size=int(item["byte_size"]), width=item.get("width"), height=item.get("height"),
+                sha256=str(item["sha256"]), label=str(item.get("label", ""))[:64], created_at=now,
+            ))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidInput(_("An uploaded photo could not be recorded."), field="evidence") from error
+
+
+def _clean_text(value: Any, field: str, required: bool = True, limit: int = MAX_TEXT) -> str:
+    text = str(value or "").strip()
+    if required and not text:
+        raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=field.replace("_", " ")), field=field)
+    if len(text) > limit:
+        raise InvalidInput(_("Please keep \u201c%(field)s\u201d under %(limit)d characters.", field=field.replace("_", " "), limit=limit), field=field)
+    return text
+
+
+def _amount(value: Any, field: str = "amount") -> int:
+    if isinstance(value, bool):
+        raise InvalidInput(_("The amount is not a number."), field=field)
+    try:
+        amount = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(_("The amount is not a number."), field=field) from None
+    if amount != value and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        raise InvalidInput(_("Amounts are whole minor units (cents)."), field=field)
+    return amount
+
+
+def refundable(line: OrderLine) -> int:
+    return money.refundable_amount(line.paid_amount, [line.refund_committed])
+
+
+# --- what each core trigger checks and records --------------------------------------------
+class Effect:
+    """The input checks (before the transition) and record keeping (after) of one trigger."""
+
+    def check(self, case: Case, actor: str, inputs: dict[str, Any], now: datetime) -> None:
+        return None
+
+    def apply(self, case: Case, actor: str, inputs: dict[str, Any], now: datetime) -> str | None:
+        return None
+
+
+class Approve(Effect):
+    def check(self, case, actor, inputs, now):
+        if case.needs_goods_back:
+            address = _clean_text(inputs.get("return_address") or case.shop.return_address, "return_address", required=actor != "system")
+            inputs["return_address"] = address
+
+    def apply(self, case, actor, inputs, now):
+        if case.needs_goods_back:
+            case.return_address = inputs["return_address"]
+        else:
+            case.approved_amount = case.amount
+        return _("Approved automatically: the seller did not answer in time.") if actor == "system" else None
+
+
+class Reject(Effect):
+    def check(self, case, actor, inputs, now):
+        inputs["reason"] = _clean_text(inputs.get("reason"), "reason")
+
+    def apply(self, case, actor, inputs, now):
+        case.data = {**(case.data or {}), "rejection_reason": inputs["reason"]}
+        return inputs["reason"]
+
+
+class Offer(Effect):
+    def check(self, case, actor, inputs, now):
+        amount = _amount(inputs.get("amount"))
+        ceiling = refundable(case.line)
+        if not 0 < amount <= ceiling:
+            raise InvalidInput(_("An offer must be more than zero and at most %(max)s.", max=money.format_money(ceiling, case.currency)), field="amount")
+        if case.amount and amount >= case.amount:
+            raise InvalidInput(_("An offer must be less than the amount the buyer asked for; approve the request instead."), field="amount")
+        inputs["amount"] = amount
+        inputs["note"] = _clean_text(inputs.get("note"), "note", required=False)
+
+    def apply(self, case, actor, inputs, now):
+        case.offer_amount = inputs["amount"]
+        return inputs["note"]
+
+
+class AcceptOffer(Effect):
+    def apply(self, case, actor, inputs, now):
+        case.approved_amount = case.offer_amount
+
+
+class DeclineOffer(Effect):
+    def apply(self, case, actor, inputs, now):
+        case.offer_amount = None
+        return _("The offer lapsed: the buyer did not answer in time.") if actor == "system" else None
+
+
+class Revise(Effect):
+    def check(self, case, actor, inputs, now):
+        inputs["description"] = _clean_text(inputs.get("description"), "description")
+        if "amount" in inputs and case.kind in ("refund_only", "return_refund"):
+            amount = _amount(inputs["amount"])
+            if not 0 < amount <= refundable(case.line):
+                raise InvalidInput(_("The refund must be more than zero and at most the refundable amount."), field="amount")
+            inputs["amount"] = amount
+
+    def apply(self, case, actor, inputs, now):
+        case.description = inputs["description"]
+        if "amount" in inputs and case.kind in ("refund_only", "return_refund"):
+            case.amount = inputs["amount"]
+        _attach_evidence(case, inputs.get("evidence") or (), actor, now)
+        return inputs["description"]
+
+
+class Escalate(Effect):
+    def check(self, case, actor, inputs, now):
+        inputs["statement"] = _clean_text(inputs.get("statement"), "statement")
+
+    def apply(self, case, actor, inputs, now):
+        case.data = {**(case.data or {}), "buyer_statement": inputs["statement"]}
+        _attach_evidence(case, inputs.get("evidence") or (), actor, now)
+        return inputs["statement"]
+
+
+class Shipment(Effect):
+    """ship_return (buyer → seller) and ship_replacement (seller → buyer): carrier + tracking."""
+
+    def check(self, case, actor, inputs, now):
+        inputs["carrier"] = _clean_text(inputs.get("carrier"), "carrier", limit=100)
+        inputs["tracking_number"] = _clean_text(inputs.get("tracking_number"), "tracking_number", limit=100)
+
+    def apply(self, case, actor, inputs, now):
+        if actor == "buyer":
+            case.return_carrier, case.return_tracking = inputs["carrier"], inputs["tracking_number"]
+        else:
+            case.data = {**(case.data or {}), "replacement_carrier": inputs["carrier"], "replacement_tracking": inputs["tracking_number"]}
+        return f"{inputs['carrier']} {inputs['tracking_number']}"
+
+
+class ConfirmReceipt(Effect):
+    def check(self, case, actor, inputs, now):
+        received = inputs.get("received_quantity", case.quantity)
+        try:
+            received = int(received)
+        except (TypeError, ValueError):
+            raise InvalidInput(_("The number of units received is not a number."), field="received_quantity") from None
+        if not 1 <= received <= case.quantity:
+            raise InvalidInput(_("Between 1 and %(count)d unit(s) can be received; if nothing arrived, dispute the return instead.", count=case.quantity), field="received_quantity")
+        inputs["received_quantity"] = received
+
+    def apply(self, case, actor, inputs, now):
+        case.received_quantity = inputs["received_quantity"]
+        if actor == "system":
+            return _("Receipt confirmed automatically: the seller did not confirm in time.")
+        if case.received_quantity < case.quantity:
+            return _("Only %(received)d of %(count)d unit(s) arrived; the rest is left for the seller to resolve with the buyer.",
+                     received=case.received_quantity, count=case.quantity)
+        return None
+
+
+class RefundReturn(Effect):
+    def apply(self, case, actor, inputs, now):
+        amount = case.amount
+        received = case.received_quantity or case.quantity
+        if received < case.quantity:  # short receipt: refund what arrived, never silently more
+            line = case.line
+            amount = min(amount, money.amount_for_units(line.paid_amount, line.quantity, 0, received))
+        case.approved_amount = amount
+        return _("Refunded automatically: the seller did not refund in time.") if actor == "system" else None
+
+
+class DisputeGoods(Effect):
+    def check(self, case, actor, inputs, now):
+        inputs["reason"] = _clean_text(inputs.get("reason"), "reason")
+
+    def apply(self, case, actor, inputs, now):
+        case.data = {**(case.data or {}), "seller_statement": inputs["reason"]}
+        _attach_evidence(case, inputs.get("evidence") or (), actor, now)
+        return inputs["reason"]
+
+
+class Decide(Effect):
+    PAYERS = ("seller", "platform")
+
+    def check(self, case, actor, inputs, now):
+        amount = _amount(inputs.get("amount"))
+        ceiling = refundable(case.line)
+        if not 0 <= amount <= ceiling:
+            raise InvalidInput(_("The decided refund must be between 0 and %(max)s.", max=money.format_money(ceiling, case.currency)), field="amount")
+        if inputs.get("payer") not in self.PAYERS:
+            raise InvalidInput(_("Say who pays: the seller or the platform."), field="payer")
+        inputs["amount"] = amount
+        inputs["reason"] = _clean_text(inputs.get("reason"), "reason")
+
+    def apply(self, case, actor, inputs, now):
+        case.approved_amount = inputs["amount"]
+        case.decision_payer = inputs["payer"]
+        return inputs["reason"]
+
+
+class Lapse(Effect):
+    """Timers that end or move a case without inputs: a note says the system did it."""
+
+    def __init__(self, message: Any):
+        self.message = message  # a lazy_ string, translated when the note is written
+
+    def apply(self, case, actor, inputs, now):
+        return str(self.message) if actor == "system" else None
+
+
+_EFFECTS: dict[str, Effect] = {
+    "approve": Approve(),
+    "reject": Reject(),
+    "offer": Offer(),
+    "accept_offer": AcceptOffer(),
+    "decline_offer": DeclineOffer(),
+    "revise": Revise(),
+    "escalate": Escalate(),
+    "ship_return": Shipment(),
+    "ship_replacement": Shipment(),
+    "confirm_receipt": ConfirmReceipt(),
+    "refund": RefundReturn(),
+    "dispute_goods": DisputeGoods(),
+    "decide": Decide(),
+    "withdraw": Lapse(lazy_("Withdrawn automatically: the return was not shipped in time.")),
+    "close": Lapse(lazy_("Closed automatically: no revision or escalation in time.")),
+    "confirm_replacement": Lapse(lazy_("Confirmed automatically: the buyer did not answer in time.")),
+}
+
+
+# --- money ---------------------------------------------------------------------------------
+def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: str, now: datetime) -> Refund | None:
+    """Claim the approved amount, after plugin adjustments, against the line's ceiling."""
+    adjustments = []
+    for answer in runtime.plugins.call("aftersales_refund_adjustments", case.category, case=case, amount=amount):
+        for adjustment in answer or ():
+            if not isinstance(adjustment, money.Adjustment):
+                raise TypeError(f"aftersales_refund_adjustments must return Adjustment values, got {adjustment!r}")
+            adjustments.append(adjustment)
+    line = case.line
+    db.session.refresh(line, ["refund_committed"])
+    already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
+    final = money.apply_adjustments(amount, adjustments, ceiling=refundable(line) + already) - already
+    if final <= 0:
+        return None
+    return _insert_refund(case, line, final, payer, key, now, adjustments)
+
+
+def _insert_refund(
+    case: Case, line: OrderLine, amount: int, payer: str, key: str, now: datetime,
+    adjustments: Sequence[money.Adjustment] = (),
+) -> Refund:
+    claimed = db.session.execute(
+        update(OrderLine)
+        .where(OrderLine.id == line.id, OrderLine.refund_committed + amount <= OrderLine.paid_amount)
+        .values(refund_committed=OrderLine.refund_committed + amount)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise RefundRefused(_("This refund would exceed what was paid for the item."))
+    db.session.expire(line, ["refund_committed"])
+    refund = Refund(
+        case=case, line_id=line.id, amount=amount, currency=case.currency, payer=payer, status="pending",
+        idempotency_key=key, adjustments=[a.__dict__ for a in adjustments], created_at=now,
+    )
+    db.session.add(refund)
+    db.session.flush()
+    _enqueue("issue_refund", refund=refund)
+    return refund
+
+
+def create_refund(
+    case_id: int, amount: int, idempotency_key: str, *, payer: str = "seller", actor: str = "seller",
+    actor_id: str | None = None, now: datetime | None = None,
+) -> Refund:
+    """A refund on an open case, claimed against the line's ceiling.
+
+    Replaying the same ``idempotency_key`` returns the first refund (the payment hook is
+    called once); the same key with a different amount or case is refused.
+    """
+    now = now or utcnow()
+    amount = _amount(amount)
+    if amount <= 0:
+        raise RefundRefused(_("A refund must be more than zero."))
+    existing = _refund_by_key(idempotency_key)
+    if existing is not None:
+        return _replayed(existing, case_id, amount)
+    try:
+        with write_transaction():
+            case = get_case(case_id)
+            if case.is_terminal:
+                raise RefundRefused(_("This case has ended; open a new request for another refund."))
+            refund = _insert_refund(case, case.line, amount, payer, idempotency_key, now)
+            event = CaseEvent(
+                case=case, actor_type=actor, actor_id=actor_id, trigger="refund_created",
+                from_state=case.state, to_state=case.state, amount=amount, currency=case.currency, created_at=now,
+            )
+            db.session.add(event)
+            case.updated_at = now
+            _enqueue("case_event", event=event)
+    except IntegrityError:
+        existing = _refund_by_key(idempotency_key)
+        if existing is None:
+            raise
+        return _replayed(existing, case_id, amount)
+    except StaleDataError as error:
+        raise CaseChanged(case_id) from error
+    deliver_outbox()
+    return refund
+
+
+def _refund_by_key(key: str) -> Refund | None:
+    return db.session.scalar(select(Refund).where(Refund.idempotency_key == key))
+
+
+def _replayed(existing: Refund, case_id: int, amount: int) -> Refund:
+    if existing.case_id != case_id or existing.amount != amount:
+        raise RefundRefused(_("This idempotency key was already used for a different refund."))
+    return existing
+
+
+def settle_refund(
+    refund_id: int, status: str, *, reference: str | None = None, message: str = "",
+    actor: str = "system", actor_id: str | None = None, now: datetime | None = None, deliver: bool = True,
+) -> Refund:
+    """Record the outcome of a pending refund: ``succeeded`` (the case may complete) or
+    ``failed`` (its amount is freed and staff are shown the failure)."""
+    if status not in ("succeeded", "failed"):
+        raise InvalidInput(_("A refund either succeeded or failed."), field="status")
+    runtime = current()
+    now = now or utcnow()
+    try:
+        with write_transaction():
+            refund = db.session.execute(select(Refund).where(Refund.id == refund_id).with_for_update()).scalar_one_or_none()
+            if refund is None:
+                raise NotFound(_("No such refund."))
+            if refund.status != "pending":
+                if refund.status == status:
+                    return refund  # a repeated provider callback
+                raise RefundRefused(_("This refund was already settled as %(status)s.", status=refund.status))
+            case = refund.case
+            refund.status, refund.settled_at = status, now
+            refund.provider_reference = reference or refund.provider_reference
+            if status == "failed":
+                refund.failure_reason = message or _("The payment provider refused the refund.")
+                db.session.execute(
+                    update(OrderLine).where(OrderLine.id == refund.line_id)
+                    .values(refund_committed=OrderLine.refund_committed - refund.amount)
+                    .execution_options(synchronize_session=False)
+                )
+                _money_event(case, actor, actor_id, "refund_failed", refund, refund.failure_reason, now)
+            else:
+                still_pending = any(r.status == "pending" for r in case.refunds if r.id != refund.id)
+                workflow = runtime.workflow(case.category, case.kind)
+                if (case.state == "refunding" and not still_pending
+                        and workflow.rows_for(case.state, "refund_succeeded", "system")):
+                    event = _transition(runtime, case, "system", None, "refund_succeeded", {}, now)
+                    event.amount, event.currency = refund.amount, refund.currency
+                    event.note = reference or ""
+                else:
+                    _money_event(case, actor, actor_id, "refund_settled", refund, reference or "", now)
+            case.updated_at = now
+    except StaleDataError as error:
+        raise CaseChanged(refund_id) from error
+    if deliver:
+        deliver_outbox()
+    return refund
+
+
+def mark_refund_paid(refund_id: int, staff_id: int, reference: str = "", now: datetime | None = None) -> Refund:
+    """The manual gateway: staff paid the refund outside the system and say so."""
+    return settle_refund(refund_id, "succeeded", reference=reference or None, actor="seller", actor_id=str(staff_id), now=now)
+
+
+def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = None, now: datetime | None = None) -> Refund:
+    """After a failed refund, claim what is still owed under a new idempotency key."""
+    runtime = current()
+    now = now or utcnow()
+    with write_transaction():
+        case = get_case(case_id)
+        if case.state != "refunding":
+            raise NotAllowed(_("Only a case that is being refunded can retry its refund."))
+        if any(r.status == "pending" for r in case.refunds):
+            raise NotAllowed(_("A refund for this case is still pending."))
+        attempt = len(case.refunds) + 1
+        refund = _claim_refund(runtime, case, case.approved_amount or 0, case.decision_payer or "seller",
+                               f"case-{case.id}-retry-{attempt}", now)
+        if refund is None:
+            raise NotAllowed(_("Nothing is left to refund on this case."))
+        _money_event(case, actor, actor_id, "refund_retried", refund, "", now)
+        case.updated_at = now
+    deliver_outbox()
+    return refund
+
+
+def _money_event(case: Case, actor: str, actor_id: str | None, trigger: str, refund: Refund, note: str, now: datetime) -> CaseEvent:
+    event = CaseEvent(
+        case=case, actor_type=actor, actor_id=actor_id, trigger=trigger, from_state=case.state,
+        to_state=case.state, amount=refund.amount, currency=refund.currency, note=note, created_at=now,
+    )
+    db.session.add(event)
+    _enqueue("case_event", event=event)
+    return event
+
+
+# --- notes and ratings ---------------------------------------------------------------------
+def add_note(case_id: int, staff: StaffUser, body: str, now: datetime | None = None) -> Note:
+    """An internal note for staff (never shown to the buyer)."""
+    body = _clean_text(body, "note")
+    with write_transaction():
+        case = get_case(case_id)
+        note = Note(case=case, author_id=staff.id, body=body, created_at=now or utcnow())
+        db.session.add(note)
+    return note
+
+
+def rate_case(case_id: int, rating: int, comment: str = "", now: datetime | None = None) -> Case:
+    """The buyer rates the outcome (1–5) once the case has ended."""
+    now = now or utcnow()
+    if not isinstance(rating, int) or not 1 <= rating <= 5:
+        raise InvalidInput(_("Choose a rating from 1 to 5."), field="rating")
+    comment = _clean_text(comment, "comment", required=False)
+    with write_transaction():
+        case = get_case(case_id)
+        if not case.is_terminal:
+            raise NotAllowed(_("You can rate the outcome once the case has ended."))
+        if case.rating is not None:
+            raise NotAllowed(_("You already rated this case."))
+        case.rating, case.rating_comment = rating, comment
+        event = CaseEvent(case=case, actor_type="buyer", trigger="rate", from_state=case.state,
+                          to_state=case.state, note=comment, data={"rating": rating}, created_at=now)
+        db.session.add(event)
+        _enqueue("case_event", event=event)
+    deliver_outbox()
+    return case
+
+
+# --- outbox: side effects after commit -------------------------------------------------------
+_pending_outbox_key = "aftersales_outbox_ids"
+
+
+def _enqueue(topic: str, *, event: CaseEvent | None = None, refund: Refund | None = None) -> None:
+    db.session.flush()
+    payload = {"event_id": event.id} if event is not None else {"refund_id": refund.id}  # type: ignore[union-attr]
+    message = OutboxMessage(topic=topic, payload=payload, created_at=utcnow())
+    db.session.add(message)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    failed: int = 0
+
+
+def deliver_outbox(now: datetime | None = None, limit: int = 100) -> DeliveryReport:
+    """Deliver undelivered side effects (plugin event hooks, payment calls), oldest first.
+
+    Each message is claimed with a conditional UPDATE, so two workers never deliver the same
+    one at once; a failure is logged with the plugin's name and retried later.
+    """
+    runtime = current()
+    report = DeliveryReport()
+    now = now or utcnow()
+    if db.session().in_transaction():
+        db.session.commit()
+    ids = db.session.scalars(
+        select(OutboxMessage.id)
+        .where(OutboxMessage.delivered_at.is_(None),
+               (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now))
+        .order_by(OutboxMessage.id).limit(limit)
+    ).all()
+    db.session.commit()
+    for message_id in ids:
+        with write_transaction():
+            claimed = db.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id, OutboxMessage.delivered_at.is_(None),
+                       (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now))
+                .values(claimed_until=now + timedelta(minutes=5), attempts=OutboxMessage.attempts + 1)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        if not claimed:
+            continue
+        message = db.session.get(OutboxMessage, message_id)
+        try:
+            _deliver(runtime, message.topic, message.payload)
+        except Exception as error:  # reported, kept, retried: never silently dropped
+            db.session.rollback()
+            log.error("outbox message %s (%s) failed: %s", message_id, message.topic, error)
+            with write_transaction():
+                db.session.execute(
+                    update(OutboxMessage).where(OutboxMessage.id == message_id)
+                    .values(last_error=str(error)[:2000], claimed_until=now + timedelta(minutes=1))
+                    .execution_options(synchronize_session=False)
+                )
+            report.failed += 1
+            continue
+        with write_transaction():
+            db.session.execute(
+                update(OutboxMessage).where(OutboxMessage.id == message_id)
+                .values(delivered_at=utcnow(), last_error=None)
+                .execution_options(synchronize_session=False)
+            )
+        report.delivered += 1
+    return report
+
+
+def _deliver(runtime: Runtime, topic: str, payload: Mapping[str, Any]) -> None:
+    if topic == "case_event":
+        event = db.session.get(CaseEvent, payload["event_id"])
+        if event is not None:
+            runtime.plugins.call("aftersales_case_event", event.case.category, case=event.case, event=event)
+        db.session.commit()
+    elif topic == "issue_refund":
+        refund = db.session.get(Refund, payload["refund_id"])
+        if refund is None or refund.status != "pending":
+            db.session.commit()
+            return
+        case = refund.case
+        db.session.commit()  # no transaction (and no lock) is held while the provider is called
+        result = runtime.plugins.call("aftersales_issue_refund", case.category, refund=refund, case=case)
+        if result is None:
+            return  # the manual gateway: staff mark it paid
+        if not isinstance(result, money.RefundResult):
+            raise TypeError(f"aftersales_issue_refund must return a RefundResult, got {result!r}")
+        if result.status == "pending":
+            if result.reference:
+                with write_transaction():
+                    db.session.execute(update(Refund).where(Refund.id == refund.id)
+                                       .values(provider_reference=result.reference)
+                                       .execution_options(synchronize_session=False))
+            return
+        settle_refund(refund.id, result.status, reference=result.reference, message=result.message, deliver=False)
+    else:
+        raise ValueError(f"unknown outbox topic {topic!r}")
+
+
+__all__ = [
+    "act",
+    "add_note",
+    "allowed_triggers",
+    "apply_timeout",
+    "create_refund",
+    "deliver_outbox",
+    "judge",
+    "line_eligibility",
+    "mark_refund_paid",
+    "open_case",
+    "rate_case",
+    "retry_refund",
+    "settle_refund",
+    "DomainError",
+]

@@ -1,0 +1,41 @@
+"""Staff accounts: seller staff belong to one shop, platform operators to none."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from .database import write_transaction
+from .errors import InvalidInput
+from .extensions import db
+from .i18n import _
+from .models import Shop, StaffUser
+
+MIN_PASSWORD_LENGTH = 10
+
+
+class StaffProblem(InvalidInput):
+    pass
+
+
+def create_staff(*, email: str, password: str, name: str = "", shop_slug: str | None = None, role: str | None = None) -> StaffUser:
+    email = (email or "").strip().lower()
+    role = role or ("seller" if shop_slug else "platform")
+    if "@" not in email:
+        raise StaffProblem(_("%(email)s is not an e-mail address.", email=email), field="email")
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise StaffProblem(_("Use a password of at least %(n)d characters.", n=MIN_PASSWORD_LENGTH), field="password")
+    if role == "seller" and not shop_slug:
+        raise StaffProblem(_("Seller staff belong to a shop: give --shop."), field="shop")
+    if role == "platform" and shop_slug:
+        raise StaffProblem(_("Platform operators belong to no shop: leave out --shop."), field="shop")
+    with write_transaction():
+        shop = None
+        if shop_slug:
+            shop = db.session.scalar(select(Shop).where(Shop.slug == shop_slug))
+            if shop is None:
+                raise StaffProblem(_("There is no shop %(slug)s.", slug=shop_slug), field="shop")
+        if db.session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is not None:
+            raise StaffProblem(_("A staff login for %(email)s already exists.", email=email), field="email")
+        staff = StaffUser(email=email, name=name or email, role=role, shop=shop)
+        staff.set_password(password)
+        db.session.add(staff)
+    return staff

@@ -1,0 +1,39 @@
+"""Pages every visitor may see: the front page and the published workflow tables."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, jsonify, render_template, request
+from sqlalchemy import text
+
+from ..errors import WorkflowError
+from ..extensions import db
+from ..runtime import current
+from ..workflow import ALL_KINDS
+
+site = Blueprint("aftersales_site", __name__)
+
+KIND_ORDER = ("refund_only", "return_refund", "exchange", "repair")
+
+
+@site.get("/")
+def index():
+    runtime = current()
+    return render_template("site/index.html", plugins=runtime.plugins.describe())
+
+
+@site.get("/workflow")
+def workflow():
+    category = (request.args.get("category") or "books").strip()[:64]
+    kind = request.args.get("kind") or "return_refund"
+    if kind not in ALL_KINDS or not category:
+        abort(404)
+    try:
+        table = current().workflow(category, kind)
+    except WorkflowError:
+        abort(500)
+    return render_template("site/workflow.html", table=table, category=category, kind=kind, kinds=KIND_ORDER)
+
+
+@site.get("/healthz")
+def healthz():
+    db.session.execute(text("SELECT 1"))
+    return jsonify(status="ok")

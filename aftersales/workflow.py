@@ -1,0 +1,553 @@
+"""The case workflow: one table of (state, actor, trigger, condition, next state) rows.
+
+The base table below is DESIGN §2 written as data. For each (category, kind) the core copies
+the rows that apply to the kind into a :class:`WorkflowBuilder`, lets the plugins serving the
+category change it, checks the result, and compiles it once into a ``transitions.Machine``
+that every request and thread shares. Cases are never bound to the machine for longer than
+one question or one transition.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping
+
+from transitions import Machine
+
+from .errors import WorkflowError
+
+INITIAL_STATE = "new"
+TERMINAL_STATES = frozenset({"completed", "closed", "cancelled"})
+CORE_ACTORS = frozenset({"buyer", "seller", "platform", "system"})
+CORE_STATES = (
+    INITIAL_STATE,
+    "requested",
+    "offer_pending",
+    "rejected",
+    "escalated",
+    "awaiting_return",
+    "return_shipped",
+    "received",
+    "replacement_shipped",
+    "refunding",
+    "completed",
+    "closed",
+    "cancelled",
+)
+ALL_KINDS = frozenset({"refund_only", "return_refund", "exchange", "repair"})
+GOODS_BACK = frozenset({"return_refund", "exchange", "repair"})
+REPLACEMENT = frozenset({"exchange", "repair"})
+
+
+@dataclass(frozen=True)
+class TransitionContext:
+    """What a condition sees: the case, who acts, what they submitted, and when."""
+
+    case: Any
+    actor: str
+    data: Mapping[str, Any]
+    now: datetime
+    settings: Mapping[str, Any]
+    # True when the UI asks "could this person do this now?" before any input exists.
+    probe: bool = False
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A named test on a transition. ``uses_input`` tests pass while probing without input."""
+
+    name: str
+    test: Callable[[TransitionContext], bool]
+    uses_input: bool = False
+
+    def __call__(self, context: TransitionContext) -> bool:
+        if context.probe and self.uses_input:
+            return True
+        return bool(self.test(context))
+
+
+def as_condition(value: Condition | Callable[[TransitionContext], bool]) -> Condition:
+    if isinstance(value, Condition):
+        return value
+    if callable(value):
+        return Condition(getattr(value, "__name__", repr(value)), value)
+    raise WorkflowError(f"a condition must be a Condition or a function, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: in ``source``, ``actor`` may fire ``trigger`` to reach ``dest``."""
+
+    source: str
+    actor: str
+    trigger: str
+    dest: str
+    conditions: tuple[Condition, ...] = ()
+    requires: tuple[str, ...] = ()  # inputs that must be given
+    accepts: tuple[str, ...] = ()  # optional inputs, recorded on the case
+    kinds: frozenset[str] = ALL_KINDS
+    origin: str = "core"
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """In ``state``, after ``after`` without action, the system fires ``trigger``."""
+
+    state: str
+    trigger: str
+    after: timedelta
+    origin: str = "core"
+
+
+def _within_deadline(context: TransitionContext) -> bool:
+    due = context.case.due_at
+    return due is None or context.now <= due
+
+
+def _decision_refunds(context: TransitionContext) -> bool:
+    return int(context.data.get("amount") or 0) > 0
+
+
+def _decision_refunds_nothing(context: TransitionContext) -> bool:
+    return int(context.data.get("amount") or 0) == 0
+
+
+WITHIN_WINDOW = Condition("within_window", _within_deadline)
+DECISION_REFUNDS = Condition("decision_refunds", _decision_refunds, uses_input=True)
+DECISION_REFUNDS_NOTHING = Condition("decision_refunds_nothing", _decision_refunds_nothing, uses_input=True)
+
+
+def _rows() -> tuple[Row, ...]:
+    refund_only = frozenset({"refund_only"})
+    return_refund = frozenset({"return_refund"})
+    decide_inputs = ("amount", "payer", "reason")
+    rows = [
+        Row(INITIAL_STATE, "buyer", "request", "requested"),
+        Row("requested", "seller", "approve", "awaiting_return", kinds=GOODS_BACK, accepts=("return_address",)),
+        Row("requested", "seller", "approve", "refunding", kinds=refund_only),
+        Row("requested", "seller", "reject", "rejected", requires=("reason",)),
+        Row("requested", "seller", "offer", "offer_pending", requires=("amount",), accepts=("note",)),
+        Row("requested", "system", "approve", "awaiting_return", kinds=GOODS_BACK),
+        Row("requested", "system", "approve", "refunding", kinds=refund_only),
+        Row("requested", "buyer", "withdraw", "cancelled"),
+        Row("rejected", "buyer", "withdraw", "cancelled"),
+        Row("awaiting_return", "buyer", "withdraw", "cancelled", kinds=GOODS_BACK),
+        Row("offer_pending", "buyer", "withdraw", "cancelled"),
+        Row("rejected", "buyer", "revise", "requested", conditions=(WITHIN_WINDOW,),
+            requires=("description",), accepts=("amount", "evidence")),
+        Row("rejected", "buyer", "escalate", "escalated", conditions=(WITHIN_WINDOW,),
+            requires=("statement",), accepts=("evidence",)),
+        Row("rejected", "system", "close", "closed"),
+        Row("offer_pending", "buyer", "accept_offer", "refunding"),
+        Row("offer_pending", "buyer", "decline_offer", "requested"),
+        Row("offer_pending", "system", "decline_offer", "requested"),
+        Row("awaiting_return", "buyer", "ship_return", "return_shipped", kinds=GOODS_BACK,
+            requires=("carrier", "tracking_number")),
+        Row("awaiting_return", "system", "withdraw", "cancelled", kinds=GOODS_BACK),
+        Row("return_shipped", "seller", "confirm_receipt", "received", kinds=GOODS_BACK,
+            accepts=("received_quantity",)),
+        Row("return_shipped", "system", "confirm_receipt", "received", kinds=GOODS_BACK),
+        Row("received", "seller", "refund", "refunding", kinds=return_refund),
+        Row("received", "seller", "ship_replacement", "replacement_shipped", kinds=REPLACEMENT,
+            requires=("carrier", "tracking_number")),
+        Row("received", "seller", "dispute_goods", "escalated", kinds=GOODS_BACK,
+            requires=("reason", "evidence")),
+        Row("received", "system", "refund", "refunding", kinds=return_refund),
+        Row("replacement_shipped", "buyer", "confirm_replacement", "completed", kinds=REPLACEMENT),
+        Row("replacement_shipped", "system", "confirm_replacement", "completed", kinds=REPLACEMENT),
+        Row("refunding", "system", "refund_succeeded", "completed"),
+        Row("escalated", "platform", "decide", "refunding", conditions=(DECISION_REFUNDS,),
+            requires=decide_inputs),
+        Row("escalated", "platform", "decide", "closed", conditions=(DECISION_REFUNDS_NOTHING,),
+            requires=decide_inputs),
+    ]
+    return tuple(rows)
+
+
+#: DESIGN §2, as data.
+BASE_TABLE: tuple[Row, ...] = _rows()
+
+#: (state, trigger, setting name, unit, kinds): the timers of DESIGN §3.
+BASE_DEADLINES: tuple[tuple[str, str, str, str, frozenset[str]], ...] = (
+    ("requested", "approve", "AFTERSALES_SELLER_RESPONSE_HOURS", "hours", ALL_KINDS),
+    ("rejected", "close", "AFTERSALES_BUYER_APPEAL_DAYS", "days", ALL_KINDS),
+    ("offer_pending", "decline_offer", "AFTERSALES_BUYER_OFFER_DAYS", "days", ALL_KINDS),
+    ("awaiting_return", "withdraw", "AFTERSALES_BUYER_SHIP_DAYS", "days", GOODS_BACK),
+    ("return_shipped", "confirm_receipt", "AFTERSALES_SELLER_RECEIPT_DAYS", "days", GOODS_BACK),
+    ("received", "refund", "AFTERSALES_SELLER_REFUND_DAYS", "days", frozenset({"return_refund"})),
+    ("replacement_shipped", "confirm_replacement", "AFTERSALES_BUYER_CONFIRM_REPLACEMENT_DAYS", "days", REPLACEMENT),
+)
+
+
+class WorkflowBuilder:
+    """This (category, kind)'s copy of the table, handed to each plugin's workflow hook.
+
+    Plugins speak the table's own terms: states, actors, triggers, conditions, next states
+    and deadlines. Nothing here touches the database.
+    """
+
+    def __init__(self, category: str, kind: str, settings: Mapping[str, Any]):
+        self.category = category
+        self.kind = kind
+        self.settings = settings
+        self.origin = "core"
+        self.rows: list[Row] = [row for row in BASE_TABLE if kind in row.kinds]
+        used = {INITIAL_STATE} | {r.source for r in self.rows} | {r.dest for r in self.rows}
+        self.states: dict[str, str] = {s: "core" for s in CORE_STATES if s in used}
+        self.actors: dict[str, str] = {a: "core" for a in CORE_ACTORS}
+        self.deadlines: dict[str, Deadline] = {}
+        for state, trigger, setting, unit, kinds in BASE_DEADLINES:
+            if kind in kinds:
+                self.deadlines[state] = Deadline(state, trigger, timedelta(**{unit: settings[setting]}))
+
+    # --- states and actors -------------------------------------------------------------
+    def add_state(self, name: str) -> None:
+        """Add a non-terminal state; it must be reachable and have a way out."""
+        if name in self.states:
+            raise WorkflowError(f"{self.origin}: state {name!r} already exists")
+        self.states[name] = self.origin
+
+    def add_actor(self, name: str) -> None:
+        """Add an actor (e.g. ``installer``) who may then appear in rows."""
+        self.actors.setdefault(name, self.origin)
+
+    def has_state(self, name: str) -> bool:
+        return name in self.states
+
+    # --- rows ----------------------------------------------------------------------------
+    def add(
+        self,
+        source: str,
+        *,
+        actor: str,
+        trigger: str,
+        next: str,
+        conditions: Iterable[Condition | Callable[[TransitionContext], bool]] = (),
+        requires: Iterable[str] = (),
+        accepts: Iterable[str] = (),
+    ) -> Row:
+        """Add a row: in ``source``, ``actor`` may fire ``trigger`` and the case goes to ``next``."""
+        row = Row(
+            source, actor, trigger, next,
+            conditions=tuple(as_condition(c) for c in conditions),
+            requires=tuple(requires), accepts=tuple(accepts),
+            kinds=frozenset({self.kind}), origin=self.origin,
+        )
+        self.rows.append(row)
+        return row
+
+    def find(self, source: str | None = None, trigger: str | None = None, actor: str | None = None) -> list[Row]:
+        return [
+            row for row in self.rows
+            if (source is None or row.source == source)
+            and (trigger is None or row.trigger == trigger)
+            and (actor is None or row.actor == actor)
+        ]
+
+    def remove(self, source: str, trigger: str, actor: str | None = None) -> int:
+        """Remove the matching rows; removing nothing is an error (the base table changed?)."""
+        doomed = self.find(source, trigger, actor)
+        if not doomed:
+            raise WorkflowError(f"{self.origin}: no row {source} --{trigger}--> to remove")
+        self.rows = [row for row in self.rows if row not in doomed]
+        return len(doomed)
+
+    def replace(self, source: str, trigger: str, actor: str | None = None, **changes: Any) -> int:
+        """Change fields of the matching rows (``next=``, ``conditions=``, ``requires=`` ...)."""
+        if "next" in changes:
+            changes["dest"] = changes.pop("next")
+        if "conditions" in changes:
+            changes["conditions"] = tuple(as_condition(c) for c in changes["conditions"])
+        for name in ("requires", "accepts"):
+            if name in changes:
+                changes[name] = tuple(changes[name])
+        targets = self.find(source, trigger, actor)
+        if not targets:
+            raise WorkflowError(f"{self.origin}: no row {source} --{trigger}--> to replace")
+        self.rows = [
+            replace(row, origin=self.origin, **changes) if row in targets else row for row in self.rows
+        ]
+        return len(targets)
+
+    def redirect(
+        self, source: str, trigger: str, to: str, *, actor: str | None = None, as_trigger: str | None = None
+    ) -> int:
+        """Send the matching rows to ``to`` instead, optionally under a new trigger name.
+
+        A deadline of ``source`` that fired the old trigger follows the rename.
+        """
+        changes: dict[str, Any] = {"next": to}
+        if as_trigger:
+            changes["trigger"] = as_trigger
+            deadline = self.deadlines.get(source)
+            if deadline and deadline.trigger == trigger and (actor in (None, "system")):
+                self.deadlines[source] = replace(deadline, trigger=as_trigger, origin=self.origin)
+        return self.replace(source, trigger, actor, **changes)
+
+    # --- deadlines -------------------------------------------------------------------------
+    def set_deadline(self, state: str, *, after: timedelta, trigger: str) -> None:
+        """After ``after`` in ``state`` without action, the system fires ``trigger``."""
+        if after <= timedelta(0):
+            raise WorkflowError(f"{self.origin}: deadline for {state!r} must be positive")
+        self.deadlines[state] = Deadline(state, trigger, after, self.origin)
+
+    def remove_deadline(self, state: str) -> None:
+        self.deadlines.pop(state, None)
+
+    # --- checking ---------------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Everything wrong with the table, each naming who introduced it."""
+        found: list[str] = []
+        for row in self.rows:
+            for state in (row.source, row.dest):
+                if state not in self.states:
+                    found.append(f"{row.origin}: row {row.source} --{row.trigger}--> {row.dest} uses unknown state {state!r}")
+            if row.actor not in self.actors:
+                found.append(f"{row.origin}: row {row.source} --{row.trigger}--> uses unknown actor {row.actor!r}")
+            if row.source in TERMINAL_STATES:
+                found.append(f"{row.origin}: terminal state {row.source!r} cannot have a way out")
+        outgoing: dict[str, set[str]] = {}
+        for row in self.rows:
+            outgoing.setdefault(row.source, set()).add(row.dest)
+        reachable, frontier = {INITIAL_STATE}, [INITIAL_STATE]
+        while frontier:
+            for dest in outgoing.get(frontier.pop(), ()):
+                if dest not in reachable:
+                    reachable.add(dest)
+                    frontier.append(dest)
+        for state, origin in self.states.items():
+            if state not in reachable:
+                found.append(f"{origin}: state {state!r} cannot be reached")
+            elif state not in TERMINAL_STATES and state not in outgoing:
+                found.append(f"{origin}: state {state!r} has no way out")
+        for deadline in self.deadlines.values():
+            if not self.find(deadline.state, deadline.trigger, "system"):
+                found.append(
+                    f"{deadline.origin}: deadline in {deadline.state!r} fires {deadline.trigger!r}, "
+                    "but the system may not fire it there"
+                )
+        return found
+
+
+class _CaseToken:
+    """The stand-in a Machine moves: only a state, so the ORM object never gets trigger methods."""
+
+    def __init__(self, state: str):
+        self.state = state
+
+
+class _ActorIs:
+    def __init__(self, actor: str):
+        self.actor = actor
+        self.__name__ = f"actor_is_{actor}"
+
+    def __call__(self, event: Any) -> bool:
+        return event.kwargs["context"].actor == self.actor
+
+
+class _Test:
+    def __init__(self, condition: Condition):
+        self.condition = condition
+        self.__name__ = condition.name
+
+    def __call__(self, event: Any) -> bool:
+        return self.condition(event.kwargs["context"])
+
+
+class CompiledWorkflow:
+    """A checked table for one (category, kind) and the one Machine built from it."""
+
+    def __init__(self, builder: WorkflowBuilder):
+        self.category = builder.category
+        self.kind = builder.kind
+        self.rows: tuple[Row, ...] = tuple(builder.rows)
+        self.states: tuple[str, ...] = tuple(builder.states)
+        self.actors: tuple[str, ...] = tuple(builder.actors)
+        self.deadlines: dict[str, Deadline] = dict(builder.deadlines)
+        self._binding_lock = threading.Lock()
+        self.machine = Machine(
+            model=None,
+            states=list(self.states),
+            transitions=[self._as_transition(row) for row in self.rows],
+            initial=INITIAL_STATE,
+            auto_transitions=False,
+            send_event=True,
+            name=f"{self.category}/{self.kind}",
+        )
+
+    @staticmethod
+    def _as_transition(row: Row) -> dict[str, Any]:
+        return {
+            "trigger": row.trigger,
+            "source": row.source,
+            "dest": row.dest,
+            "conditions": [_ActorIs(row.actor), *(_Test(c) for c in row.conditions)],
+        }
+
+    def _bound(self, state: str) -> "_Binding":
+        return _Binding(self, state)
+
+    def is_terminal(self, state: str) -> bool:
+        return state in TERMINAL_STATES
+
+    def rows_for(self, state: str, trigger: str | None = None, actor: str | None = None) -> list[Row]:
+        return [
+            r for r in self.rows
+            if r.source == state and (trigger is None or r.trigger == trigger) and (actor is None or r.actor == actor)
+        ]
+
+    def allowed_triggers(self, context: TransitionContext, state: str) -> list[str]:
+        """The triggers ``context.actor`` may fire from ``state`` now, in table order."""
+        probe = replace(context, probe=True)
+        with self._bound(state) as token:
+            candidates = self.machine.get_triggers(state)
+            allowed = {t for t in candidates if getattr(token, f"may_{t}")(context=probe)}
+        ordered = dict.fromkeys(r.trigger for r in self.rows if r.source == state)
+        return [t for t in ordered if t in allowed]
+
+    def fire(self, context: TransitionContext, state: str, trigger: str) -> Row | None:
+        """Run ``trigger`` from ``state`` on the machine; the row that fired, or None if refused."""
+        with self._bound(state) as token:
+            if trigger not in self.machine.get_triggers(state):
+                return None
+            if not token.trigger(trigger, context=context):
+                return None
+            new_state = token.state
+        for row in self.rows_for(state, trigger, context.actor):
+            if row.dest == new_state and all(c(context) for c in row.conditions):
+                return row
+        raise WorkflowError(f"{self.machine.name}: machine reached {new_state!r} by no row")
+
+    def deadline(self, state: str) -> Deadline | None:
+        return self.deadlines.get(state)
+
+    # --- describing --------------------------------------------------------------------
+    def as_text(self) -> str:
+        lines = [f"Workflow for category {self.category!r}, kind {self.kind!r}", ""]
+        header = ("state", "actor", "trigger", "condition", "next", "from")
+        table = [header]
+        for row in self.rows:
+            condition = ", ".join(c.name for c in row.conditions) or "-"
+            if row.requires:
+                condition = (condition if condition != "-" else "") + (", " if condition != "-" else "") + "needs " + "+".join(row.requires)
+            table.append((row.source, row.actor, row.trigger, condition, row.dest, row.origin))
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for index, row_text in enumerate(table):
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row_text, widths)).rstrip())
+            if index == 0:
+                lines.append("  ".join("-" * width for width in widths))
+        lines.append("")
+        lines.append("Deadlines:")
+        for deadline in self.deadlines.values():
+            lines.append(f"  {deadline.state}: after {_duration(deadline.after)} the system fires {deadline.trigger} ({deadline.origin})")
+        lines.append("")
+        lines.append("Terminal states: " + ", ".join(s for s in self.states if s in TERMINAL_STATES))
+        return "\n".join(lines)
+
+    def as_mermaid(self) -> str:
+        """A Mermaid ``stateDiagram-v2``, drawn by transitions' own GraphMachine."""
+        from transitions.extensions import GraphMachine
+
+        transitions = [
+            {
+                "trigger": f"{row.trigger} ({row.actor})",
+                "source": row.source,
+                "dest": row.dest,
+                "conditions": [c.name for c in row.conditions],
+            }
+            for row in self.rows
+        ]
+        graph = GraphMachine(
+            model=None,
+            states=list(self.states),
+            transitions=transitions,
+            initial=INITIAL_STATE,
+            auto_transitions=False,
+            graph_engine="mermaid",
+            show_conditions=True,
+            title=f"{self.category} / {self.kind}",
+        )
+        token = _CaseToken(INITIAL_STATE)
+        graph.add_model(token)
+        try:
+            drawing = token.get_graph().draw(None)
+        finally:
+            graph.remove_model(token)
+        # The diagram describes the table, not a case: no state is "active".
+        return drawing.replace(" s_active\n", " s_default\n")
+
+
+class _Binding:
+    """Adds a token to the shared machine for one use and always removes it again."""
+
+    def __init__(self, workflow: CompiledWorkflow, state: str):
+        self.workflow = workflow
+        self.token = _CaseToken(state)
+
+    def __enter__(self) -> _CaseToken:
+        with self.workflow._binding_lock:
+            self.workflow.machine.add_model(self.token, initial=self.token.state)
+        return self.token
+
+    def __exit__(self, *exc: Any) -> None:
+        with self.workflow._binding_lock:
+            self.workflow.machine.remove_model(self.token)
+
+
+def _duration(value: timedelta) -> str:
+    hours = int(value.total_seconds() // 3600)
+    if hours and hours % 24 == 0:
+        return f"{hours // 24} d"
+    if hours:
+        return f"{hours} h"
+    return f"{int(value.total_seconds())} s"
+
+
+class WorkflowRegistry:
+    """Builds each (category, kind) workflow once and hands out the cached result."""
+
+    def __init__(self, settings: Mapping[str, Any], apply_plugins: Callable[[WorkflowBuilder], None]):
+        self.settings = settings
+        self.apply_plugins = apply_plugins
+        self._cache: dict[tuple[str, str], CompiledWorkflow] = {}
+        self._lock = threading.Lock()
+
+    def get(self, category: str, kind: str) -> CompiledWorkflow:
+        key = (category, kind)
+        workflow = self._cache.get(key)
+        if workflow is not None:
+            return workflow
+        with self._lock:
+            workflow = self._cache.get(key)
+            if workflow is None:
+                workflow = self._cache[key] = self.build(category, kind)
+        return workflow
+
+    def build(self, category: str, kind: str) -> CompiledWorkflow:
+        if kind not in ALL_KINDS:
+            raise WorkflowError(f"unknown case kind {kind!r}")
+        builder = WorkflowBuilder(category, kind, self.settings)
+        self.apply_plugins(builder)
+        problems = builder.problems()
+        if problems:
+            raise WorkflowError(
+                f"workflow for {category}/{kind} is broken:\n  " + "\n  ".join(problems)
+            )
+        return CompiledWorkflow(builder)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+__all__ = [
+    "BASE_TABLE",
+    "Condition",
+    "CompiledWorkflow",
+    "Deadline",
+    "Row",
+    "TransitionContext",
+    "WorkflowBuilder",
+    "WorkflowRegistry",
+]

@@ -1,0 +1,89 @@
+"""Fixtures: an app per test on its own temporary SQLite database, and order factories."""
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aftersales import create_app
+from aftersales.extensions import db
+from aftersales.orders import LineInput, OrderInput, ensure_shop, upsert_order
+
+SAMPLE_PLUGINS = Path(__file__).parent / "plugins" / "sample_plugins"
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+
+
+def make_app(tmp_path: Path, **config: Any):
+    settings = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key-0123456789",
+        "AFTERSALES_INSTANCE_PATH": str(tmp_path / "instance"),
+        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "test.sqlite3"),
+        "AFTERSALES_PLUGINS_DIR": [],
+        "AFTERSALES_LOAD_ENTRY_POINTS": False,
+    }
+    settings.update(config)
+    app = create_app(settings)
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+@pytest.fixture
+def plugin_app(tmp_path):
+    """An app with the sample test plugins of tests/plugins/sample_plugins loaded from their folder."""
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(SAMPLE_PLUGINS))
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+_numbers = itertools.count(1)
+
+
+def make_order(
+    *,
+    category: str = "books",
+    quantity: int = 1,
+    unit_price: int = 10000,
+    delivered: datetime | None = NOW - timedelta(days=2),
+    shipped: bool = True,
+    attributes: dict | None = None,
+    insured: bool = False,
+    lines: list[LineInput] | None = None,
+    shop: str = "shop",
+):
+    """An order of one line (or ``lines``), paid, shipped and delivered two days before NOW."""
+    ensure_shop(shop, "Test Shop", return_address="1 Return Road")
+    placed = (delivered or NOW) - timedelta(days=3)
+    order = upsert_order(OrderInput(
+        shop=shop, number=f"T-{next(_numbers)}", buyer_email="buyer@example.com", currency="CNY",
+        lines=lines or [LineInput(1, "Item", category, quantity, unit_price, attributes=attributes or {})],
+        placed_at=placed, paid_at=placed,
+        shipped_at=placed + timedelta(hours=6) if shipped or delivered else None,
+        delivered_at=delivered, shipping_insured=insured,
+    ))
+    return order
+
+
+@pytest.fixture
+def order_factory(app):
+    return make_order
+
+
+PHOTO = {"storage_key": "k", "content_type": "image/jpeg", "byte_size": 1000, "sha256": "0" * 64}
+
+
+def photos(count: int = 1) -> list[dict]:
+    return [dict(PHOTO, storage_key=f"photo-{next(_numbers)}") for _ in range(count)]
