@@ -208,6 +208,16 @@ class WorkflowBuilder:
             raise WorkflowError(f"{self.origin}: state {name!r} already exists")
         self.states[name] = self.origin
 
+    def remove_state(self, name: str) -> int:
+        """Remove a non-terminal state with every row into or out of it and its deadline."""
+        if name not in self.states or name in TERMINAL_STATES or name == INITIAL_STATE:
+            raise WorkflowError(f"{self.origin}: cannot remove state {name!r}")
+        del self.states[name]
+        self.deadlines.pop(name, None)
+        before = len(self.rows)
+        self.rows = [row for row in self.rows if name not in (row.source, row.dest)]
+        return before - len(self.rows)
+
     def add_actor(self, name: str) -> None:
         """Add an actor (e.g. ``installer``) who may then appear in rows."""
         self.actors.setdefault(name, self.origin)
@@ -253,8 +263,12 @@ class WorkflowBuilder:
         self.rows = [row for row in self.rows if row not in doomed]
         return len(doomed)
 
-    def replace(self, source: str, trigger: str, actor: str | None = None, **changes: Any) -> int:
-        """Change fields of the matching rows (``next=``, ``conditions=``, ``requires=`` ...)."""
+    def replace(self, source: str, trigger: str, /, actor: str | None = None, **changes: Any) -> int:
+        """Change fields of the rows matching (source, trigger[, actor]): ``next=``,
+        ``conditions=``, ``requires=``, ``accepts=``, or ``trigger=`` to rename the trigger."""
+        unknown = set(changes) - {"next", "conditions", "requires", "accepts", "trigger"}
+        if unknown:
+            raise WorkflowError(f"{self.origin}: replace() cannot change {', '.join(sorted(unknown))}")
         if "next" in changes:
             changes["dest"] = changes.pop("next")
         if "conditions" in changes:
@@ -283,7 +297,7 @@ class WorkflowBuilder:
             deadline = self.deadlines.get(source)
             if deadline and deadline.trigger == trigger and (actor in (None, "system")):
                 self.deadlines[source] = replace(deadline, trigger=as_trigger, origin=self.origin)
-        return self.replace(source, trigger, actor, **changes)
+        return self.replace(source, trigger, actor=actor, **changes)
 
     # --- deadlines -------------------------------------------------------------------------
     def set_deadline(self, state: str, *, after: timedelta, trigger: str) -> None:
