@@ -70,8 +70,8 @@ class PluginHost:
         try:
             self.manager.check_pending()
         except pluggy.PluginValidationError as error:
-            raise PluginError(error.plugin_name or "?", "load", error,
-                              f"plugin {error.plugin_name!r} is refused: {error}") from error
+            name = self.manager.get_name(error.plugin) or repr(error.plugin)
+            raise PluginError(name, "load", error, f"plugin {name!r} is refused: {error}") from error
 
     def _entry_point_names(self) -> list[str]:
         from importlib.metadata import entry_points
@@ -121,8 +121,9 @@ class PluginHost:
         self._categories[name] = tuple(categories or ())
 
     # --- who serves what -----------------------------------------------------------------
-    def names(self) -> list[str]:
-        return [name for name, _ in self.manager.list_name_plugin()]
+    def loaded(self) -> list[tuple[str, Any]]:
+        """(name, plugin) of every registered plugin; blocked names are left out."""
+        return [(name, plugin) for name, plugin in self.manager.list_name_plugin() if plugin is not None]
 
     def serves(self, name: str, category: str) -> bool:
         categories = self._categories.get(name)
@@ -137,10 +138,7 @@ class PluginHost:
         with self._lock:
             caller = self._subset_callers.get(key)
             if caller is None:
-                outsiders = [
-                    plugin for name, plugin in self.manager.list_name_plugin()
-                    if not self.serves(name, category)
-                ]
+                outsiders = [plugin for name, plugin in self.loaded() if not self.serves(name, category)]
                 caller = hook if not outsiders else self.manager.subset_hook_caller(hook_name, outsiders)
                 self._subset_callers[key] = caller
         return caller
@@ -190,7 +188,7 @@ class PluginHost:
             for plugin, dist in self.manager.list_plugin_distinfo()
         }
         infos = []
-        for name, plugin in self.manager.list_name_plugin():
+        for name, plugin in self.loaded():
             hooks = sorted(
                 hook.name for hook in self.manager.get_hookcallers(plugin) or ()
             )

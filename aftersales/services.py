@@ -250,8 +250,10 @@ def _transition(
     db.session.add(event)
     if case.state == "refunding" and from_state != "refunding":
         db.session.flush()
+        if case.approved_amount is None:  # reached through a plugin's step: refund what came back
+            case.approved_amount = returned_goods_refund(case)
         refund = _claim_refund(
-            runtime, case, case.approved_amount or 0, case.decision_payer or "seller",
+            runtime, case, case.approved_amount, case.decision_payer or "seller",
             f"case-{case.id}-{trigger}-{len(case.events)}", now,
         )
         if refund is not None:
@@ -475,14 +477,18 @@ class ConfirmReceipt(Effect):
         return None
 
 
+def returned_goods_refund(case: Case) -> int:
+    """The requested amount, or less when fewer units arrived than were announced."""
+    received = case.received_quantity or case.quantity
+    if received >= case.quantity:
+        return case.amount
+    line = case.line  # short receipt: refund what arrived, never silently more
+    return min(case.amount, money.amount_for_units(line.paid_amount, line.quantity, 0, received))
+
+
 class RefundReturn(Effect):
     def apply(self, case, actor, inputs, now):
-        amount = case.amount
-        received = case.received_quantity or case.quantity
-        if received < case.quantity:  # short receipt: refund what arrived, never silently more
-            line = case.line
-            amount = min(amount, money.amount_for_units(line.paid_amount, line.quantity, 0, received))
-        case.approved_amount = amount
+        case.approved_amount = returned_goods_refund(case)
         return _("Refunded automatically: the seller did not refund in time.") if actor == "system" else None
 
 
