@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask, request
+from flask_babel import get_locale
 
 from . import config as settings_module
 from . import models  # noqa: F401  (registers the tables on db.metadata)
@@ -51,6 +52,7 @@ class AfterSales:
         csrf.init_app(app)
         login_manager.init_app(app)
         babel.init_app(app, locale_selector=_select_locale)
+        app.jinja_env.globals.setdefault("get_locale", get_locale)
 
         plugins = PluginHost()
         for plugin in self.extra_plugins:
@@ -88,6 +90,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config)
     AfterSales(app, plugins=config.get("AFTERSALES_EXTRA_PLUGINS"))
     return app
+
+
+@login_manager.user_loader
+def _load_staff(user_id: str) -> Any:
+    from .models import StaffUser
+
+    try:
+        staff = db.session.get(StaffUser, int(user_id))
+    except ValueError:
+        return None
+    return staff if staff is not None and staff.active else None
 
 
 def _normalise_database_url(url: str) -> str:

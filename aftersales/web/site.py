@@ -1,6 +1,8 @@
 """Pages every visitor may see: the front page and the published workflow tables."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, abort, jsonify, render_template, request
 from sqlalchemy import text
 
@@ -9,7 +11,8 @@ from ..extensions import db
 from ..runtime import current
 from ..workflow import ALL_KINDS
 
-site = Blueprint("aftersales_site", __name__)
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+site = Blueprint("aftersales_site", __name__, template_folder=str(TEMPLATES))
 
 KIND_ORDER = ("refund_only", "return_refund", "exchange", "repair")
 
