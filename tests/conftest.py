@@ -16,7 +16,8 @@ SAMPLE_PLUGINS = Path(__file__).parent / "plugins" / "sample_plugins"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
 
-def make_app(tmp_path: Path, **config: Any):
+def app_settings(tmp_path: Path, **config: Any) -> dict[str, Any]:
+    """Settings of a test app: its own instance folder and SQLite file, no plugins unless asked."""
     settings = {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key-0123456789",
@@ -26,7 +27,12 @@ def make_app(tmp_path: Path, **config: Any):
         "AFTERSALES_LOAD_ENTRY_POINTS": False,
     }
     settings.update(config)
-    app = create_app(settings)
+    return settings
+
+
+def make_app(tmp_path: Path, **config: Any):
+    """A test app with its tables created (by the models; tests/test_migrations.py covers Alembic)."""
+    app = create_app(app_settings(tmp_path, **config))
     with app.app_context():
         db.create_all()
     return app

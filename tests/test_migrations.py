@@ -8,17 +8,11 @@ from sqlalchemy import inspect
 
 from aftersales import create_app
 from aftersales.extensions import db
+from tests.conftest import app_settings
 
 
 def migrated_app(tmp_path):
-    app = create_app({
-        "TESTING": True,
-        "SECRET_KEY": "test-secret-key-0123456789",
-        "AFTERSALES_INSTANCE_PATH": str(tmp_path / "instance"),
-        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "migrated.sqlite3"),
-        "AFTERSALES_PLUGINS_DIR": [],
-        "AFTERSALES_LOAD_ENTRY_POINTS": False,
-    })
+    app = create_app(app_settings(tmp_path))
     with app.app_context():
         upgrade()
     return app
