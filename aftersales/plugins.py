@@ -143,6 +143,10 @@ class PluginHost:
                 self._subset_callers[key] = caller
         return caller
 
+    def implements(self, hook_name: str, category: str | None = None) -> bool:
+        """Whether any plugin serving ``category`` implements the hook."""
+        return bool(self.caller(hook_name, category).get_hookimpls())
+
     def call(self, hook_name: str, category: str | None = None, /, **kwargs: Any) -> Any:
         """Call a hook for ``category``; a failing plugin is reported by name."""
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -152,7 +152,7 @@ def open_case(
         if "open_line_id" in str(error.orig):
             raise NotEligible(_("This item already has an open request; please follow that one.")) from error
         raise
-    deliver_outbox()
+    _deliver_new()
     return case
 
 
@@ -182,7 +182,7 @@ def act(
             db.session.flush()
     except StaleDataError as error:
         raise CaseChanged(case_id, _("Someone else acted on this case at the same moment; reload it.")) from error
-    deliver_outbox()
+    _deliver_new()
     return case
 
 
@@ -205,7 +205,7 @@ def apply_timeout(case_id: int, now: datetime | None = None) -> bool:
             db.session.flush()
     except (StaleDataError, CaseChanged):
         return False
-    deliver_outbox()
+    _deliver_new()
     return True
 
 
@@ -628,7 +628,7 @@ def create_refund(
         return _replayed(existing, case_id, amount)
     except StaleDataError as error:
         raise CaseChanged(case_id) from error
-    deliver_outbox()
+    _deliver_new()
     return refund
 
 
@@ -686,7 +686,7 @@ def settle_refund(
     except StaleDataError as error:
         raise CaseChanged(refund_id) from error
     if deliver:
-        deliver_outbox()
+        _deliver_new()
     return refund
 
 
@@ -712,7 +712,7 @@ def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = 
             raise NotAllowed(_("Nothing is left to refund on this case."))
         _money_event(case, actor, actor_id, "refund_retried", refund, "", now)
         case.updated_at = now
-    deliver_outbox()
+    _deliver_new()
     return refund
 
 
@@ -754,19 +754,30 @@ def rate_case(case_id: int, rating: int, comment: str = "", now: datetime | None
                           to_state=case.state, note=comment, data={"rating": rating}, created_at=now)
         db.session.add(event)
         _enqueue("case_event", event=event)
-    deliver_outbox()
+    _deliver_new()
     return case
 
 
 # --- outbox: side effects after commit -------------------------------------------------------
-_pending_outbox_key = "aftersales_outbox_ids"
+_NEW_MESSAGES = "aftersales_new_outbox_messages"
 
 
 def _enqueue(topic: str, *, event: CaseEvent | None = None, refund: Refund | None = None) -> None:
+    """Write a side effect into the outbox, in the transaction of the change that causes it."""
+    if event is not None and not current().plugins.implements("aftersales_case_event", event.case.category):
+        return  # nobody listens: no message to deliver
     db.session.flush()
     payload = {"event_id": event.id} if event is not None else {"refund_id": refund.id}  # type: ignore[union-attr]
     message = OutboxMessage(topic=topic, payload=payload, created_at=utcnow())
     db.session.add(message)
+    db.session.info.setdefault(_NEW_MESSAGES, []).append(message)
+
+
+def _deliver_new() -> DeliveryReport | None:
+    """After a commit, deliver the messages that transaction wrote (older ones: the sweeper's job)."""
+    messages = db.session.info.pop(_NEW_MESSAGES, [])
+    ids = [m.id for m in messages if inspect(m).persistent]
+    return deliver_outbox(ids=ids) if ids else None
 
 
 @dataclass
@@ -775,7 +786,7 @@ class DeliveryReport:
     failed: int = 0
 
 
-def deliver_outbox(now: datetime | None = None, limit: int = 100) -> DeliveryReport:
+def deliver_outbox(now: datetime | None = None, limit: int = 100, ids: Sequence[int] | None = None) -> DeliveryReport:
     """Deliver undelivered side effects (plugin event hooks, payment calls), oldest first.
 
     Each message is claimed with a conditional UPDATE, so two workers never deliver the same
@@ -786,13 +797,14 @@ def deliver_outbox(now: datetime | None = None, limit: int = 100) -> DeliveryRep
     now = now or utcnow()
     if db.session().in_transaction():
         db.session.commit()
-    ids = db.session.scalars(
-        select(OutboxMessage.id)
-        .where(OutboxMessage.delivered_at.is_(None),
-               (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now))
-        .order_by(OutboxMessage.id).limit(limit)
-    ).all()
-    db.session.commit()
+    if ids is None:
+        ids = db.session.scalars(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.delivered_at.is_(None),
+                   (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now))
+            .order_by(OutboxMessage.id).limit(limit)
+        ).all()
+        db.session.commit()
     for message_id in ids:
         with write_transaction():
             claimed = db.session.execute(

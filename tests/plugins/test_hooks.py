@@ -219,3 +219,33 @@ def test_plugins_load_from_the_entry_point_group(tmp_path, monkeypatch):
     with app.app_context():
         infos = {info.name: info for info in current().plugins.describe()}
         assert infos["ep_demo"].version == "1.2.3" and infos["ep_demo"].categories == ("plants",)
+
+
+def test_a_failing_payment_call_is_kept_and_retried_by_the_sweeper(tmp_path):
+    from aftersales.deadlines import sweep
+    from aftersales.models import OutboxMessage, utcnow
+
+    folder = write_plugin(tmp_path / "p", "flaky_gateway", """
+        from aftersales import RefundResult, hookimpl
+
+        attempts = []
+
+        @hookimpl
+        def aftersales_issue_refund(refund, case):
+            attempts.append(refund.idempotency_key)
+            if len(attempts) == 1:
+                raise ConnectionError("provider down")
+            return RefundResult("succeeded", reference="PAID")
+    """)
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(folder))
+    with app.app_context():
+        line = make_order().lines[0]
+        case = services.open_case(line.id, "refund_only", "quality", evidence=photos(), now=NOW)
+        services.act(case.id, "seller", "approve", now=NOW)
+        message = db.session.query(OutboxMessage).one()
+        assert message.delivered_at is None and "flaky_gateway" in message.last_error
+        assert db.session.get(Case, case.id).refunds[0].status == "pending"
+        sweep(now=utcnow() + timedelta(minutes=2))  # the outbox runs on the real clock: past the retry delay
+        case = db.session.get(Case, case.id)
+        assert case.refunds[0].status == "succeeded" and case.state == "completed"
+        assert loaded("flaky_gateway").attempts == [case.refunds[0].idempotency_key] * 2
