@@ -213,7 +213,7 @@ def core_verdict(
     value = amount_for_units(line.paid_amount, line.quantity, min(facts.units_covered, line.quantity), units) if units else 0
     verdict.max_amount = min(value, facts.refundable)
     if request.kind in ("refund_only", "return_refund"):
-        if verdict.max_amount <= 0 and available:
+        if verdict.max_amount <= 0 and 1 <= request.quantity <= available:
             refuse("nothing_refundable", _("Nothing is left to refund on this item."))
         elif request.amount is not None and not 0 < request.amount <= verdict.max_amount:
             refuse("amount_limit", _("The refund must be more than zero and at most the refundable amount."))

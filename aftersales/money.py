@@ -65,6 +65,8 @@ def split_exact(total: int, weights: Sequence[int]) -> list[int]:
     """
     if total < 0:
         raise ValueError("cannot split a negative amount")
+    if any(w < 0 for w in weights):
+        raise ValueError("weights cannot be negative")
     weight_sum = sum(weights)
     if weight_sum <= 0:
         raise ValueError("weights must sum to more than zero")

@@ -219,7 +219,7 @@ def _write_order(data: OrderInput) -> Order:
     order.shipping_insured = data.shipping_insured
     if data.placed_at:
         order.placed_at = data.placed_at
-    order.paid_at = data.paid_at or order.paid_at or order.placed_at
+    order.paid_at = data.paid_at or order.paid_at  # unpaid orders have no after-sales yet
     order.shipped_at = data.shipped_at or order.shipped_at
     order.delivered_at = data.delivered_at or order.delivered_at
 
