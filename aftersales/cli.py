@@ -20,6 +20,17 @@ from .workflow import ALL_KINDS
 aftersales_cli = AppGroup("aftersales", help="After-sales service: deadlines, plugins, workflows, orders, demo data.")
 
 
+def require_schema() -> None:
+    """A clear message instead of a traceback when the database was never migrated."""
+    from sqlalchemy import inspect
+
+    if not inspect(db.engine).has_table("cases"):
+        raise click.ClickException(
+            f"the database at {db.engine.url.render_as_string(hide_password=True)} has no after-sales "
+            "tables yet: run `flask db upgrade` first"
+        )
+
+
 @aftersales_cli.command("sweep")
 @click.option("--loop", is_flag=True, help="Keep running, sweeping every --interval seconds (for a service; cron and timers don't need it).")
 @click.option("--interval", type=float, default=None, help="Seconds between sweeps with --loop (default: AFTERSALES_SWEEP_INTERVAL_SECONDS).")
@@ -30,6 +41,7 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
     Safe to run from several hosts at once: each timeout is applied exactly once. Also delivers
     side effects (plugin notifications, payment calls) that are still waiting.
     """
+    require_schema()
     from .deadlines import sweep, sweep_forever
 
     def report(result: Any) -> None:
@@ -41,7 +53,7 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
     if loop:
         seconds = interval if interval is not None else current().settings["AFTERSALES_SWEEP_INTERVAL_SECONDS"]
         try:
-            sweep_forever(float(seconds), report)
+            sweep_forever(float(seconds), report, batch_size=batch)
         except KeyboardInterrupt:
             click.echo("stopped")
         return
@@ -89,6 +101,7 @@ def import_orders_command(file: Path, input_format: str) -> None:
     JSON: a list of orders, each with a "lines" list. Every bad row is reported with its line
     number and nothing is imported until the file is clean. See docs/import.md.
     """
+    require_schema()
     from .orders import import_order_records
 
     fmt = input_format if input_format != "auto" else ("csv" if file.suffix.lower() == ".csv" else "json")
@@ -123,6 +136,7 @@ def csv_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
         lines, order = orders.setdefault(key, ([], {c: row.get(c) for c in ORDER_COLUMNS} | {"lines": []}))
         lines.append(line_number)
         item: dict[str, Any] = {c: row.get(c) for c in LINE_COLUMNS}
+        item["source_line"] = line_number
         raw_attributes = (row.get("attributes") or "").strip()
         try:
             item["attributes"] = json.loads(raw_attributes) if raw_attributes else {}
@@ -175,6 +189,7 @@ def _skip_space(text: str, index: int) -> int:
 @click.password_option(help="Password (asked for twice when not given).")
 def create_staff_command(email: str, name: str, shop_slug: str | None, role: str | None, password: str) -> None:
     """Create a staff login: seller staff of one shop, or a platform operator."""
+    require_schema()
     from .staff import StaffProblem, create_staff
 
     try:
@@ -184,10 +199,31 @@ def create_staff_command(email: str, name: str, shop_slug: str | None, role: str
     click.echo(f"created {staff.role} {staff.email}" + (f" for shop {shop_slug}" if shop_slug else ""))
 
 
+@aftersales_cli.command("create-shop")
+@click.option("--slug", required=True, help="Short unique name used in imports and URLs, e.g. my-shop.")
+@click.option("--name", required=True, help="Shop name shown to buyers.")
+@click.option("--currency", default="CNY", show_default=True, help="ISO 4217 currency of the shop's orders.")
+@click.option("--timezone", "timezone_name", default="UTC", show_default=True,
+              help="IANA timezone the after-sales windows count days in, e.g. Asia/Shanghai.")
+@click.option("--return-address", default="", help="Where buyers send returns (shown once a return is approved).")
+def create_shop_command(slug: str, name: str, currency: str, timezone_name: str, return_address: str) -> None:
+    """Create a shop (orders and seller staff belong to one)."""
+    require_schema()
+    from .orders import ShopProblem, create_shop
+
+    try:
+        shop = create_shop(slug=slug, name=name, currency=currency, timezone_name=timezone_name,
+                           return_address=return_address)
+    except ShopProblem as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"created shop {shop.slug} ({shop.name}, {shop.currency}, {shop.timezone})")
+
+
 @aftersales_cli.command("demo")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has orders.")
 def demo_command(if_empty: bool) -> None:
     """Load a demo shop, staff, buyers and orders (furniture, cross-border, electronics, books)."""
+    require_schema()
     from .demo import load_demo
     from .models import Order
 

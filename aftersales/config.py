@@ -1,8 +1,8 @@
 """Default settings. Every number a shop may want to change is here, under its own name.
 
 Settings load in this order, later ones winning: these defaults, the instance file
-``aftersales.cfg`` (Python syntax) in the instance folder, the mapping given to
-``create_app(config)``, then ``AFTERSALES_*`` environment variables.
+``aftersales.cfg`` (Python syntax) in the instance folder, ``AFTERSALES_*`` environment
+variables, then the mapping given to ``create_app(config)``.
 """
 from __future__ import annotations
 

@@ -69,9 +69,12 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
     return report
 
 
-def sweep_forever(interval_seconds: float, report_to: Callable[[SweepReport], None], stop: Callable[[], bool] = lambda: False) -> None:
+def sweep_forever(
+    interval_seconds: float, report_to: Callable[[SweepReport], None],
+    stop: Callable[[], bool] = lambda: False, batch_size: int | None = None,
+) -> None:
     """``flask aftersales sweep --loop``: sweep, sleep, repeat until ``stop()``."""
     while not stop():
-        report_to(sweep())
+        report_to(sweep(batch_size=batch_size))
         db.session.remove()
         time.sleep(interval_seconds)

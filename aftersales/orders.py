@@ -30,6 +30,14 @@ class LineInput:
     paid_amount: int | None = None  # default: unit price × quantity less its share of the discount
     sku: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
+    source_line: int | None = None  # the file line it came from, for error messages
+
+
+def line_label(source_line: int | None, position: int) -> str:
+    """How a problem names a line: by its line in the import file, else its place in the order."""
+    if source_line:
+        return _("line %(n)d: ", n=source_line)
+    return _("order line %(n)d: ", n=position)
 
 
 @dataclass
@@ -76,26 +84,29 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
     """Build an :class:`OrderInput` from plain data (JSON, a CSV group, a host app's dict)."""
     problems: list[str] = []
 
-    def need(mapping: Mapping[str, Any], key: str, kind: type, where: str = "") -> Any:
+    def need(mapping: Mapping[str, Any], key: str, kind: type, where: str = "", money: bool = False) -> Any:
+        """The value, or None after recording why it is missing or wrong."""
         value = mapping.get(key)
         if value in (None, ""):
             problems.append(_("%(where)s%(field)s is missing", where=where, field=key))
-            return kind()
-        try:
-            if kind is int:
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-                    raise ValueError
-                return int(value)
-            return kind(value).strip() if kind is str else kind(value)
-        except (TypeError, ValueError):
-            problems.append(_("%(where)s%(field)s must be a whole number of minor units", where=where, field=key)
-                            if kind is int else _("%(where)s%(field)s is not valid", where=where, field=key))
-            return kind()
+            return None
+        if kind is int:
+            text = value.strip() if isinstance(value, str) else None
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if text is not None and text.lstrip("-").isdigit():
+                return int(text)
+            problems.append(_("%(where)s%(field)s must be a whole number of minor units (e.g. 1999 for 19.99)", where=where, field=key)
+                            if money else _("%(where)s%(field)s must be a whole number", where=where, field=key))
+            return None
+        text = str(value).strip()
+        if not text:
+            problems.append(_("%(where)s%(field)s is missing", where=where, field=key))
+            return None
+        return text
 
-    def optional_int(mapping: Mapping[str, Any], key: str, where: str = "") -> int | None:
-        return need(mapping, key, int, where) if mapping.get(key) not in (None, "") else None
+    def optional_int(mapping: Mapping[str, Any], key: str, where: str = "", money: bool = False) -> int | None:
+        return need(mapping, key, int, where, money) if mapping.get(key) not in (None, "") else None
 
     times = {}
     for key in ("placed_at", "paid_at", "shipped_at", "delivered_at"):
@@ -109,7 +120,8 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
         problems.append(_("an order needs at least one line"))
         raw_lines = []
     for index, raw in enumerate(raw_lines, start=1):
-        where = _("line %(n)d: ", n=index)
+        source_line = raw.get("source_line") if isinstance(raw, Mapping) else None
+        where = line_label(source_line, index)
         if not isinstance(raw, Mapping):
             problems.append(where + _("not an object"))
             continue
@@ -122,20 +134,21 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
             title=need(raw, "title", str, where),
             category=need(raw, "category", str, where),
             quantity=need(raw, "quantity", int, where),
-            unit_price=need(raw, "unit_price", int, where),
-            paid_amount=optional_int(raw, "paid_amount", where),
+            unit_price=need(raw, "unit_price", int, where, money=True),
+            paid_amount=optional_int(raw, "paid_amount", where, money=True),
             sku=str(raw.get("sku") or ""),
             attributes=dict(attributes),
+            source_line=source_line,
         ))
     order = OrderInput(
         shop=need(data, "shop", str),
         number=need(data, "number", str),
         buyer_email=need(data, "buyer_email", str),
-        currency=need(data, "currency", str).upper(),
+        currency=(need(data, "currency", str) or "").upper(),
         lines=lines,
         buyer_name=str(data.get("buyer_name") or ""),
-        discount=optional_int(data, "discount") or 0,
-        shipping_fee=optional_int(data, "shipping_fee") or 0,
+        discount=optional_int(data, "discount", money=True) or 0,
+        shipping_fee=optional_int(data, "shipping_fee", money=True) or 0,
         shipping_insured=str(data.get("shipping_insured", "")).strip().lower() in ("1", "true", "yes"),
         **times,
     )
@@ -156,12 +169,12 @@ def check_order(order: OrderInput) -> list[str]:
     if len(positions) != len(set(positions)):
         problems.append(_("line positions must be unique"))
     for line in order.lines:
-        where = _("line %(n)d: ", n=line.position)
-        if line.quantity <= 0:
+        where = line_label(line.source_line, line.position)
+        if line.quantity is not None and line.quantity <= 0:
             problems.append(where + _("quantity must be at least 1"))
-        if line.unit_price < 0 or (line.paid_amount is not None and line.paid_amount < 0):
+        if (line.unit_price or 0) < 0 or (line.paid_amount or 0) < 0:
             problems.append(where + _("prices cannot be negative"))
-    gross = sum(max(line.unit_price, 0) * max(line.quantity, 0) for line in order.lines)
+    gross = sum(max(line.unit_price or 0, 0) * max(line.quantity or 0, 0) for line in order.lines)
     if order.discount < 0 or order.discount > gross:
         problems.append(_("discount must be between 0 and the order's value"))
     if order.shipping_fee < 0:
@@ -283,6 +296,32 @@ def mark_delivered(shop: str, number: str, at: datetime | None = None) -> Order:
     return order
 
 
+class ShopProblem(InvalidInput):
+    pass
+
+
+def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "") -> Shop:
+    """A new shop; refuses a taken slug, an unknown currency shape or timezone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    slug, currency = slug.strip().lower(), currency.strip().upper()
+    if not slug or not all(ch.isalnum() or ch in "-_" for ch in slug):
+        raise ShopProblem(_("A shop slug uses letters, digits, - and _ only."), field="slug")
+    if len(currency) != 3 or not currency.isalpha():
+        raise ShopProblem(_("The currency must be a 3-letter ISO code such as CNY."), field="currency")
+    try:
+        ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ShopProblem(_("Unknown timezone %(tz)s (use an IANA name such as Asia/Shanghai).", tz=timezone_name), field="timezone") from None
+    with write_transaction():
+        if db.session.scalar(select(Shop.id).where(Shop.slug == slug)) is not None:
+            raise ShopProblem(_("A shop %(slug)s already exists.", slug=slug), field="slug")
+        shop = Shop(slug=slug, name=name.strip() or slug, currency=currency, timezone=timezone_name,
+                    return_address=return_address.strip())
+        db.session.add(shop)
+    return shop
+
+
 def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "") -> Shop:
     """Create a shop if it does not exist yet (used by the demo and by host apps)."""
     shop = db.session.scalar(select(Shop).where(Shop.slug == slug))
@@ -313,8 +352,8 @@ def import_order_records(records: "list[tuple[str, Mapping[str, Any]]]") -> tupl
             problems.extend(f"{where}: {problem}" for problem in error.problems)
         except InvalidInput as error:
             problems.append(f"{where}: {error}")
-    if problems:
-        return problems, 0
+    # The records that parsed still go through the database checks (unknown shop, a refunded
+    # line shrinking ...), so one run reports everything; nothing is kept unless all is clean.
     session = db.session()
     if session.in_transaction():
         session.commit()
