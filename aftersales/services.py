@@ -31,6 +31,7 @@ from .errors import (
     RefundRefused,
 )
 from .extensions import db
+from .fields import FormField
 from .i18n import _, lazy_
 from .models import Case, CaseEvent, Evidence, Note, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
 from .runtime import Runtime, current
@@ -88,6 +89,17 @@ def allowed_triggers(case: Case, actor: str, now: datetime | None = None) -> lis
     runtime = current()
     context = TransitionContext(case, actor, {}, now or utcnow(), runtime.settings)
     return workflow_for(case).allowed_triggers(context, case.state)
+
+
+def form_fields(category: str, kind: str, trigger: str) -> list[FormField]:
+    """Extra inputs plugins add to the form of ``trigger`` ("request" for the request form)."""
+    fields: list[FormField] = []
+    for answer in current().plugins.call("aftersales_form_fields", category, category=category, kind=kind, trigger=trigger):
+        for form_field in answer or ():
+            if not isinstance(form_field, FormField):
+                raise TypeError(f"aftersales_form_fields must return FormField values, got {form_field!r}")
+            fields.append(form_field)
+    return fields
 
 
 def required_inputs(case: Case, actor: str, trigger: str) -> tuple[str, ...]:

@@ -249,3 +249,10 @@ def test_a_failing_payment_call_is_kept_and_retried_by_the_sweeper(tmp_path):
         case = db.session.get(Case, case.id)
         assert case.refunds[0].status == "succeeded" and case.state == "completed"
         assert loaded("flaky_gateway").attempts == [case.refunds[0].idempotency_key] * 2
+
+
+def test_plugin_form_fields_only_for_their_category_and_step(plugin_app):
+    fields = services.form_fields("gadgets", "return_refund", "bench_test_done")
+    assert [(f.name, f.type, f.required) for f in fields] == [("test_report", "choice", True)]
+    assert services.form_fields("books", "return_refund", "bench_test_done") == []
+    assert services.form_fields("gadgets", "return_refund", "request") == []
