@@ -44,6 +44,11 @@ class AfterSales:
             app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "aftersales.sqlite3")
         app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
         _refuse_insecure_secret_key(app)
+        # Werkzeug refuses (413) a request body beyond every photo a case may hold, plus the form.
+        app.config.setdefault(
+            "MAX_CONTENT_LENGTH",
+            app.config["AFTERSALES_UPLOAD_MAX_BYTES"] * app.config["AFTERSALES_UPLOAD_MAX_PER_CASE"] + 1024 * 1024,
+        )
 
         db.init_app(app)
         with app.app_context():
@@ -51,6 +56,7 @@ class AfterSales:
         migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
         csrf.init_app(app)
         login_manager.init_app(app)
+        login_manager.login_view = "aftersales_seller.login"
         babel.init_app(app, locale_selector=_select_locale)
         app.jinja_env.globals.setdefault("get_locale", get_locale)
 
@@ -64,6 +70,11 @@ class AfterSales:
         from .cli import aftersales_cli
         from .web import register_blueprints
 
+        from .web.ratelimit import limiter
+
+        app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["AFTERSALES_RATELIMIT_STORAGE_URI"])
+        app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+        limiter.init_app(app)
         register_blueprints(app, app.config.get("AFTERSALES_URL_PREFIX") or "")
         app.cli.add_command(aftersales_cli)
         return runtime

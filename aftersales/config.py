@@ -50,9 +50,22 @@ class Defaults:
     AFTERSALES_EXPRESS_MIN_COMPLETED_CASES = 2
     AFTERSALES_EXPRESS_QUOTA = 100000  # minor units outstanding per buyer
 
+    # Web: order lookup rate limits (Flask-Limiter syntax) and their storage.
+    AFTERSALES_LOOKUP_LIMIT_PER_CLIENT = "10 per minute"
+    AFTERSALES_LOOKUP_LIMIT_PER_ORDER = "5 per minute"
+    AFTERSALES_RATELIMIT_STORAGE_URI = "memory://"
+    # Set when served over HTTPS: cookies get the Secure flag.
+    AFTERSALES_HTTPS = False
+
     # Sweeper: how many due cases one transaction claims.
     AFTERSALES_SWEEP_BATCH = 200
     AFTERSALES_SWEEP_INTERVAL_SECONDS = 30
+
+    # Evidence photos (aftersales/evidence.py). Stored outside static/, served only after a check.
+    AFTERSALES_UPLOAD_DIR: str | None = None  # default: <instance folder>/uploads
+    AFTERSALES_UPLOAD_MAX_BYTES = 8 * 1024 * 1024  # per file, as uploaded
+    AFTERSALES_UPLOAD_MAX_PIXELS = 40_000_000  # width x height, read from the header
+    AFTERSALES_UPLOAD_MAX_PER_CASE = 10
 
 
 #: Environment variables that are not a plain ``AFTERSALES_<SETTING>`` copy.

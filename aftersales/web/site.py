@@ -1,8 +1,6 @@
 """Pages every visitor may see: the front page and the published workflow tables."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Blueprint, abort, jsonify, render_template, request
 from sqlalchemy import text
 
@@ -10,17 +8,11 @@ from ..errors import WorkflowError
 from ..extensions import db
 from ..runtime import current
 from ..workflow import ALL_KINDS
+from . import TEMPLATES
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 site = Blueprint("aftersales_site", __name__, template_folder=str(TEMPLATES))
 
 KIND_ORDER = ("refund_only", "return_refund", "exchange", "repair")
-
-
-@site.get("/")
-def index():
-    runtime = current()
-    return render_template("site/index.html", plugins=runtime.plugins.describe())
 
 
 @site.get("/workflow")
@@ -33,7 +25,8 @@ def workflow():
         table = current().workflow(category, kind)
     except WorkflowError:
         abort(500)
-    return render_template("site/workflow.html", table=table, category=category, kind=kind, kinds=KIND_ORDER)
+    return render_template("site/workflow.html", table=table, category=category, kind=kind, kinds=KIND_ORDER,
+                           plugins=current().plugins.describe())
 
 
 @site.get("/healthz")

@@ -1,0 +1,310 @@
+"""Evidence photos: accept only real JPEG, PNG and WebP pictures, and store clean copies.
+
+A buyer's upload is untrusted in every way: its name, its declared type and its bytes. So the
+type is what Pillow can decode, not what the file claims; the size and the pixel count are
+limited before any pixel data is decoded; and what is kept is a fresh re-encoding, which drops
+EXIF (GPS position, camera serial numbers) and anything hidden after the picture data.
+
+Files are named by a random token and written outside ``static/`` (by default into
+``<instance folder>/uploads``), so a photo is only ever served by a view that checks who asks.
+The database keeps the metadata this module returns (see ``services._attach_evidence``); when
+that transaction fails, :func:`discard` removes the files again.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import secrets
+import struct
+import tempfile
+import unicodedata
+import warnings
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Mapping
+
+from PIL import Image, ImageOps
+
+from .errors import InvalidInput, NotFound
+from .i18n import _, ngettext
+
+#: Pillow format name -> the content type the photo is stored and served as.
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+#: How each format is re-encoded. No ``exif=`` or ``xmp=``: leaving them out is what strips them.
+_SAVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "JPEG": {"quality": 85},
+    "PNG": {"optimize": True},
+    "WEBP": {"quality": 85},
+}
+
+_KEY_BYTES = 32
+#: ``secrets.token_urlsafe(32)`` is always 43 URL-safe characters; nothing else is a key,
+#: which rules out ``..``, slashes, absolute paths and our own dot-named temporary files.
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+_READ_CHUNK = 64 * 1024
+MAX_NAME_LENGTH = 255
+
+#: What Pillow raises on a damaged or hostile file. Its decoders are not consistent about it,
+#: and a file that upsets any of them is simply not a photo we can keep.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+
+
+class EvidenceRefused(InvalidInput):
+    """An upload that is not kept; the message tells the buyer why and what to send instead.
+
+    ``status`` is the HTTP status a view should answer with: 413 when the file is larger than
+    allowed, 400 for everything else.
+    """
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message, field="evidence")
+        self.status = status
+
+
+def store_photo(
+    stream: BinaryIO,
+    original_name: str,
+    *,
+    upload_dir: Path,
+    max_bytes: int,
+    max_pixels: int,
+    label: str = "",
+) -> dict[str, Any]:
+    """Check one upload, store a clean re-encoding of it, and return its evidence metadata.
+
+    Raises :class:`EvidenceRefused` when the upload is empty, too large, has too many pixels,
+    or is not a JPEG, PNG or WebP picture that decodes completely; nothing is written then.
+    """
+    name = _clean_name(original_name)
+    data = _read_at_most(stream, max_bytes + 1)
+    if not data:
+        raise EvidenceRefused(_("%(photo)s is empty.", photo=_shown(name)))
+    if len(data) > max_bytes:
+        raise EvidenceRefused(
+            _("%(photo)s is larger than %(limit)s MB; please send a smaller photo.",
+              photo=_shown(name), limit=_number(max_bytes / (1024 * 1024))),
+            status=413,
+        )
+    with _decode(data, name, max_pixels) as image:
+        kind = image.format
+        encoded, (width, height) = _reencode(image)
+    storage_key = secrets.token_urlsafe(_KEY_BYTES)
+    _write_atomically(Path(upload_dir) / storage_key, encoded)
+    return {
+        "storage_key": storage_key,
+        "original_name": name,
+        "content_type": CONTENT_TYPES[kind],
+        "byte_size": len(encoded),
+        "width": width,
+        "height": height,
+        "sha256": hashlib.sha256(encoded).hexdigest(),
+        "label": label,
+    }
+
+
+def store_photos(
+    files: Iterable[Any],
+    *,
+    settings: Mapping[str, Any],
+    instance_path: str | os.PathLike[str],
+    already: int = 0,
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """Store several uploads (Werkzeug ``FileStorage``-like) for one case: all of them or none.
+
+    Form parts without a file name are the empty file inputs a browser always sends, so they
+    are skipped. ``already`` is how many photos the case has, so the per-case cap counts them.
+    If one upload is refused, the ones stored before it in this call are removed again.
+    """
+    uploads = [item for item in files if item is not None and getattr(item, "filename", None)]
+    check_photo_count(already + len(uploads), max_per_case=int(settings["AFTERSALES_UPLOAD_MAX_PER_CASE"]))
+    directory = upload_dir(settings, instance_path)
+    stored: list[dict[str, Any]] = []
+    try:
+        for item in uploads:
+            stored.append(store_photo(
+                item.stream, item.filename, upload_dir=directory, label=label,
+                max_bytes=int(settings["AFTERSALES_UPLOAD_MAX_BYTES"]),
+                max_pixels=int(settings["AFTERSALES_UPLOAD_MAX_PIXELS"]),
+            ))
+    except BaseException:
+        discard(stored, upload_dir=directory)
+        raise
+    return stored
+
+
+def check_photo_count(count: int, *, max_per_case: int) -> None:
+    """Refuse a case that would hold more than ``max_per_case`` photos in total."""
+    if count > max_per_case:
+        raise EvidenceRefused(ngettext(
+            "A request can have at most %(num)d photo.",
+            "A request can have at most %(num)d photos.",
+            max_per_case,
+        ))
+
+
+def upload_dir(settings: Mapping[str, Any], instance_path: str | os.PathLike[str]) -> Path:
+    """The folder photos are stored in, created if missing.
+
+    ``AFTERSALES_UPLOAD_DIR`` when set, else ``<instance folder>/uploads``. Never point it into
+    ``static/``: evidence must not be reachable without the view that checks who asks.
+    """
+    configured = settings.get("AFTERSALES_UPLOAD_DIR")
+    directory = Path(configured) if configured else Path(instance_path) / "uploads"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def evidence_path(storage_key: str, *, upload_dir: Path) -> Path:
+    """Where the photo stored under ``storage_key`` lives.
+
+    Only keys made by :func:`store_photo` are accepted, so a key taken from a URL or a
+    tampered record cannot name any other file. Anything else is :class:`NotFound`, the same
+    answer as for a photo that does not exist.
+    """
+    if not isinstance(storage_key, str) or not _KEY_PATTERN.fullmatch(storage_key):
+        raise NotFound(_("There is no such photo."))
+    return Path(upload_dir) / storage_key
+
+
+def discard(metadata_list: Iterable[Mapping[str, Any]], *, upload_dir: Path) -> None:
+    """Delete stored photos whose database records were not written.
+
+    Called while another error is on its way up, so it never raises for a file that is
+    already gone or a key that is not ours.
+    """
+    for metadata in metadata_list:
+        try:
+            evidence_path(str(metadata.get("storage_key", "")), upload_dir=upload_dir).unlink(missing_ok=True)
+        except NotFound:
+            continue
+
+
+# --- reading and decoding --------------------------------------------------------------------
+def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """Up to ``limit`` bytes, so an endless or huge stream costs no more than that to refuse."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """The fully decoded picture, or :class:`EvidenceRefused`.
+
+    Pillow may only try the three accepted formats, so no other parser ever sees the bytes.
+    The pixel count comes from the header and is checked before any pixel is decoded; Pillow's
+    own decompression-bomb guard (a warning, then an error) is refused the same way.
+    """
+    not_a_photo = EvidenceRefused(_("%(photo)s is not a JPEG, PNG or WebP photo.", photo=_shown(name)))
+    too_many_pixels = EvidenceRefused(_(
+        "%(photo)s has too many pixels; please send a photo of at most %(limit)s megapixels.",
+        photo=_shown(name), limit=_number(max_pixels / 1_000_000),
+    ))
+    damaged = EvidenceRefused(_(
+        "%(photo)s could not be read; it may be damaged or incomplete. Please send it again.",
+        photo=_shown(name),
+    ))
+    formats = list(CONTENT_TYPES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=formats) as probe:
+                if probe.format not in CONTENT_TYPES:
+                    raise not_a_photo
+                if probe.width * probe.height > max_pixels:
+                    raise too_many_pixels
+                probe.verify()
+            # verify() leaves the image unusable; decoding needs a fresh one.
+            image = Image.open(io.BytesIO(data), formats=formats)
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise too_many_pixels from error
+        except Image.UnidentifiedImageError as error:
+            raise not_a_photo from error
+        except _DECODE_ERRORS as error:
+            raise damaged from error
+    return image
+
+
+# --- re-encoding -----------------------------------------------------------------------------
+def _reencode(image: Image.Image) -> tuple[bytes, tuple[int, int]]:
+    """A fresh file in the same format, turned upright, with no EXIF, XMP or text chunks,
+    and its size as stored.
+
+    Only the pixels, the palette's transparency and the colour profile (ICC, which says how to
+    show the colours and nothing about the buyer) are carried over. Animated pictures keep
+    their first frame: evidence is a still photo.
+    """
+    kind = image.format
+    upright = _upright(image)
+    if kind == "JPEG" and upright.mode not in ("L", "RGB"):
+        # CMYK JPEGs are shown inconsistently by browsers; RGB looks the same everywhere.
+        upright = upright.convert("RGB")
+    clean = upright.copy()
+    clean.info = {key: upright.info[key] for key in ("transparency",) if key in upright.info}
+    options = dict(_SAVE_OPTIONS[kind])
+    if icc_profile := image.info.get("icc_profile"):
+        options["icc_profile"] = icc_profile
+    buffer = io.BytesIO()
+    clean.save(buffer, format=kind, **options)
+    return buffer.getvalue(), clean.size
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The picture rotated as its EXIF orientation says, since that tag is about to be dropped.
+
+    A broken EXIF block should not cost the buyer their evidence, so it is then ignored.
+    """
+    try:
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS:
+        return image
+
+
+# --- storing ---------------------------------------------------------------------------------
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` so that no reader or crash ever sees half a photo.
+
+    The temporary file is dot-named, so it can never be mistaken for a storage key, and it
+    is removed again if anything fails.
+    """
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+# --- names shown to people -------------------------------------------------------------------
+def _clean_name(original_name: str | None) -> str:
+    """The uploaded file's own name, for display only: no folders, no control or
+    direction-changing characters (which can disguise ``gpj.exe`` as ``exe.jpg``), at most
+    255 characters. It never becomes part of a path.
+    """
+    base = str(original_name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    spaced = "".join(" " if char.isspace() else char for char in base)
+    visible = "".join(char for char in spaced if not unicodedata.category(char).startswith("C"))
+    return " ".join(visible.split())[:MAX_NAME_LENGTH]
+
+
+def _shown(name: str) -> str:
+    return _("\u201c%(name)s\u201d", name=name) if name else _("This photo")
+
+
+def _number(value: float) -> str:
+    """8.0 -> "8", 0.5 -> "0.5": limits read the way a person would write them."""
+    return f"{round(value, 1):g}"

@@ -1,0 +1,110 @@
+"""Action forms shared by the buyer, seller and platform pages.
+
+The buttons a person sees are exactly ``services.allowed_triggers(case, actor)``, and each
+form asks exactly the inputs of that workflow row (plus plugin fields).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, flash, redirect, request
+from werkzeug.wrappers import Response
+
+from .. import evidence, services
+from ..errors import CaseChanged, DomainError, InvalidInput
+from ..i18n import _
+from ..models import Case
+from .forms import action_form_class, form_inputs
+from .wording import TRIGGER_LABELS, label
+
+#: Inputs a person never types: the service fills them.
+HIDDEN_INPUTS = frozenset({"timeout"})
+
+
+@dataclass
+class ActionView:
+    trigger: str
+    label: str
+    form: Any
+    uploads: bool  # the form carries photos (multipart)
+    status: int = 400  # when shown again with errors (413 for a refused, too large upload)
+
+
+def _form_class(case: Case, actor: str, trigger: str) -> type:
+    rows = services.workflow_for(case).rows_for(case.state, trigger, actor)
+    requires = rows[0].requires if rows else ()
+    accepts = tuple(a for a in (rows[0].accepts if rows else ()) if a not in HIDDEN_INPUTS)
+    defaults: dict[str, Any] = {
+        "return_address": case.shop.return_address,
+        "received_quantity": case.quantity,
+    }
+    if trigger == "decide":
+        defaults["amount"] = services.refundable(case.line)
+    plugin_fields = services.form_fields(case.category, case.kind, trigger)
+    return action_form_class(trigger, requires, accepts, plugin_fields, case.currency, defaults)
+
+
+def action_views(case: Case, actor: str, failed: ActionView | None = None) -> list[ActionView]:
+    """One form per trigger the actor may fire now; a failed submission keeps its errors."""
+    views = []
+    for trigger in services.allowed_triggers(case, actor):
+        if failed is not None and failed.trigger == trigger:
+            views.append(failed)
+            continue
+        form = _form_class(case, actor, trigger)(prefix=trigger, formdata=None)
+        form.expected_version.data = str(case.version)
+        views.append(ActionView(trigger, label(TRIGGER_LABELS, trigger), form, "evidence" in form))
+    return views
+
+
+def perform(case: Case, actor: str, actor_id: str | None, trigger: str, done_url: str) -> Response | ActionView:
+    """Run a submitted action form. A redirect when done; the form with its errors when not."""
+    if trigger not in services.allowed_triggers(case, actor):
+        flash(_("This action is no longer available on this case; here is where it stands."), "warning")
+        return redirect(done_url)
+    form = _form_class(case, actor, trigger)(prefix=trigger)
+    view = ActionView(trigger, label(TRIGGER_LABELS, trigger), form, "evidence" in form)
+    if not form.validate():
+        return view
+    inputs = form_inputs(form, case.currency)
+    if inputs is None:
+        return view
+    try:
+        expected = int(form.expected_version.data)
+    except (TypeError, ValueError):
+        expected = -1
+    stored: list[dict] = []
+    try:
+        if "evidence" in form:
+            stored = evidence.store_photos(
+                request.files.getlist(form.evidence.name), settings=current_app.config,
+                instance_path=current_app.instance_path, already=len(case.evidence),
+            )
+            if stored:
+                inputs["evidence"] = stored
+        services.act(case.id, actor, trigger, actor_id=actor_id, expected_version=expected, **inputs)
+    except CaseChanged:
+        _discard(stored)
+        flash(_("This case changed while you were looking at it — here is what happened. Nothing was done twice."), "warning")
+        return redirect(done_url)
+    except InvalidInput as error:
+        _discard(stored)
+        view.status = getattr(error, "status", 400)
+        target = getattr(form, getattr(error, "field", None) or "", None)
+        if target is not None and hasattr(target, "errors"):
+            target.errors = list(target.errors) + [str(error)]
+        else:
+            flash(str(error), "error")
+        return view
+    except DomainError as error:
+        _discard(stored)
+        flash(str(error), "error")
+        return redirect(done_url)
+    flash(_("Done: %(action)s.", action=view.label), "success")
+    return redirect(done_url)
+
+
+def _discard(stored: list[dict]) -> None:
+    if stored:
+        evidence.discard(stored, upload_dir=evidence.upload_dir(current_app.config, current_app.instance_path))

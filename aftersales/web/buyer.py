@@ -1,0 +1,176 @@
+"""The buyer portal: find my order, ask for something on a line, follow the case."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+
+from .. import evidence, services
+from ..eligibility import CaseRequest
+from ..errors import DomainError
+from ..extensions import db
+from ..i18n import _
+from ..models import Case, Order, OrderLine
+from ..money import format_money
+from .access import BUYER_ORDERS, buyer_case_or_404, buyer_order_or_404, grant_buyer
+from .actions import action_views, perform
+from .forms import LookupForm, RateForm, form_inputs, parsed_amount, request_form_class
+from .ratelimit import limiter, lookup_limits, order_number_key
+from .wording import KIND_ENTRIES, KIND_LABELS, label
+
+buyer = Blueprint("aftersales_buyer", __name__)
+
+
+@buyer.route("/", methods=["GET", "POST"])
+@limiter.limit(lambda: lookup_limits()["client"], methods=["POST"])
+@limiter.limit(lambda: lookup_limits()["order"], key_func=order_number_key, methods=["POST"])
+def lookup():
+    """Find my order: number + e-mail. Not found and wrong e-mail give the same answer."""
+    form = LookupForm()
+    if form.validate_on_submit():
+        order = db.session.scalar(select(Order).where(Order.number == form.order_number.data.strip()))
+        if order is not None and order.buyer_email == form.email.data.strip().lower():
+            grant_buyer(order)
+            return redirect(url_for(".order", order_id=order.id))
+        flash(_("We could not find an order with that number and e-mail address. Check both and try again."), "error")
+        return render_template("buyer/lookup.html", form=form), 404
+    return render_template("buyer/lookup.html", form=form), 400 if form.errors else 200
+
+
+@buyer.post("/forget")
+def forget():
+    session.pop(BUYER_ORDERS, None)
+    return redirect(url_for(".lookup"))
+
+
+@buyer.get("/orders/<int:order_id>")
+def order(order_id: int):
+    order = buyer_order_or_404(order_id)
+    open_cases = {case.line_id: case for case in db.session.scalars(
+        select(Case).where(Case.order_id == order.id, Case.open_line_id.is_not(None)))}
+    past_cases = db.session.scalars(
+        select(Case).where(Case.order_id == order.id, Case.open_line_id.is_(None)).order_by(Case.id.desc())).all()
+    lines = []
+    for line in order.lines:
+        options = None if line.id in open_cases else services.line_eligibility(line).options
+        lines.append((line, open_cases.get(line.id), options))
+    return render_template("buyer/order.html", order=order, lines=lines, past_cases=past_cases,
+                           entries=KIND_ENTRIES)
+
+
+@buyer.route("/orders/<int:order_id>/lines/<int:line_id>/request", methods=["GET", "POST"])
+def request_case(order_id: int, line_id: int):
+    order = buyer_order_or_404(order_id)
+    line = db.session.get(OrderLine, line_id)
+    if line is None or line.order_id != order.id:
+        abort(404)
+    eligibility = services.line_eligibility(line)
+    kinds = eligibility.allowed_kinds
+    if not kinds:
+        flash(_("Nothing can be asked for on this item right now."), "error")
+        return redirect(url_for(".order", order_id=order.id))
+    chosen = request.values.get("kind") if request.values.get("kind") in kinds else kinds[0]
+    option = eligibility.options[chosen]
+    reasons = services.current().reasons(line.category)
+    reason_choices = [(code, label({code: reasons[code].label}, code)) for code in option.reasons]
+    # Pre-filled for the whole line: every unit still free, at the most that can be refunded.
+    units = services.judge(line, CaseRequest(chosen, option.reasons[0], 1)).max_quantity or 1
+    verdict = services.judge(line, CaseRequest(chosen, option.reasons[0], units))
+    plugin_fields = services.form_fields(line.category, chosen, "request")
+    form = request_form_class(
+        [chosen], reason_choices, plugin_fields, order.currency, units, verdict.max_amount,
+        needs_amount=chosen in ("refund_only", "return_refund"),
+    )(quantity=units)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.validate_on_submit():
+            amount = parsed_amount(form, "amount", order.currency) if "amount" in form else None
+            extra = form_inputs(form, order.currency, skip=REQUEST_CORE_FIELDS)
+            if extra is not None and not ("amount" in form and form.amount.errors):
+                response, status = _open_case(form, line, chosen, amount, extra)
+                if response is not None:
+                    return response
+    return render_template(
+        "buyer/request.html", order=order, line=line, form=form, kind=chosen, kinds=kinds,
+        kind_labels=KIND_LABELS, photos_needed=verdict.requirement("photos"),
+        max_amount=format_money(verdict.max_amount, order.currency),
+    ), status
+
+
+REQUEST_CORE_FIELDS = ("csrf_token", "evidence", "kind", "reason", "quantity", "amount", "description")
+
+
+def _open_case(form, line: OrderLine, kind: str, amount: int | None, extra: dict):
+    """Store the photos, open the case; (redirect, 302) or (None, status) with errors on the form."""
+    stored: list[dict] = []
+    try:
+        stored = evidence.store_photos(request.files.getlist(form.evidence.name), settings=current_app.config,
+                                       instance_path=current_app.instance_path)
+        case = services.open_case(
+            line.id, kind, form.reason.data, quantity=form.quantity.data, amount=amount,
+            description=form.description.data or "", evidence=stored, data=extra,
+            actor_id=line.order.buyer_email,
+        )
+    except DomainError as error:
+        _discard(stored)
+        name = getattr(error, "field", None) or ""
+        field = getattr(form, "evidence" if name == "photos" else name, None)
+        if field is not None and hasattr(field, "errors") and field.name != "csrf_token":
+            field.errors = list(field.errors) + [str(error)]
+        else:
+            flash(str(error), "error")
+        return None, getattr(error, "status", 400)
+    flash(_("Your request was sent. The seller answers within the time shown below."), "success")
+    return redirect(url_for(".case", case_id=case.id)), 302
+
+
+def _discard(stored: list[dict]) -> None:
+    if stored:
+        evidence.discard(stored, upload_dir=evidence.upload_dir(current_app.config, current_app.instance_path))
+
+
+@buyer.get("/cases/<int:case_id>")
+def case(case_id: int):
+    case = buyer_case_or_404(case_id)
+    return _case_page(case)
+
+
+def _case_page(case: Case, failed=None, status: int = 200):
+    rate_form = RateForm() if case.is_terminal and case.rating is None else None
+    return render_template(
+        "buyer/case.html", case=case, actions=action_views(case, "buyer", failed),
+        deadline=_deadline_words(case), rate_form=rate_form,
+    ), status
+
+
+def _deadline_words(case: Case) -> str | None:
+    from .wording import DEADLINE_OUTCOMES
+
+    if case.due_at is None or not case.due_trigger:
+        return None
+    outcome = DEADLINE_OUTCOMES.get((case.state, case.due_trigger))
+    return str(outcome) if outcome else label({}, case.due_trigger)
+
+
+@buyer.post("/cases/<int:case_id>/act/<trigger>")
+def act(case_id: int, trigger: str):
+    case = buyer_case_or_404(case_id)
+    result = perform(case, "buyer", case.order.buyer_email, trigger, url_for(".case", case_id=case.id))
+    if hasattr(result, "form"):
+        return _case_page(case, failed=result, status=result.status)
+    return result
+
+
+@buyer.post("/cases/<int:case_id>/rate")
+def rate(case_id: int):
+    case = buyer_case_or_404(case_id)
+    form = RateForm()
+    if not form.validate_on_submit():
+        return _case_page(case, status=400)
+    try:
+        services.rate_case(case.id, int(form.rating.data), form.comment.data or "")
+    except DomainError as error:
+        flash(str(error), "error")
+    else:
+        flash(_("Thank you for rating the outcome."), "success")
+    return redirect(url_for(".case", case_id=case.id))

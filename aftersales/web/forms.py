@@ -1,0 +1,175 @@
+"""Flask-WTF forms. Action forms are built from the workflow row's inputs, so a step's form
+always asks exactly what the service layer will require."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import MultipleFileField
+from wtforms import (
+    BooleanField,
+    DateField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
+
+from ..fields import FormField
+from ..i18n import _, lazy_
+from ..money import format_money, minor_unit_digits, parse_money
+from .wording import FIELD_LABELS, KIND_LABELS
+
+
+def _email_shape(form: Any, field: Any) -> None:
+    value = (field.data or "").strip()
+    if "@" not in value or value.startswith("@") or value.endswith("@") or " " in value:
+        raise ValidationError(_("Enter the e-mail address you ordered with."))
+
+
+class LookupForm(FlaskForm):
+    order_number = StringField(lazy_("Order number"), validators=[DataRequired(), Length(max=64)])
+    email = StringField(lazy_("E-mail address"), validators=[DataRequired(), Length(max=254), _email_shape])
+
+
+class LoginForm(FlaskForm):
+    email = StringField(lazy_("E-mail"), validators=[DataRequired(), Length(max=254)])
+    password = PasswordField(lazy_("Password"), validators=[DataRequired(), Length(max=200)])
+    next = HiddenField()
+
+
+class NoteForm(FlaskForm):
+    body = TextAreaField(lazy_("Internal note (staff only)"), validators=[DataRequired(), Length(max=2000)])
+
+
+class RateForm(FlaskForm):
+    rating = RadioField(lazy_("How was it?"), choices=[(str(n), str(n)) for n in range(1, 6)],
+                        validators=[InputRequired()])
+    comment = TextAreaField(lazy_("Comment (optional)"), validators=[Optional(), Length(max=2000)])
+
+
+class MarkPaidForm(FlaskForm):
+    reference = StringField(lazy_("Payment reference (optional)"), validators=[Optional(), Length(max=200)])
+
+
+class VersionedForm(FlaskForm):
+    """Every form that changes a case carries the version the person saw."""
+
+    expected_version = HiddenField(validators=[DataRequired()])
+
+
+def money_field(label: Any, currency: str, required: bool = True, default: int | None = None) -> StringField:
+    validators = [DataRequired()] if required else [Optional()]
+    digits = minor_unit_digits(currency)
+    text = format_money(default, currency).split(" ")[0] if default is not None else None
+    return StringField(f"{label} ({currency})", validators=validators, default=text,
+                       render_kw={"inputmode": "decimal", "pattern": r"\d+([.,]\d{1,%d})?" % max(digits, 1) if digits else r"\d+"})
+
+
+def parsed_amount(form: Any, name: str, currency: str) -> int | None:
+    """The money field's value in minor units; records a form error and returns None if bad."""
+    field = getattr(form, name)
+    raw = (field.data or "").strip().replace(",", ".")
+    if not raw:
+        return None
+    try:
+        return parse_money(raw, currency)
+    except ValueError as error:
+        field.errors = list(field.errors) + [str(error)]
+        return None
+
+
+#: How each core input is asked for in an action form.
+def _core_field(name: str, currency: str, required: bool, defaults: Mapping[str, Any]) -> Any:
+    label = FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
+    presence = [DataRequired()] if required else [Optional()]
+    if name in ("reason", "statement", "description", "note", "return_address"):
+        return TextAreaField(label, validators=presence + [Length(max=2000)], default=defaults.get(name))
+    if name == "amount":
+        return money_field(label, currency, required, defaults.get("amount"))
+    if name in ("carrier", "tracking_number"):
+        return StringField(label, validators=presence + [Length(max=100)])
+    if name == "received_quantity":
+        return IntegerField(label, validators=[Optional(), NumberRange(min=1)], default=defaults.get(name))
+    if name == "payer":
+        return SelectField(label, choices=[("seller", lazy_("The seller")), ("platform", lazy_("The platform"))])
+    if name == "evidence":
+        return MultipleFileField(label, render_kw={"accept": "image/jpeg,image/png,image/webp"})
+    return StringField(label, validators=presence + [Length(max=500)])
+
+
+def plugin_field(spec: FormField) -> Any:
+    presence = [DataRequired()] if spec.required else [Optional()]
+    if spec.type == "textarea":
+        return TextAreaField(spec.label, validators=presence + [Length(max=2000)], description=spec.help)
+    if spec.type == "choice":
+        return SelectField(spec.label, choices=[(value, text) for value, text in spec.choices],
+                           validators=presence, description=spec.help)
+    if spec.type == "date":
+        return DateField(spec.label, validators=presence, description=spec.help)
+    if spec.type == "number":
+        return IntegerField(spec.label, validators=presence, description=spec.help)
+    if spec.type == "checkbox":
+        return BooleanField(spec.label, description=spec.help)
+    return StringField(spec.label, validators=presence + [Length(max=500)], description=spec.help)
+
+
+def action_form_class(
+    trigger: str, requires: Iterable[str], accepts: Iterable[str], plugin_fields: Iterable[FormField],
+    currency: str, defaults: Mapping[str, Any] | None = None,
+) -> type[VersionedForm]:
+    """A form class for one step: the row's required and optional inputs, then plugin fields."""
+    defaults = defaults or {}
+    attributes: dict[str, Any] = {}
+    for name in requires:
+        attributes[name] = _core_field(name, currency, True, defaults)
+    for name in accepts:
+        attributes.setdefault(name, _core_field(name, currency, False, defaults))
+    for spec in plugin_fields:
+        attributes.setdefault(spec.name, plugin_field(spec))
+    return type(f"{trigger.title().replace('_', '')}Form", (VersionedForm,), attributes)
+
+
+def form_inputs(form: Any, currency: str, skip: Iterable[str] = ("csrf_token", "expected_version", "evidence")) -> dict[str, Any] | None:
+    """The submitted values as service inputs (money parsed); None when a value is invalid."""
+    inputs: dict[str, Any] = {}
+    for field in form:
+        if field.name in skip:
+            continue
+        if field.name == "amount":
+            amount = parsed_amount(form, "amount", currency)
+            if form.amount.errors:
+                return None
+            if amount is not None:
+                inputs["amount"] = amount
+            continue
+        value = field.data
+        if isinstance(value, str):
+            value = value.strip()
+        if value not in (None, ""):
+            inputs[field.name] = value.isoformat() if hasattr(value, "isoformat") else value
+    return inputs
+
+
+def request_form_class(
+    kinds: Iterable[str], reasons: Iterable[tuple[str, Any]], plugin_fields: Iterable[FormField],
+    currency: str, max_quantity: int, max_amount: int, needs_amount: bool,
+) -> type[FlaskForm]:
+    attributes: dict[str, Any] = {
+        "kind": SelectField(lazy_("What would you like?"), choices=[(k, KIND_LABELS[k]) for k in kinds]),
+        "reason": SelectField(lazy_("Why?"), choices=list(reasons)),
+        "quantity": IntegerField(lazy_("How many units?"), default=1,
+                                 validators=[InputRequired(), NumberRange(min=1, max=max(max_quantity, 1))]),
+        "description": TextAreaField(lazy_("Tell the seller what happened"), validators=[Optional(), Length(max=2000)]),
+        "evidence": MultipleFileField(lazy_("Photos (JPEG, PNG or WebP)"),
+                                      render_kw={"accept": "image/jpeg,image/png,image/webp"}),
+    }
+    if needs_amount:
+        attributes["amount"] = money_field(lazy_("Refund amount"), currency, True, max_amount)
+    for spec in plugin_fields:
+        attributes.setdefault(spec.name, plugin_field(spec))
+    return type("RequestForm", (FlaskForm,), attributes)

@@ -1,0 +1,144 @@
+"""The seller back office: log in, work the queue, act on cases, leave notes for the next shift."""
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any, Callable
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from .. import services
+from ..errors import DomainError
+from ..extensions import db
+from ..i18n import _
+from ..models import Case, Refund, StaffUser, utcnow
+from .access import staff_case_or_404
+from .actions import action_views, perform
+from .forms import LoginForm, MarkPaidForm, NoteForm
+from .queue import QueueFilters, seller_queue
+from .security import is_local_path
+
+seller = Blueprint("aftersales_seller", __name__)
+
+
+def staff_required(*roles: str) -> Callable:
+    """Logged-in staff of one of ``roles``; others are sent to log in (or get a 404)."""
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return redirect(url_for("aftersales_seller.login", next=request.full_path.rstrip("?")))
+            if current_user.role not in roles:
+                abort(404)
+            return view(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+@seller.route("/staff/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm(next=request.args.get("next", ""))
+    if form.validate_on_submit():
+        staff = db.session.scalar(select(StaffUser).where(StaffUser.email == form.email.data.strip().lower()))
+        if staff is not None and staff.active and staff.check_password(form.password.data):
+            login_user(staff)
+            target = form.next.data
+            if not is_local_path(target):
+                target = url_for("aftersales_platform.queue" if staff.role == "platform" else ".queue")
+            return redirect(target)
+        flash(_("Wrong e-mail or password."), "error")
+        return render_template("seller/login.html", form=form), 401
+    return render_template("seller/login.html", form=form), 400 if form.errors else 200
+
+
+@seller.post("/staff/logout")
+def logout():
+    logout_user()
+    flash(_("You are logged out."), "success")
+    return redirect(url_for(".login"))
+
+
+@seller.get("/seller/")
+@staff_required("seller", "platform")
+def queue():
+    filters = QueueFilters.from_args(request.args)
+    page = seller_queue(current_user, filters)
+    return render_template("seller/queue.html", page=page, filters=filters, now=utcnow())
+
+
+@seller.get("/seller/cases/<int:case_id>")
+@staff_required("seller", "platform")
+def case(case_id: int):
+    return _case_page(staff_case_or_404(case_id))
+
+
+def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: NoteForm | None = None):
+    case = db.session.scalars(
+        select(Case).where(Case.id == case.id).options(
+            joinedload(Case.line), joinedload(Case.order), joinedload(Case.events),
+            joinedload(Case.notes), joinedload(Case.evidence), joinedload(Case.refunds))
+    ).unique().one()
+    return render_template(
+        "seller/case.html", case=case, actions=action_views(case, "seller", failed),
+        note_form=note_form or NoteForm(formdata=None), paid_form=MarkPaidForm(formdata=None),
+        refundable=services.refundable(case.line), now=utcnow(),
+    ), status
+
+
+@seller.post("/seller/cases/<int:case_id>/act/<trigger>")
+@staff_required("seller", "platform")
+def act(case_id: int, trigger: str):
+    case = staff_case_or_404(case_id)
+    result = perform(case, "seller", str(current_user.id), trigger, url_for(".case", case_id=case.id))
+    if hasattr(result, "form"):
+        return _case_page(case, failed=result, status=result.status)
+    return result
+
+
+@seller.post("/seller/cases/<int:case_id>/notes")
+@staff_required("seller", "platform")
+def add_note(case_id: int):
+    case = staff_case_or_404(case_id)
+    form = NoteForm()
+    if not form.validate_on_submit():
+        return _case_page(case, status=400, note_form=form)
+    try:
+        services.add_note(case.id, current_user, form.body.data)
+    except DomainError as error:
+        flash(str(error), "error")
+    return redirect(url_for(".case", case_id=case.id) + "#notes")
+
+
+@seller.post("/seller/refunds/<int:refund_id>/paid")
+@staff_required("seller", "platform")
+def mark_paid(refund_id: int):
+    refund = db.session.get(Refund, refund_id)
+    if refund is None:
+        abort(404)
+    case = staff_case_or_404(refund.case_id)
+    form = MarkPaidForm()
+    if form.validate_on_submit():
+        try:
+            services.mark_refund_paid(refund.id, current_user.id, form.reference.data or "")
+        except DomainError as error:
+            flash(str(error), "error")
+        else:
+            flash(_("The refund is recorded as paid."), "success")
+    return redirect(url_for(".case", case_id=case.id))
+
+
+@seller.post("/seller/cases/<int:case_id>/retry-refund")
+@staff_required("seller", "platform")
+def retry_refund(case_id: int):
+    case = staff_case_or_404(case_id)
+    form = MarkPaidForm()
+    if form.validate_on_submit():
+        try:
+            services.retry_refund(case.id, actor="seller", actor_id=str(current_user.id))
+        except DomainError as error:
+            flash(str(error), "error")
+        else:
+            flash(_("The refund was sent again."), "success")
+    return redirect(url_for(".case", case_id=case.id))

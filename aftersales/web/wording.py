@@ -1,0 +1,138 @@
+"""The words pages use for kinds, states, actions and deadlines, written for a first-time buyer.
+
+Plugin states and triggers without an entry here are shown by their name in plain words.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..i18n import lazy_
+
+KIND_LABELS = {
+    "refund_only": lazy_("Refund"),
+    "return_refund": lazy_("Return and refund"),
+    "exchange": lazy_("Exchange"),
+    "repair": lazy_("Repair"),
+}
+
+#: The quick entries on an order page.
+KIND_ENTRIES = {
+    "refund_only": lazy_("I want a refund"),
+    "return_refund": lazy_("I want to return it"),
+    "exchange": lazy_("Exchange"),
+    "repair": lazy_("Repair"),
+}
+
+STATE_LABELS = {
+    "requested": lazy_("Waiting for the seller's answer"),
+    "offer_pending": lazy_("The seller made an offer"),
+    "rejected": lazy_("Rejected by the seller"),
+    "escalated": lazy_("The platform is deciding"),
+    "awaiting_return": lazy_("Approved: waiting for the return to be shipped"),
+    "return_shipped": lazy_("Return on its way to the seller"),
+    "received": lazy_("Return received by the seller"),
+    "replacement_shipped": lazy_("Replacement on its way"),
+    "refunding": lazy_("Refund being paid"),
+    "completed": lazy_("Completed"),
+    "closed": lazy_("Closed without a remedy"),
+    "cancelled": lazy_("Withdrawn"),
+}
+
+TRIGGER_LABELS = {
+    "request": lazy_("Request sent"),
+    "approve": lazy_("Approve"),
+    "reject": lazy_("Reject"),
+    "offer": lazy_("Offer a partial refund"),
+    "withdraw": lazy_("Withdraw the request"),
+    "revise": lazy_("Revise the request"),
+    "escalate": lazy_("Ask the platform to decide"),
+    "close": lazy_("Close"),
+    "accept_offer": lazy_("Accept the offer"),
+    "decline_offer": lazy_("Decline the offer"),
+    "ship_return": lazy_("I have shipped the return"),
+    "confirm_receipt": lazy_("Confirm receipt of the return"),
+    "refund": lazy_("Refund"),
+    "ship_replacement": lazy_("Ship the replacement"),
+    "dispute_goods": lazy_("Dispute the returned goods"),
+    "confirm_replacement": lazy_("I received the replacement"),
+    "refund_succeeded": lazy_("Refund paid"),
+    "decide": lazy_("Decide"),
+    "refund_failed": lazy_("Refund failed"),
+    "refund_settled": lazy_("Refund paid"),
+    "refund_created": lazy_("Refund issued"),
+    "refund_retried": lazy_("Refund sent again"),
+    "rate": lazy_("Rated the outcome"),
+}
+
+ACTOR_LABELS = {
+    "buyer": lazy_("Buyer"),
+    "seller": lazy_("Seller"),
+    "platform": lazy_("Platform"),
+    "system": lazy_("Automatic"),
+}
+
+#: What the system does when a state's deadline passes.
+DEADLINE_OUTCOMES = {
+    ("requested", "approve"): lazy_("the request is approved automatically"),
+    ("rejected", "close"): lazy_("the case closes"),
+    ("offer_pending", "decline_offer"): lazy_("the offer lapses and the seller answers again"),
+    ("awaiting_return", "withdraw"): lazy_("the request is withdrawn"),
+    ("return_shipped", "confirm_receipt"): lazy_("the return counts as received"),
+    ("received", "refund"): lazy_("the refund is paid automatically"),
+    ("replacement_shipped", "confirm_replacement"): lazy_("the replacement counts as received"),
+}
+
+#: What happens next, for the buyer, by state.
+BUYER_NEXT = {
+    "requested": lazy_("The seller looks at your request."),
+    "offer_pending": lazy_("Accept the seller's offer, or decline it and the seller answers again."),
+    "rejected": lazy_("You can revise your request, ask the platform to decide, or withdraw."),
+    "escalated": lazy_("The platform reads both sides and decides."),
+    "awaiting_return": lazy_("Send the item to the return address and enter the tracking number here."),
+    "return_shipped": lazy_("The seller confirms when the return arrives."),
+    "received": lazy_("The seller refunds you or ships the replacement."),
+    "replacement_shipped": lazy_("Tell us when the replacement has arrived."),
+    "refunding": lazy_("The refund goes back the way you paid."),
+    "completed": lazy_("This case is finished."),
+    "closed": lazy_("This case ended without a refund or replacement."),
+    "cancelled": lazy_("This request was withdrawn."),
+}
+
+FIELD_LABELS = {
+    "reason": lazy_("Reason"),
+    "statement": lazy_("Your statement"),
+    "description": lazy_("What is wrong"),
+    "note": lazy_("Message"),
+    "amount": lazy_("Amount"),
+    "carrier": lazy_("Carrier"),
+    "tracking_number": lazy_("Tracking number"),
+    "received_quantity": lazy_("Units received"),
+    "return_address": lazy_("Return address"),
+    "payer": lazy_("Who pays"),
+    "evidence": lazy_("Photos"),
+}
+
+PAYER_LABELS = {
+    "buyer": lazy_("You pay the return shipping"),
+    "seller": lazy_("The seller pays the return shipping"),
+    "insurer": lazy_("Your shipping insurance pays the return shipping"),
+}
+
+
+def plain(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def label(table: dict[Any, Any], key: Any) -> str:
+    value = table.get(key)
+    return str(value) if value is not None else plain(str(key))
+
+
+def state_label(case: Any) -> str:
+    """The state in words; a completed case says what the remedy was."""
+    if case.state == "completed":
+        if any(refund.status == "succeeded" for refund in case.refunds):
+            return str(lazy_("Refunded"))
+        if case.kind in ("exchange", "repair"):
+            return str(lazy_("Completed: the replacement arrived"))
+    return label(STATE_LABELS, case.state)
