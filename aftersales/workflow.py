@@ -550,6 +550,11 @@ class WorkflowRegistry:
             )
         return CompiledWorkflow(builder)
 
+    def built(self) -> list[CompiledWorkflow]:
+        """The workflows built so far (for questions across all of them, e.g. queue filters)."""
+        with self._lock:
+            return list(self._cache.values())
+
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()

@@ -47,7 +47,7 @@ class QueueFilters:
 def seller_action_states(actor: str = "seller") -> set[str]:
     """States in which ``actor`` has something to do, in the base table and every built workflow."""
     states = {row.source for row in BASE_TABLE if row.actor == actor}
-    for workflow in list(current().workflows._cache.values()):
+    for workflow in current().workflows.built():
         states |= {row.source for row in workflow.rows if row.actor == actor}
     return states
 
