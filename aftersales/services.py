@@ -691,7 +691,8 @@ def settle_refund(
                         and workflow.rows_for(case.state, "refund_succeeded", "system")):
                     event = _transition(runtime, case, "system", None, "refund_succeeded", {}, now)
                     event.amount, event.currency = refund.amount, refund.currency
-                    event.note = reference or ""
+                    paid_by = _("Marked as paid by staff.") if actor != "system" else ""
+                    event.note = " ".join(part for part in (paid_by, reference or "") if part)
                 else:
                     _money_event(case, actor, actor_id, "refund_settled", refund, reference or "", now)
             case.updated_at = now

@@ -48,7 +48,7 @@ def register_blueprints(app: Flask, url_prefix: str) -> None:
         app.register_blueprint(blueprint, url_prefix=prefix)
     security.install(app)
     app.jinja_env.filters.setdefault("money", lambda amount, currency: format_money(int(amount or 0), currency))
-    app.jinja_env.filters.setdefault("when", lambda value: format_datetime(value, "medium") if value else "")
+    app.jinja_env.filters.setdefault("when", lambda value: format_datetime(value, "yyyy-MM-dd HH:mm zzz") if value else "")
     app.jinja_env.filters.setdefault("time_left", time_left)
     app.jinja_env.globals.setdefault("wording", wording)
 

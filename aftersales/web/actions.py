@@ -22,6 +22,10 @@ from .wording import TRIGGER_LABELS, label
 HIDDEN_INPUTS = frozenset({"timeout"})
 
 
+#: Actions that end or turn down something: shown after the step the person most likely needs.
+BACKING_OUT = ("decline_offer", "reject", "dispute_goods", "withdraw")
+
+
 @dataclass
 class ActionView:
     trigger: str
@@ -29,6 +33,10 @@ class ActionView:
     form: Any
     uploads: bool  # the form carries photos (multipart)
     status: int = 400  # when shown again with errors (413 for a refused, too large upload)
+
+    @property
+    def backs_out(self) -> bool:
+        return self.trigger in BACKING_OUT
 
 
 def _form_class(case: Case, actor: str, trigger: str) -> type:
@@ -55,7 +63,7 @@ def action_views(case: Case, actor: str, failed: ActionView | None = None) -> li
         form = _form_class(case, actor, trigger)(prefix=trigger, formdata=None)
         form.expected_version.data = str(case.version)
         views.append(ActionView(trigger, label(TRIGGER_LABELS, trigger), form, "evidence" in form))
-    return views
+    return sorted(views, key=lambda view: view.backs_out)  # stable: table order otherwise
 
 
 def perform(case: Case, actor: str, actor_id: str | None, trigger: str, done_url: str) -> Response | ActionView:

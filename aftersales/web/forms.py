@@ -22,7 +22,17 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from ..fields import FormField
 from ..i18n import _, lazy_
 from ..money import format_money, minor_unit_digits, parse_money
-from .wording import FIELD_LABELS, KIND_LABELS
+from .wording import FIELD_LABELS
+
+
+try:  # WTForms 3.3 wants SelectChoice objects; older versions take (value, label) pairs
+    from wtforms.fields.choices import SelectChoice as _SelectChoice
+
+    def choices(pairs: Iterable[tuple[str, Any]]) -> list[Any]:
+        return [_SelectChoice(str(value), text) for value, text in pairs]
+except ImportError:  # pragma: no cover - older WTForms
+    def choices(pairs: Iterable[tuple[str, Any]]) -> list[Any]:
+        return [(str(value), text) for value, text in pairs]
 
 
 def _email_shape(form: Any, field: Any) -> None:
@@ -47,7 +57,7 @@ class NoteForm(FlaskForm):
 
 
 class RateForm(FlaskForm):
-    rating = RadioField(lazy_("How was it?"), choices=[(str(n), str(n)) for n in range(1, 6)],
+    rating = RadioField(lazy_("How was it? (1 = poor, 5 = excellent)"), choices=choices((str(n), str(n)) for n in range(1, 6)),
                         validators=[InputRequired()])
     comment = TextAreaField(lazy_("Comment (optional)"), validators=[Optional(), Length(max=2000)])
 
@@ -96,7 +106,7 @@ def _core_field(name: str, currency: str, required: bool, defaults: Mapping[str,
     if name == "received_quantity":
         return IntegerField(label, validators=[Optional(), NumberRange(min=1)], default=defaults.get(name))
     if name == "payer":
-        return SelectField(label, choices=[("seller", lazy_("The seller")), ("platform", lazy_("The platform"))])
+        return SelectField(label, choices=choices([("seller", lazy_("The seller")), ("platform", lazy_("The platform"))]))
     if name == "evidence":
         return MultipleFileField(label, render_kw={"accept": "image/jpeg,image/png,image/webp"})
     return StringField(label, validators=presence + [Length(max=500)])
@@ -107,7 +117,7 @@ def plugin_field(spec: FormField) -> Any:
     if spec.type == "textarea":
         return TextAreaField(spec.label, validators=presence + [Length(max=2000)], description=spec.help)
     if spec.type == "choice":
-        return SelectField(spec.label, choices=[(value, text) for value, text in spec.choices],
+        return SelectField(spec.label, choices=choices(spec.choices),
                            validators=presence, description=spec.help)
     if spec.type == "date":
         return DateField(spec.label, validators=presence, description=spec.help)
@@ -137,10 +147,10 @@ def action_form_class(
 def form_inputs(form: Any, currency: str, skip: Iterable[str] = ("csrf_token", "expected_version", "evidence")) -> dict[str, Any] | None:
     """The submitted values as service inputs (money parsed); None when a value is invalid."""
     inputs: dict[str, Any] = {}
-    for field in form:
-        if field.name in skip:
+    for field in form:  # short_name: action forms carry a per-trigger prefix ("ship_return-carrier")
+        if field.short_name in skip:
             continue
-        if field.name == "amount":
+        if field.short_name == "amount":
             amount = parsed_amount(form, "amount", currency)
             if form.amount.errors:
                 return None
@@ -151,7 +161,7 @@ def form_inputs(form: Any, currency: str, skip: Iterable[str] = ("csrf_token", "
         if isinstance(value, str):
             value = value.strip()
         if value not in (None, ""):
-            inputs[field.name] = value.isoformat() if hasattr(value, "isoformat") else value
+            inputs[field.short_name] = value.isoformat() if hasattr(value, "isoformat") else value
     return inputs
 
 
@@ -160,8 +170,8 @@ def request_form_class(
     currency: str, max_quantity: int, max_amount: int, needs_amount: bool,
 ) -> type[FlaskForm]:
     attributes: dict[str, Any] = {
-        "kind": SelectField(lazy_("What would you like?"), choices=[(k, KIND_LABELS[k]) for k in kinds]),
-        "reason": SelectField(lazy_("Why?"), choices=list(reasons)),
+        "kind": HiddenField(default=next(iter(kinds))),
+        "reason": SelectField(lazy_("Why?"), choices=choices(reasons)),
         "quantity": IntegerField(lazy_("How many units?"), default=1,
                                  validators=[InputRequired(), NumberRange(min=1, max=max(max_quantity, 1))]),
         "description": TextAreaField(lazy_("Tell the seller what happened"), validators=[Optional(), Length(max=2000)]),

@@ -112,6 +112,12 @@ FIELD_LABELS = {
     "evidence": lazy_("Photos"),
 }
 
+STAFF_PAYER_LABELS = {
+    "buyer": lazy_("The buyer pays"),
+    "seller": lazy_("We pay (seller)"),
+    "insurer": lazy_("The buyer's shipping insurance pays"),
+}
+
 PAYER_LABELS = {
     "buyer": lazy_("You pay the return shipping"),
     "seller": lazy_("The seller pays the return shipping"),
@@ -136,3 +142,11 @@ def state_label(case: Any) -> str:
         if case.kind in ("exchange", "repair"):
             return str(lazy_("Completed: the replacement arrived"))
     return label(STATE_LABELS, case.state)
+
+
+def reason_label(case: Any) -> str:
+    """The reason as the request form named it (core or plugin reason)."""
+    from ..runtime import current
+
+    reason = current().reasons(case.category).get(case.reason)
+    return str(reason.label) if reason is not None else plain(case.reason)
