@@ -196,6 +196,7 @@ class WorkflowBuilder:
         used = {INITIAL_STATE} | {r.source for r in self.rows} | {r.dest for r in self.rows}
         self.states: dict[str, str] = {s: "core" for s in CORE_STATES if s in used}
         self.actors: dict[str, str] = {a: "core" for a in CORE_ACTORS}
+        self.played_by: dict[str, str] = {}
         self.deadlines: dict[str, Deadline] = {}
         for state, trigger, setting, unit, kinds in BASE_DEADLINES:
             if kind in kinds:
@@ -218,9 +219,16 @@ class WorkflowBuilder:
         self.rows = [row for row in self.rows if name not in (row.source, row.dest)]
         return before - len(self.rows)
 
-    def add_actor(self, name: str) -> None:
-        """Add an actor (e.g. ``installer``) who may then appear in rows."""
+    def add_actor(self, name: str, *, played_by: str = "seller") -> None:
+        """Add an actor (e.g. ``installer``) who may then appear in rows.
+
+        ``played_by`` says whose pages offer the actor's steps: ``"seller"`` (shop staff record
+        what the installer did), ``"buyer"`` or ``"platform"``.
+        """
+        if played_by not in ("buyer", "seller", "platform"):
+            raise WorkflowError(f"{self.origin}: actor {name!r} must be played by buyer, seller or platform")
         self.actors.setdefault(name, self.origin)
+        self.played_by[name] = played_by
 
     def has_state(self, name: str) -> bool:
         return name in self.states
@@ -378,6 +386,7 @@ class CompiledWorkflow:
         self.rows: tuple[Row, ...] = tuple(builder.rows)
         self.states: tuple[str, ...] = tuple(builder.states)
         self.actors: tuple[str, ...] = tuple(builder.actors)
+        self.played_by: dict[str, str] = dict(builder.played_by)
         self.deadlines: dict[str, Deadline] = dict(builder.deadlines)
         self._binding_lock = threading.Lock()
         self.machine = Machine(
@@ -404,6 +413,11 @@ class CompiledWorkflow:
 
     def is_terminal(self, state: str) -> bool:
         return state in TERMINAL_STATES
+
+    def actors_for(self, role: str) -> tuple[str, ...]:
+        """The actors whose steps a person in ``role`` (buyer, seller, platform) takes: the role
+        itself, then plugin actors played by it (e.g. the seller's staff record an installer visit)."""
+        return (role, *(actor for actor, player in self.played_by.items() if player == role))
 
     def rows_for(self, state: str, trigger: str | None = None, actor: str | None = None) -> list[Row]:
         return [

@@ -53,10 +53,20 @@ def _form_class(case: Case, actor: str, trigger: str) -> type:
     return action_form_class(trigger, requires, accepts, plugin_fields, case.currency, defaults)
 
 
-def action_views(case: Case, actor: str, failed: ActionView | None = None) -> list[ActionView]:
-    """One form per trigger the actor may fire now; a failed submission keeps its errors."""
+def allowed(case: Case, role: str) -> dict[str, str]:
+    """trigger → actor, for every trigger a person in ``role`` may fire now (their own or as a
+    plugin actor they play, such as an installer)."""
+    found: dict[str, str] = {}
+    for actor in services.workflow_for(case).actors_for(role):
+        for trigger in services.allowed_triggers(case, actor):
+            found.setdefault(trigger, actor)
+    return found
+
+
+def action_views(case: Case, role: str, failed: ActionView | None = None) -> list[ActionView]:
+    """One form per trigger the person may fire now; a failed submission keeps its errors."""
     views = []
-    for trigger in services.allowed_triggers(case, actor):
+    for trigger, actor in allowed(case, role).items():
         if failed is not None and failed.trigger == trigger:
             views.append(failed)
             continue
@@ -66,9 +76,10 @@ def action_views(case: Case, actor: str, failed: ActionView | None = None) -> li
     return sorted(views, key=lambda view: view.backs_out)  # stable: table order otherwise
 
 
-def perform(case: Case, actor: str, actor_id: str | None, trigger: str, done_url: str) -> Response | ActionView:
+def perform(case: Case, role: str, actor_id: str | None, trigger: str, done_url: str) -> Response | ActionView:
     """Run a submitted action form. A redirect when done; the form with its errors when not."""
-    if trigger not in services.allowed_triggers(case, actor):
+    actor = allowed(case, role).get(trigger)
+    if actor is None:
         flash(_("This action is no longer available on this case; here is where it stands."), "warning")
         return redirect(done_url)
     form = _form_class(case, actor, trigger)(prefix=trigger)

@@ -285,3 +285,17 @@ def test_threads_acting_on_different_cases_through_the_service_layer(tmp_path):
             else:
                 assert case.state == "return_shipped" and case.return_tracking == str(case_id)
             assert [e.to_state for e in case.events][-1] == case.state
+
+
+def test_plugin_actors_are_played_by_a_role_whose_pages_offer_their_steps():
+    def add_installer(flow):
+        flow.add_actor("installer")
+        flow.add_actor("courier", played_by="platform")
+
+    workflow = compiled("repair", add_installer)
+    assert workflow.actors_for("seller") == ("seller", "installer")
+    assert workflow.actors_for("platform") == ("platform", "courier")
+    assert workflow.actors_for("buyer") == ("buyer",)
+    builder = WorkflowBuilder("books", "repair", SETTINGS)
+    with pytest.raises(WorkflowError):
+        builder.add_actor("ghost", played_by="nobody")
