@@ -22,6 +22,14 @@ from .money import Adjustment, RefundResult
 from .plugins import hookimpl
 from .workflow import Condition, TransitionContext, WorkflowBuilder
 
+
+def setting(name: str, default: object = None) -> object:
+    """A setting of the running app (``AFTERSALES_*`` and plugin settings), for plugins."""
+    from flask import current_app
+
+    return current_app.config.get(name, default)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -50,5 +58,6 @@ __all__ = [
     "hookimpl",
     "lazy_",
     "require",
+    "setting",
     "waive",
 ]

@@ -45,10 +45,10 @@ class AfterSales:
         app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
         _refuse_insecure_secret_key(app)
         # Werkzeug refuses (413) a request body beyond every photo a case may hold, plus the form.
-        app.config.setdefault(
-            "MAX_CONTENT_LENGTH",
-            app.config["AFTERSALES_UPLOAD_MAX_BYTES"] * app.config["AFTERSALES_UPLOAD_MAX_PER_CASE"] + 1024 * 1024,
-        )
+        if app.config.get("MAX_CONTENT_LENGTH") is None:  # Flask's default is None: no cap at all
+            app.config["MAX_CONTENT_LENGTH"] = (
+                app.config["AFTERSALES_UPLOAD_MAX_BYTES"] * app.config["AFTERSALES_UPLOAD_MAX_PER_CASE"] + 1024 * 1024
+            )
 
         db.init_app(app)
         with app.app_context():
@@ -74,6 +74,9 @@ class AfterSales:
 
         app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["AFTERSALES_RATELIMIT_STORAGE_URI"])
         app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+        # The limiter is shared by every app in the process and remembers the last app's
+        # switch; each app says its own.
+        app.config.setdefault("RATELIMIT_ENABLED", True)
         limiter.init_app(app)
         register_blueprints(app, app.config.get("AFTERSALES_URL_PREFIX") or "")
         app.cli.add_command(aftersales_cli)

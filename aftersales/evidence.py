@@ -84,8 +84,8 @@ def store_photo(
         raise EvidenceRefused(_("%(photo)s is empty.", photo=_shown(name)))
     if len(data) > max_bytes:
         raise EvidenceRefused(
-            _("%(photo)s is larger than %(limit)s MB; please send a smaller photo.",
-              photo=_shown(name), limit=_number(max_bytes / (1024 * 1024))),
+            _("%(photo)s is larger than %(limit)s; please send a smaller photo.",
+              photo=_shown(name), limit=_size(max_bytes)),
             status=413,
         )
     with _decode(data, name, max_pixels) as image:
@@ -303,6 +303,15 @@ def _clean_name(original_name: str | None) -> str:
 
 def _shown(name: str) -> str:
     return _("\u201c%(name)s\u201d", name=name) if name else _("This photo")
+
+
+def _size(byte_count: int) -> str:
+    """8388608 -> "8 MB", 2000 -> "2 KB": a limit a person can act on."""
+    if byte_count >= 1024 * 1024:
+        return _("%(n)s MB", n=_number(byte_count / (1024 * 1024)))
+    if byte_count >= 1024:
+        return _("%(n)s KB", n=_number(byte_count / 1024))
+    return _("%(n)d bytes", n=byte_count)
 
 
 def _number(value: float) -> str:

@@ -146,3 +146,24 @@ def aftersales_issue_refund(refund: Any, case: Any) -> Any:
     refund to the next plugin. With no answer the refund stays pending until staff mark it
     paid (the manual gateway). The first non-``None`` answer wins.
     """
+
+
+@hookspec
+def aftersales_case_notices(case: Any, role: str) -> list[str]:
+    """Things a person should know on a case page, e.g. "import tax is not refunded for this
+    return" before the buyer ships.
+
+    Called each time a case page is shown; ``role`` is ``"buyer"``, ``"seller"`` or
+    ``"platform"``. Return a list of messages (already translated) or ``None``. All answers are
+    collected and shown above the actions.
+    """
+
+
+@hookspec(firstresult=True)
+def aftersales_return_address(case: Any, default: str) -> str | None:
+    """Where the buyer sends this return, e.g. a bonded warehouse for cross-border goods.
+
+    Called when a return is approved; ``default`` is the shop's return address. Return another
+    address or ``None`` to keep it. The seller may still type a different one on the approve
+    form. The first non-``None`` answer wins.
+    """

@@ -174,10 +174,21 @@ class OrderLine(db.Model):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     order: Mapped[Order] = relationship(back_populates="lines")
+    # Every case ever opened on this line (for plugin rules such as "two failed repairs").
+    cases: Mapped[list["Case"]] = relationship(
+        primaryjoin="OrderLine.id == Case.line_id", order_by="Case.id", viewonly=True
+    )
 
     @property
     def currency(self) -> str:
         return self.order.currency
+
+    def hours_since_delivery(self, now: datetime) -> float | None:
+        """Hours since the delivery moment (for windows counted in hours, e.g. 48 h claims)."""
+        delivered = self.order.delivered_at
+        if delivered is None:
+            return None
+        return (now - delivered).total_seconds() / 3600
 
     def attribute(self, name: str, default: Any = None) -> Any:
         return (self.attributes or {}).get(name, default)

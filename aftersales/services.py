@@ -376,10 +376,25 @@ class Effect:
         return None
 
 
+def default_return_address(case: Case) -> str:
+    """The shop's return address, unless a plugin sends this return elsewhere."""
+    default = case.shop.return_address or ""
+    chosen = current().plugins.call("aftersales_return_address", case.category, case=case, default=default)
+    return chosen if chosen is not None else default
+
+
+def case_notices(case: Case, role: str) -> list[str]:
+    """Messages plugins want a person to read on the case page."""
+    notices: list[str] = []
+    for answer in current().plugins.call("aftersales_case_notices", case.category, case=case, role=role):
+        notices.extend(str(message) for message in answer or ())
+    return notices
+
+
 class Approve(Effect):
     def check(self, case, actor, inputs, now):
         if case.needs_goods_back:
-            address = _clean_text(inputs.get("return_address") or case.shop.return_address, "return_address", required=actor != "system")
+            address = _clean_text(inputs.get("return_address") or default_return_address(case), "return_address", required=actor != "system")
             inputs["return_address"] = address
 
     def apply(self, case, actor, inputs, now):

@@ -44,7 +44,7 @@ def _form_class(case: Case, actor: str, trigger: str) -> type:
     requires = rows[0].requires if rows else ()
     accepts = tuple(a for a in (rows[0].accepts if rows else ()) if a not in HIDDEN_INPUTS)
     defaults: dict[str, Any] = {
-        "return_address": case.shop.return_address,
+        "return_address": services.default_return_address(case),
         "received_quantity": case.quantity,
     }
     if trigger == "decide":
@@ -78,6 +78,10 @@ def action_views(case: Case, role: str, failed: ActionView | None = None) -> lis
 
 def perform(case: Case, role: str, actor_id: str | None, trigger: str, done_url: str) -> Response | ActionView:
     """Run a submitted action form. A redirect when done; the form with its errors when not."""
+    seen = request.form.get(f"{trigger}-expected_version", "")
+    if seen.isdigit() and int(seen) != case.version:  # acted on an old page: say what happened first
+        flash(_("This case changed while you were looking at it — here is what happened. Nothing was done twice."), "warning")
+        return redirect(done_url)
     actor = allowed(case, role).get(trigger)
     if actor is None:
         flash(_("This action is no longer available on this case; here is where it stands."), "warning")

@@ -138,7 +138,7 @@ def case(case_id: int):
 def _case_page(case: Case, failed=None, status: int = 200):
     rate_form = RateForm() if case.is_terminal and case.rating is None else None
     return render_template(
-        "buyer/case.html", case=case, actions=action_views(case, "buyer", failed),
+        "buyer/case.html", case=case, actions=action_views(case, "buyer", failed), notices=services.case_notices(case, "buyer"),
         deadline=_deadline_words(case), rate_form=rate_form,
     ), status
 

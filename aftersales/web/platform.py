@@ -37,7 +37,7 @@ def case(case_id: int):
 
 def _case_page(case: Case, failed=None, status: int = 200):
     return render_template(
-        "platform/case.html", case=case, actions=action_views(case, "platform", failed),
+        "platform/case.html", case=case, actions=action_views(case, "platform", failed), notices=services.case_notices(case, "platform"),
         refundable=services.refundable(case.line),
     ), status
 

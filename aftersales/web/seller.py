@@ -81,7 +81,7 @@ def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: Not
             joinedload(Case.notes), joinedload(Case.evidence), joinedload(Case.refunds))
     ).unique().one()
     return render_template(
-        "seller/case.html", case=case, actions=action_views(case, "seller", failed),
+        "seller/case.html", case=case, actions=action_views(case, "seller", failed), notices=services.case_notices(case, "seller"),
         note_form=note_form or NoteForm(formdata=None), paid_form=MarkPaidForm(formdata=None),
         refundable=services.refundable(case.line), now=utcnow(),
     ), status

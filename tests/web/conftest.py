@@ -6,11 +6,11 @@ import re
 from typing import Any
 
 import pytest
+from flask import g
 
 from aftersales.extensions import db
 from aftersales.orders import ensure_shop
 from aftersales.staff import create_staff
-from aftersales.web.ratelimit import limiter
 from tests.conftest import make_app
 
 PASSWORD = "correct-horse-battery"
@@ -19,7 +19,13 @@ PASSWORD = "correct-horse-battery"
 @pytest.fixture
 def web_app(tmp_path):
     app = make_app(tmp_path, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
-    limiter.reset()
+
+    @app.before_request
+    def _own_login_per_request():
+        # The fixture keeps one app context open for the whole test, so requests share `g`;
+        # drop Flask-Login's cached user so each client is judged by its own cookie.
+        g.pop("_login_user", None)
+
     with app.app_context():
         ensure_shop("shop", "Test Shop", return_address="1 Return Road")
         ensure_shop("other-shop", "Other Shop", return_address="9 Elsewhere")
