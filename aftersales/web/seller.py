@@ -29,7 +29,10 @@ def staff_required(*roles: str) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not current_user.is_authenticated:
-                return redirect(url_for("aftersales_seller.login", next=request.full_path.rstrip("?")))
+                # Come back to the page after logging in; a form post can't be replayed, so
+                # those come back to the queue.
+                back = request.full_path.rstrip("?") if request.method == "GET" else None
+                return redirect(url_for("aftersales_seller.login", next=back))
             if current_user.role not in roles:
                 abort(404)
             return view(*args, **kwargs)
