@@ -349,13 +349,20 @@ def _clean_text(value: Any, field: str, required: bool = True, limit: int = MAX_
     return text
 
 
+#: No amount of money this module handles comes near it; larger input is a typo or an attack
+#: (and would overflow a 64-bit column).
+MAX_AMOUNT = 10**15
+
+
 def _amount(value: Any, field: str = "amount") -> int:
     if isinstance(value, bool):
         raise InvalidInput(_("The amount is not a number."), field=field)
     try:
         amount = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(_("The amount is not a number."), field=field) from None
+    if abs(amount) > MAX_AMOUNT:
+        raise InvalidInput(_("The amount is far too large."), field=field)
     if amount != value and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
         raise InvalidInput(_("Amounts are whole minor units (cents)."), field=field)
     return amount
