@@ -120,7 +120,7 @@ def import_orders_command(file: Path, input_format: str) -> None:
 
 ORDER_COLUMNS = ("shop", "number", "buyer_email", "buyer_name", "currency", "discount", "shipping_fee",
                  "shipping_insured", "placed_at", "paid_at", "shipped_at", "delivered_at")
-LINE_COLUMNS = ("position", "sku", "title", "category", "quantity", "unit_price", "paid_amount", "attributes")
+LINE_COLUMNS = ("position", "sku", "title", "category", "quantity", "unit_price", "paid_amount", "tax_paid", "attributes")
 
 
 def csv_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -145,6 +145,7 @@ class KindOption:
     kind: str
     reasons: list[str]
     why_not: list[str]
+    refused: dict[str, list[str]] = field(default_factory=dict)  # reason → why it is refused
 
     @property
     def allowed(self) -> bool:
@@ -291,12 +292,13 @@ def line_overview(judge: Callable[[CaseRequest], Verdict], reason_codes: Sequenc
     """For an order page: each kind, the reasons it is open to, or why it is not available."""
     options = {}
     for kind in KIND_ORDER:
-        open_to, why_not = [], []
+        open_to, why_not, refused = [], [], {}
         for code in reason_codes:
             verdict = judge(CaseRequest(kind=kind, reason=code, quantity=1))
             if verdict.allowed:
                 open_to.append(code)
             else:
                 why_not.extend(verdict.messages)
-        options[kind] = KindOption(kind, open_to, [] if open_to else list(dict.fromkeys(why_not)))
+                refused[code] = verdict.messages
+        options[kind] = KindOption(kind, open_to, [] if open_to else list(dict.fromkeys(why_not)), refused)
     return options

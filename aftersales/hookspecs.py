@@ -82,12 +82,13 @@ def aftersales_deadline(case: Any, state: str, after: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def aftersales_check_action(case: Any, actor: str, trigger: str, data: dict) -> str | None:
+def aftersales_check_action(case: Any, actor: str, trigger: str, data: dict, now: Any) -> str | None:
     """Refuse an action on a case before it runs, with a message for the person acting.
 
     Called by ``services.act`` after the workflow allowed ``actor`` to fire ``trigger`` and
     the required inputs are present, inside the transaction, before anything changes. ``data``
-    holds the submitted inputs. Return a message (string) to refuse, or ``None`` to let it run.
+    holds the submitted inputs, ``now`` the time of the action (aware UTC). Return a message
+    (string) to refuse, or ``None`` to let it run.
     The first refusal wins.
     """
 
@@ -166,4 +167,17 @@ def aftersales_return_address(case: Any, default: str) -> str | None:
     Called when a return is approved; ``default`` is the shop's return address. Return another
     address or ``None`` to keep it. The seller may still type a different one on the approve
     form. The first non-``None`` answer wins.
+    """
+
+
+@hookspec
+def aftersales_wording() -> dict:
+    """Words for the plugin's own states, triggers and timers, so pages don't show raw names.
+
+    Called once per app. Return a dict with any of the keys ``"states"`` (state → what it means
+    for the buyer, e.g. "An installer visit is booked"), ``"triggers"`` (trigger → button and
+    timeline label), ``"buyer_next"`` (state → what happens next, for the buyer) and
+    ``"deadline_outcomes"`` (trigger → what the system does when the timer fires, e.g. "the
+    request is approved automatically"). Values should be lazy translations (``lazy_``). All
+    answers are merged; core words are kept where a plugin names the same key.
     """

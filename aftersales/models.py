@@ -155,8 +155,9 @@ class OrderLine(db.Model):
         UniqueConstraint("order_id", "position", name="uq_order_lines_order_position"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("paid_amount >= 0", name="paid_not_negative"),
+        CheckConstraint("tax_paid >= 0", name="tax_not_negative"),
         CheckConstraint(
-            "refund_committed >= 0 AND refund_committed <= paid_amount", name="refund_ceiling"
+            "refund_committed >= 0 AND refund_committed <= paid_amount + tax_paid", name="refund_ceiling"
         ),
     )
 
@@ -169,6 +170,9 @@ class OrderLine(db.Model):
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[int] = mapped_column(BigInteger)
     paid_amount: Mapped[int] = mapped_column(BigInteger)
+    # Import tax the buyer paid on top of the price (0 when the price included it, 包税); it can
+    # be refunded too, so the ceiling is paid_amount + tax_paid.
+    tax_paid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Pending + succeeded refunds, kept by an atomic conditional UPDATE (the ceiling guard).
     refund_committed: Mapped[int] = mapped_column(BigInteger, default=0)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -182,6 +186,11 @@ class OrderLine(db.Model):
     @property
     def currency(self) -> str:
         return self.order.currency
+
+    @property
+    def refund_ceiling(self) -> int:
+        """The most that may ever leave the shop for this line: price and import tax paid."""
+        return self.paid_amount + (self.tax_paid or 0)
 
     def hours_since_delivery(self, now: datetime) -> float | None:
         """Hours since the delivery moment (for windows counted in hours, e.g. 48 h claims)."""

@@ -30,6 +30,7 @@ class LineInput:
     paid_amount: int | None = None  # default: unit price × quantity less its share of the discount
     sku: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
+    tax_paid: int = 0  # import tax paid on top of the price (0 when the price includes it)
     source_line: int | None = None  # the file line it came from, for error messages
 
 
@@ -136,6 +137,7 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
             quantity=need(raw, "quantity", int, where),
             unit_price=need(raw, "unit_price", int, where, money=True),
             paid_amount=optional_int(raw, "paid_amount", where, money=True),
+            tax_paid=optional_int(raw, "tax_paid", where, money=True) or 0,
             sku=str(raw.get("sku") or ""),
             attributes=dict(attributes),
             source_line=source_line,
@@ -172,7 +174,7 @@ def check_order(order: OrderInput) -> list[str]:
         where = line_label(line.source_line, line.position)
         if line.quantity is not None and line.quantity <= 0:
             problems.append(where + _("quantity must be at least 1"))
-        if (line.unit_price or 0) < 0 or (line.paid_amount or 0) < 0:
+        if (line.unit_price or 0) < 0 or (line.paid_amount or 0) < 0 or (line.tax_paid or 0) < 0:
             problems.append(where + _("prices cannot be negative"))
     gross = sum(max(line.unit_price or 0, 0) * max(line.quantity or 0, 0) for line in order.lines)
     if order.discount < 0 or order.discount > gross:
@@ -243,10 +245,11 @@ def _write_order(data: OrderInput) -> Order:
         if line is None:
             line = OrderLine(position=line_input.position, refund_committed=0)
             order.lines.append(line)
-        elif paid < line.refund_committed:
+        elif paid + line_input.tax_paid < line.refund_committed:
             problems.append(_("line %(n)d: paid amount cannot drop below what was already refunded", n=line_input.position))
         line.sku, line.title, line.category = line_input.sku, line_input.title, line_input.category
         line.quantity, line.unit_price, line.paid_amount = line_input.quantity, line_input.unit_price, paid
+        line.tax_paid = line_input.tax_paid
         line.attributes = dict(line_input.attributes)
     for position, line in existing.items():
         if line.id is not None and _has_cases(line):

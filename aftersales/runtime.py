@@ -19,7 +19,20 @@ class Runtime:
         self.plugins = plugins
         self.workflows = WorkflowRegistry(settings, plugins.apply_workflow)
         self._reasons: dict[str, dict[str, Reason]] = {}
+        self._wording: dict[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
+
+    def wording(self) -> dict[str, dict[str, Any]]:
+        """Plugins' words for their states, triggers and timers, merged (see aftersales_wording)."""
+        if self._wording is None:
+            merged: dict[str, dict[str, Any]] = {"states": {}, "triggers": {}, "buyer_next": {}, "deadline_outcomes": {}}
+            for answer in self.plugins.call("aftersales_wording"):
+                for section, words in (answer or {}).items():
+                    if section not in merged:
+                        raise TypeError(f"aftersales_wording: unknown section {section!r}")
+                    merged[section].update(words)
+            self._wording = merged
+        return self._wording
 
     def workflow(self, category: str, kind: str) -> CompiledWorkflow:
         return self.workflows.get(category, kind)

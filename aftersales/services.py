@@ -52,13 +52,16 @@ def get_case(case_id: int) -> Case:
 
 
 def line_facts(line: OrderLine) -> LineFacts:
+    # Units in open cases, or refunded by completed ones. A completed exchange or repair gave the
+    # buyer a working unit back, which may need after-sales again (a second repair).
     covered = db.session.scalar(
         select(func.coalesce(func.sum(Case.quantity), 0)).where(
-            Case.line_id == line.id, Case.state.not_in(ENDED_STATES)
+            Case.line_id == line.id, Case.state.not_in(ENDED_STATES),
+            ~((Case.state == "completed") & Case.kind.in_(("exchange", "repair"))),
         )
     )
     has_open = db.session.scalar(select(Case.id).where(Case.open_line_id == line.id)) is not None
-    return LineFacts(has_open_case=has_open, units_covered=int(covered), refundable=line.paid_amount - line.refund_committed)
+    return LineFacts(has_open_case=has_open, units_covered=int(covered), refundable=refundable(line))
 
 
 def judge(line: OrderLine, request: CaseRequest, now: datetime | None = None, facts: LineFacts | None = None) -> Verdict:
@@ -235,7 +238,7 @@ def _transition(
     if effect is not None:
         effect.check(case, actor, inputs, now)
     refusal = runtime.plugins.call(
-        "aftersales_check_action", case.category, case=case, actor=actor, trigger=trigger, data=dict(inputs)
+        "aftersales_check_action", case.category, case=case, actor=actor, trigger=trigger, data=dict(inputs), now=now
     )
     if refusal:
         raise NotAllowed(str(refusal))
@@ -248,6 +251,8 @@ def _transition(
     note = ""
     if effect is not None:
         note = effect.apply(case, actor, inputs, now) or ""
+    elif inputs.get("evidence"):  # photos sent with a plugin's step (e.g. an inspection)
+        _attach_evidence(case, inputs["evidence"], actor, now)
     _record_inputs(case, row, inputs)
     _set_deadline(runtime, workflow, case, now)
     if workflow.is_terminal(case.state):
@@ -369,7 +374,8 @@ def _amount(value: Any, field: str = "amount") -> int:
 
 
 def refundable(line: OrderLine) -> int:
-    return money.refundable_amount(line.paid_amount, [line.refund_committed])
+    """What may still leave the shop for the line: price and tax paid, less committed refunds."""
+    return money.refundable_amount(line.refund_ceiling, [line.refund_committed])
 
 
 # --- what each core trigger checks and records --------------------------------------------
@@ -597,7 +603,12 @@ def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: st
     line = case.line
     db.session.refresh(line, ["refund_committed"])
     already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
-    final = money.apply_adjustments(amount, adjustments, ceiling=refundable(line) + already) - already
+    ceiling = refundable(line) + already
+    final = money.apply_adjustments(amount, adjustments, ceiling=ceiling)
+    asked = amount + sum(adjustment.amount for adjustment in adjustments)
+    if asked > final:  # say so on the record instead of silently paying less
+        adjustments.append(money.Adjustment("ceiling", final - asked, str(_("Limited to what is still refundable"))))
+    final -= already
     if final <= 0:
         return None
     return _insert_refund(case, line, final, payer, key, now, adjustments)
@@ -609,7 +620,8 @@ def _insert_refund(
 ) -> Refund:
     claimed = db.session.execute(
         update(OrderLine)
-        .where(OrderLine.id == line.id, OrderLine.refund_committed + amount <= OrderLine.paid_amount)
+        .where(OrderLine.id == line.id,
+               OrderLine.refund_committed + amount <= OrderLine.paid_amount + OrderLine.tax_paid)
         .values(refund_committed=OrderLine.refund_committed + amount)
         .execution_options(synchronize_session=False)
     ).rowcount

@@ -69,13 +69,14 @@ def make_order(
     insured: bool = False,
     lines: list[LineInput] | None = None,
     shop: str = "shop",
+    tax_paid: int = 0,
 ):
     """An order of one line (or ``lines``), paid, shipped and delivered two days before NOW."""
     ensure_shop(shop, "Test Shop", return_address="1 Return Road")
     placed = (delivered or NOW) - timedelta(days=3)
     order = upsert_order(OrderInput(
         shop=shop, number=f"T-{next(_numbers)}", buyer_email="buyer@example.com", currency="CNY",
-        lines=lines or [LineInput(1, "Item", category, quantity, unit_price, attributes=attributes or {})],
+        lines=lines or [LineInput(1, "Item", category, quantity, unit_price, attributes=attributes or {}, tax_paid=tax_paid)],
         placed_at=placed, paid_at=placed,
         shipped_at=placed + timedelta(hours=6) if shipped or delivered else None,
         delivered_at=delivered, shipping_insured=insured,

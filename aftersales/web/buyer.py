@@ -5,7 +5,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from sqlalchemy import select
 
 from .. import evidence, services
-from ..eligibility import CaseRequest
+from ..eligibility import CaseRequest, core_reasons
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _
@@ -15,7 +15,7 @@ from .access import BUYER_ORDERS, buyer_case_or_404, buyer_order_or_404, grant_b
 from .actions import action_views, perform
 from .forms import LookupForm, RateForm, form_inputs, parsed_amount, request_form_class
 from .ratelimit import limiter, lookup_limits, order_number_key
-from .wording import KIND_ENTRIES, KIND_LABELS, label
+from .wording import KIND_ENTRIES, KIND_LABELS, deadline_outcome, label
 
 buyer = Blueprint("aftersales_buyer", __name__)
 
@@ -90,8 +90,13 @@ def request_case(order_id: int, line_id: int):
                 response, status = _open_case(form, line, chosen, amount, extra)
                 if response is not None:
                     return response
+    # Reasons a plugin added for this category but refuses here, e.g. "package damaged" abroad:
+    # the buyer reads why instead of wondering where the choice went.
+    core_codes = {reason.code for reason in core_reasons(current_app.config)}
+    refused = [(label({code: reasons[code].label}, code), messages) for code, messages in option.refused.items()
+               if code not in core_codes and messages]
     return render_template(
-        "buyer/request.html", order=order, line=line, form=form, kind=chosen, kinds=kinds,
+        "buyer/request.html", order=order, line=line, form=form, kind=chosen, kinds=kinds, refused=refused,
         kind_labels=KIND_LABELS, photos_needed=verdict.requirement("photos"),
         max_amount=format_money(verdict.max_amount, order.currency),
     ), status
@@ -144,12 +149,9 @@ def _case_page(case: Case, failed=None, status: int = 200):
 
 
 def _deadline_words(case: Case) -> str | None:
-    from .wording import DEADLINE_OUTCOMES
-
     if case.due_at is None or not case.due_trigger:
         return None
-    outcome = DEADLINE_OUTCOMES.get((case.state, case.due_trigger))
-    return str(outcome) if outcome else label({}, case.due_trigger)
+    return deadline_outcome(case.state, case.due_trigger)
 
 
 @buyer.post("/cases/<int:case_id>/act/<trigger>")

@@ -2,6 +2,7 @@
 always asks exactly what the service layer will require."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 from flask_wtf import FlaskForm
@@ -93,6 +94,11 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
         return None
 
 
+#: Inputs of the core rows; anything else is a plugin's and asked for as its FormField says.
+CORE_INPUTS = frozenset({"reason", "statement", "description", "note", "amount", "carrier", "tracking_number",
+                         "received_quantity", "return_address", "payer", "evidence"})
+
+
 #: How each core input is asked for in an action form.
 def _core_field(name: str, currency: str, required: bool, defaults: Mapping[str, Any]) -> Any:
     label = FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
@@ -134,12 +140,17 @@ def action_form_class(
 ) -> type[VersionedForm]:
     """A form class for one step: the row's required and optional inputs, then plugin fields."""
     defaults = defaults or {}
+    specs = {spec.name: spec for spec in plugin_fields}
     attributes: dict[str, Any] = {}
-    for name in requires:
-        attributes[name] = _core_field(name, currency, True, defaults)
-    for name in accepts:
-        attributes.setdefault(name, _core_field(name, currency, False, defaults))
-    for spec in plugin_fields:
+    for name, required in [*((n, True) for n in requires), *((n, False) for n in accepts)]:
+        if name in attributes:
+            continue
+        spec = specs.pop(name, None)
+        if spec is not None and name not in CORE_INPUTS:  # the plugin says how to ask for its input
+            attributes[name] = plugin_field(replace(spec, required=spec.required or required))
+        else:
+            attributes[name] = _core_field(name, currency, required, defaults)
+    for spec in specs.values():
         attributes.setdefault(spec.name, plugin_field(spec))
     return type(f"{trigger.title().replace('_', '')}Form", (VersionedForm,), attributes)
 

@@ -129,9 +129,30 @@ def plain(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
+#: Which plugin wording section extends which table (aftersales_wording).
+_PLUGIN_SECTIONS = {id(STATE_LABELS): "states", id(TRIGGER_LABELS): "triggers", id(BUYER_NEXT): "buyer_next"}
+
+
 def label(table: dict[Any, Any], key: Any) -> str:
+    """The core's words for ``key``, else a plugin's, else the name in plain words."""
     value = table.get(key)
+    if value is None and id(table) in _PLUGIN_SECTIONS:
+        value = _plugin_words(_PLUGIN_SECTIONS[id(table)]).get(key)
     return str(value) if value is not None else plain(str(key))
+
+
+def deadline_outcome(state: str, trigger: str) -> str:
+    """What the system does when the timer of ``state`` fires ``trigger``, in words."""
+    value = DEADLINE_OUTCOMES.get((state, trigger)) or _plugin_words("deadline_outcomes").get(trigger)
+    if value is None:
+        value = lazy_("the system does: %(action)s", action=label(TRIGGER_LABELS, trigger).lower())
+    return str(value)
+
+
+def _plugin_words(section: str) -> dict[str, Any]:
+    from ..runtime import current
+
+    return current().wording()[section]
 
 
 def state_label(case: Any) -> str:
@@ -139,7 +160,7 @@ def state_label(case: Any) -> str:
     if case.state == "completed":
         if any(refund.status == "succeeded" for refund in case.refunds):
             return str(lazy_("Refunded"))
-        if case.kind in ("exchange", "repair"):
+        if any(event.trigger == "ship_replacement" for event in case.events):
             return str(lazy_("Completed: the replacement arrived"))
     return label(STATE_LABELS, case.state)
 

@@ -306,7 +306,7 @@ def test_asking_for_no_unit_is_a_quantity_problem_not_nothing_to_refund(order_fa
         assert "Nothing is left to refund on this item." not in verdict.messages
 
 
-def test_completed_exchange_still_covers_its_units(order_factory):
+def test_completed_exchange_gives_a_unit_that_may_need_after_sales_again(order_factory):
     line = line_of(order_factory(quantity=1))
     case = services.open_case(line.id, "exchange", "quality", evidence=photos(), now=NOW)
     for actor, trigger, data in [
@@ -316,7 +316,16 @@ def test_completed_exchange_still_covers_its_units(order_factory):
     ]:
         case = services.act(case.id, actor, trigger, now=NOW, **data)
     assert case.state == "completed"
-    assert codes(judge(line, "return_refund", "no_reason")) == {"nothing_left"}
+    # The buyer holds a working replacement: a new fault on it may be repaired.
+    assert judge(line, "repair", "quality").allowed
+
+
+def test_completed_refund_covers_its_units_for_good(order_factory):
+    line = line_of(order_factory(quantity=1))
+    case = services.open_case(line.id, "refund_only", "quality", evidence=photos(), now=NOW)
+    case = services.act(case.id, "seller", "approve", now=NOW)
+    services.mark_refund_paid(case.refunds[0].id, staff_id=1)
+    assert codes(judge(line, "repair", "quality")) == {"nothing_left"}
 
 
 def test_amount_cannot_exceed_refundable(order_factory):

@@ -1,0 +1,502 @@
+"""Stateful property test: buyers, sellers, the platform, the clock and the sweeper act at
+random on a few order lines, and the core invariants are checked after every step.
+
+Refusals (any :class:`aftersales.errors.DomainError`) are expected and mean "refused"; any other
+exception is a bug. After every step, with fresh queries:
+
+* per line, pending + succeeded refunds ≤ the paid amount, and their sum is ``refund_committed``;
+* a case once seen in a terminal state (completed, closed, cancelled) never changes state again;
+* the state-changing events of a case form one chain from ``None`` whose last ``to_state`` is the
+  case's state, every state we observed lies on that chain in order (one event per change), and
+  events that change nothing (money events) are recorded in the state the chain was in;
+* at most one open case per line, and ``open_line_id`` is set exactly while a case is open;
+* a buyer's requested refund never exceeds the value of the units the case covers;
+* a case completed by its refund was paid the approved amount and has nothing pending; a case in
+  ``refunding`` has a refund pending or something left for ``retry_refund`` (it can finish).
+
+Per step: a trigger that worked was one ``allowed_triggers`` offered; replaying an idempotency key
+returns the first refund; after a sweep at time T no timeout failed and nothing is due at T.
+
+``AFTERSALES_HYPOTHESIS_EXAMPLES`` raises the number of examples (default 25).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, event, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sqlalchemy import select
+
+from aftersales import deadlines, services
+from aftersales.errors import DomainError
+from aftersales.extensions import db
+from aftersales.models import Case, CaseEvent, OrderLine, Refund
+from aftersales.orders import LineInput
+from aftersales.workflow import BASE_TABLE, TERMINAL_STATES
+from tests.conftest import NOW, make_app, make_order, photos
+
+EXAMPLES = int(os.environ.get("AFTERSALES_HYPOTHESIS_EXAMPLES", "25"))
+
+KINDS = ("refund_only", "return_refund", "exchange", "repair")
+CORE_REASONS = ("no_reason", "quality", "not_as_described", "damaged", "wrong_item", "missing_part", "not_received")
+PHOTO_REASONS = frozenset(CORE_REASONS) - {"no_reason", "not_received"}
+#: (kind, reason) pairs the core allows on a delivered line (inside the windows), and before delivery.
+DELIVERED_REQUESTS = [
+    (kind, reason) for kind in KINDS for reason in CORE_REASONS
+    if reason != "not_received" and not (reason == "no_reason" and kind in ("refund_only", "repair"))
+]
+UNDELIVERED_REQUESTS = [("refund_only", "not_received")]
+PEOPLE = ("seller", "buyer", "platform")
+PEOPLE_TRIGGERS = tuple(dict.fromkeys(row.trigger for row in BASE_TABLE if row.actor != "system"))
+
+#: The inputs a person fills in for each trigger (the other triggers get none).
+FIELDS = {
+    "approve": ("return_address",),
+    "reject": ("reason",),
+    "offer": ("amount", "note"),
+    "revise": ("description", "amount", "evidence"),
+    "escalate": ("statement", "evidence"),
+    "ship_return": ("carrier", "tracking_number"),
+    "ship_replacement": ("carrier", "tracking_number"),
+    "confirm_receipt": ("received_quantity",),
+    "dispute_goods": ("reason", "evidence"),
+    "decide": ("amount", "payer", "reason"),
+}
+
+MOSTLY = st.sampled_from([True, True, True, False])  # shrinks towards True
+
+
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``good`` three times in four, else ``bad``; shrinks towards ``good``."""
+    return st.one_of(good, good, good, bad)
+
+
+TEXTS = mostly(st.sampled_from(["It arrived broken", "Item was used", "退货, 谢谢", "x"]),
+               st.sampled_from(["", "   ", None, "y" * 2001]))
+CARRIERS = mostly(st.sampled_from(["SF", "ZTO"]), st.sampled_from(["", "  ", None, "c" * 101]))
+TRACKING = mostly(st.sampled_from(["SF123456", "1"]), st.sampled_from(["", None, 12345]))
+PAYERS = mostly(st.sampled_from(["seller", "platform"]), st.sampled_from(["insurer", "", None, "buyer"]))
+#: Amounts a careless form or API client might send: refused, never a crash.
+INVALID_AMOUNTS = st.sampled_from([
+    0, -1, -10_000, 2**63, 10**30, "150", " 42 ", "1.5", "abc", "", 1.5, 100.0, None, True, False,
+    math.nan, math.inf, -math.inf,
+])
+DURATIONS = st.one_of(
+    st.sampled_from([
+        timedelta(hours=1), timedelta(hours=47), timedelta(hours=48), timedelta(hours=48, seconds=1),
+        timedelta(days=3), timedelta(days=7), timedelta(days=7, seconds=1), timedelta(days=10, minutes=1),
+        timedelta(days=16), timedelta(days=40),
+    ]),
+    st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=20)),
+)
+
+
+def evidence(count: int) -> list[dict]:
+    return photos(count) if count else []
+
+
+def amounts(low: int, high: int) -> st.SearchStrategy[Any]:
+    """Mostly plausible whole amounts in ``low..high``, sometimes nonsense."""
+    return mostly(st.integers(min_value=low, max_value=max(low, high)), INVALID_AMOUNTS)
+
+
+def unit_value_bound(line: OrderLine, units: int) -> int:
+    """The most ``units`` units of ``line`` can be worth (largest-remainder shares differ by ≤ 1)."""
+    return -(-line.paid_amount // line.quantity) * units
+
+
+def create_test_app(directory: Path):
+    """The app under test on a fresh database. The one place to add a PostgreSQL variant later."""
+    return make_app(directory)
+
+
+class CaseLifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.mkdtemp(prefix="aftersales-stateful-")
+        self.app = create_test_app(Path(self.directory))
+        self.context = self.app.app_context()
+        self.context.push()
+        self.clock = NOW
+        self.line_ids: list[int] = []
+        self.case_ids: list[int] = []
+        self.terminal: dict[int, str] = {}  # case id -> the terminal state it was first seen in
+        self.observed: dict[int, list[str]] = defaultdict(list)  # states seen, without repeats
+        self.keys: dict[str, tuple[int, int, int]] = {}  # idempotency key -> (case, amount, refund id)
+
+    def teardown(self) -> None:
+        try:
+            db.session.remove()
+            db.engine.dispose()
+        finally:
+            self.context.pop()
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    # --- helpers -----------------------------------------------------------------------------
+    def refused(self, what: str, error: DomainError) -> None:
+        event(f"refused: {what.split(' ')[0]} ({type(error).__name__})")
+        note(f"  refused {what}: {type(error).__name__}: {error}")
+
+    def fresh(self, model: type, ident: int) -> Any:
+        db.session.expire_all()
+        return db.session.get(model, ident)
+
+    def open_lines(self) -> set[int]:
+        return set(db.session.scalars(select(Case.open_line_id).where(Case.open_line_id.is_not(None))))
+
+    def pick_case(self, data) -> int | None:
+        """Mostly a case that is still open, else any case."""
+        if not self.case_ids:
+            return None
+        still_open = [case_id for case_id in self.case_ids if case_id not in self.terminal]
+        if still_open and data.draw(MOSTLY, label="an open case"):
+            return data.draw(st.sampled_from(still_open), label="case")
+        return data.draw(st.sampled_from(self.case_ids), label="case")
+
+    def pick_move(self, data) -> tuple[int, str] | None:
+        """Mostly an open case and a person who can move it on (withdrawing aside: it is always
+        possible and would end most cases early), else any case and any person."""
+        if not self.case_ids:
+            return None
+        db.session.expire_all()
+        cases = db.session.scalars(select(Case).where(Case.id.in_(self.case_ids)).order_by(Case.id)).all()
+        moves = [
+            (case.id, actor) for case in cases if case.state not in TERMINAL_STATES for actor in PEOPLE
+            if set(services.allowed_triggers(case, actor, now=self.clock)) - {"withdraw"}
+        ]
+        if moves and data.draw(MOSTLY, label="someone who can move a case on"):
+            return data.draw(st.sampled_from(moves), label="case, actor")
+        case_id = data.draw(st.sampled_from(self.case_ids), label="case")
+        return case_id, data.draw(st.sampled_from(PEOPLE), label="actor")
+
+    # --- setup -------------------------------------------------------------------------------
+    @initialize(
+        lines=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 20_000), st.integers(0, 99)), min_size=1, max_size=2),
+        insured=st.booleans(),
+        undelivered=st.booleans(),
+        data=st.data(),
+    )
+    def make_orders(self, lines, insured, undelivered, data) -> None:
+        """A delivered order of 1–2 lines (paid after a discount of 0–99, so shares are uneven),
+        maybe an order shipped but not delivered yet, and a first request."""
+        inputs = [
+            LineInput(position, f"Item {position}", "books", quantity, unit_price,
+                      paid_amount=max(quantity * unit_price - discount, 0))
+            for position, (quantity, unit_price, discount) in enumerate(lines, start=1)
+        ]
+        order = make_order(lines=inputs, insured=insured)
+        self.line_ids.extend(line.id for line in order.lines)
+        if undelivered:
+            order = make_order(quantity=2, unit_price=5000, delivered=None, shipped=True)
+            self.line_ids.extend(line.id for line in order.lines)
+        db.session.commit()
+        self.request(data, plausible=True)
+
+    # --- buyers open cases -------------------------------------------------------------------
+    @rule(data=st.data())
+    def open_case(self, data) -> None:
+        self.request(data, plausible=data.draw(MOSTLY, label="plausible request"))
+
+    def request(self, data, plausible: bool) -> None:
+        """A plausible request: a line without an open case, a kind and reason the core allows
+        there, valid quantity and amount, the photos needed. Otherwise anything goes."""
+        free = [line_id for line_id in self.line_ids if line_id not in self.open_lines()]
+        line_id = data.draw(st.sampled_from(free if plausible and free else self.line_ids), label="line")
+        line = self.fresh(OrderLine, line_id)
+        if plausible:
+            choices = DELIVERED_REQUESTS if line.order.delivered_at else UNDELIVERED_REQUESTS
+            kind, reason = data.draw(st.sampled_from(choices), label="kind, reason")
+            quantity = data.draw(st.integers(1, line.quantity), label="quantity")
+            amount = data.draw(st.none() | st.integers(1, max(line.paid_amount, 1)), label="amount")
+            count = 1 if reason in PHOTO_REASONS else 0
+        else:
+            kind = data.draw(st.sampled_from(KINDS), label="kind")
+            reason = data.draw(st.sampled_from(CORE_REASONS), label="reason")
+            quantity = data.draw(st.sampled_from([1, 0, -1, line.quantity, line.quantity + 1]), label="quantity")
+            amount = data.draw(st.sampled_from([None, 0, -5, 1, line.paid_amount, line.paid_amount + 1, 2**63]), label="amount")
+            count = data.draw(st.sampled_from([0, 1, 2]), label="photos")
+        try:
+            case = services.open_case(line_id, kind, reason, quantity=quantity, amount=amount,
+                                      description="opened by the state machine", evidence=evidence(count),
+                                      now=self.clock)
+        except DomainError as error:
+            self.refused(f"open_case({line_id}, {kind}, {reason}, q={quantity}, amount={amount})", error)
+            return
+        event(f"opened: {kind}")
+        note(f"  opened case {case.id} ({kind}, {reason}, q={quantity}, amount={case.amount}) on line {line_id}")
+        self.case_ids.append(case.id)
+
+    # --- people act on cases -----------------------------------------------------------------
+    @rule(data=st.data())
+    def act(self, data) -> None:
+        """The buyer, the seller or the platform fires a trigger with plausible inputs."""
+        move = self.pick_move(data)
+        if move is None:
+            return
+        case_id, actor = move
+        case = self.fresh(Case, case_id)
+        offered = services.allowed_triggers(case, actor, now=self.clock)
+        onward = [trigger for trigger in offered if trigger != "withdraw"]
+        if onward and data.draw(MOSTLY, label="an offered trigger other than withdraw"):
+            trigger = data.draw(st.sampled_from(onward), label="trigger")
+        elif offered and data.draw(MOSTLY, label="an offered trigger"):
+            trigger = data.draw(st.sampled_from(offered), label="trigger")
+        else:
+            trigger = data.draw(st.sampled_from(PEOPLE_TRIGGERS), label="trigger")
+        line = case.line
+        refundable = line.paid_amount - line.refund_committed
+        if trigger == "decide":
+            amount = amounts(0, refundable)
+        elif trigger == "offer":
+            amount = amounts(1, case.amount - 1)
+        else:  # revise: up to what the line still has
+            amount = amounts(1, refundable)
+        strategies = {
+            "reason": TEXTS, "statement": TEXTS, "description": TEXTS, "note": TEXTS, "return_address": TEXTS,
+            "carrier": CARRIERS, "tracking_number": TRACKING, "payer": PAYERS, "amount": amount,
+            "evidence": st.sampled_from([1, 0, 2]).map(evidence),
+            "received_quantity": mostly(st.integers(1, case.quantity), st.sampled_from([0, -1, case.quantity + 1, "1", "x", None])),
+        }
+        complete = data.draw(MOSTLY, label="every field filled in")
+        inputs = {
+            name: data.draw(strategies[name], label=name)
+            for name in FIELDS.get(trigger, ())
+            if complete or data.draw(MOSTLY, label=f"fill in {name}")
+        }
+        version = data.draw(mostly(st.none(), st.sampled_from([case.version, case.version - 1])), label="expected_version")
+        before = case.state
+        try:
+            after = services.act(case_id, actor, trigger, expected_version=version, now=self.clock, **inputs)
+        except DomainError as error:
+            self.refused(f"{actor} {trigger} on case {case_id} in {before}", error)
+            return
+        event(f"done: {trigger} {before} -> {after.state}")
+        note(f"  {actor} {trigger} on case {case_id}: {before} -> {after.state}")
+        assert trigger in offered, f"{actor} fired {trigger!r} in {before!r}, but allowed_triggers offered only {offered}"
+
+    # --- time passes -------------------------------------------------------------------------
+    @rule(duration=DURATIONS)
+    def advance_clock(self, duration: timedelta) -> None:
+        self.clock += duration
+        note(f"  clock is now {self.clock.isoformat()}")
+
+    @rule(duration=st.none() | DURATIONS)
+    def run_sweeper(self, duration: timedelta | None) -> None:
+        if duration is not None:
+            self.clock += duration
+        report = deadlines.sweep(now=self.clock)
+        note(f"  sweep at {self.clock.isoformat()}: applied={report.applied} skipped={report.skipped} failed={report.failed}")
+        event(f"sweep applied {min(report.applied, 2)}{'+' if report.applied > 2 else ''} timeout(s)")
+        assert report.failed == 0, f"timeouts failed: {report.errors}"
+        db.session.expire_all()
+        still_due = db.session.scalars(select(Case.id).where(Case.due_at.is_not(None), Case.due_at <= self.clock)).all()
+        assert not still_due, f"cases {still_due} are still due after a sweep at {self.clock}"
+
+    # --- money -------------------------------------------------------------------------------
+    @rule(data=st.data())
+    def settle_refund(self, data) -> None:
+        db.session.expire_all()
+        refunds = db.session.scalars(select(Refund).order_by(Refund.id)).all()
+        if not refunds:
+            return
+        pending = [r.id for r in refunds if r.status == "pending"]
+        if pending and data.draw(MOSTLY, label="a pending refund"):
+            refund_id = data.draw(st.sampled_from(pending), label="refund")
+        else:
+            refund_id = data.draw(st.sampled_from([r.id for r in refunds]), label="refund")
+        how = data.draw(st.sampled_from(["succeeded", "failed", "paid by staff", "bogus"]), label="outcome")
+        before = db.session.get(Refund, refund_id).status
+        try:
+            if how == "paid by staff":
+                refund = services.mark_refund_paid(refund_id, staff_id=1, reference="BANK-1", now=self.clock)
+            else:
+                refund = services.settle_refund(refund_id, how, reference="REF-1", message="card closed", now=self.clock)
+        except DomainError as error:
+            self.refused(f"settle refund {refund_id} ({before}) as {how}", error)
+            return
+        event(f"settled: {before} -> {refund.status}")
+        note(f"  refund {refund_id}: {before} -> {refund.status}")
+
+    @rule(data=st.data())
+    def retry_refund(self, data) -> None:
+        db.session.expire_all()
+        waiting = [
+            case.id for case in db.session.scalars(select(Case).where(Case.state == "refunding"))
+            if not any(refund.status == "pending" for refund in case.refunds)
+        ]
+        if waiting and data.draw(MOSTLY, label="a case whose refund failed"):
+            case_id = data.draw(st.sampled_from(waiting), label="case")
+        else:
+            case_id = self.pick_case(data)
+        if case_id is None:
+            return
+        try:
+            refund = services.retry_refund(case_id, now=self.clock)
+        except DomainError as error:
+            self.refused(f"retry_refund on case {case_id}", error)
+            return
+        event("retried a refund")
+        note(f"  retried the refund of case {case_id}: refund {refund.id} of {refund.amount}")
+
+    @rule(data=st.data())
+    def create_refund(self, data) -> None:
+        case_id = self.pick_case(data)
+        if case_id is None:
+            return
+        line = self.fresh(Case, case_id).line
+        amount = data.draw(amounts(1, line.paid_amount - line.refund_committed + 10), label="amount")
+        key = data.draw(
+            st.sampled_from(["key-1", "key-2", "key-3"])
+            | st.sampled_from(sorted(self.keys) or ["key-1"])  # replays
+            | st.builds(lambda trigger, n: f"case-{case_id}-{trigger}-{n}",  # keys shaped like the system's own
+                        st.sampled_from(["approve", "retry", "refund", "accept_offer", "decide"]), st.integers(1, 8)),
+            label="idempotency key",
+        )
+        payer = data.draw(st.sampled_from(["seller", "platform"]), label="payer")
+        previous = self.keys.get(key)
+        try:
+            refund = services.create_refund(case_id, amount, key, payer=payer, now=self.clock)
+        except DomainError as error:
+            self.refused(f"create_refund({case_id}, {amount!r}, {key!r})", error)
+            same = isinstance(amount, int) and not isinstance(amount, bool) and previous is not None
+            assert not (same and previous[:2] == (case_id, amount)), (
+                f"replaying key {key!r} with the same case and amount was refused: {error}"
+            )
+            return
+        event("created a refund" if previous is None else "replayed a refund")
+        note(f"  created refund {refund.id} of {refund.amount} on case {case_id} with key {key!r}")
+        if previous is None:
+            self.keys[key] = (case_id, refund.amount, refund.id)
+        else:
+            assert previous[:2] == (case_id, refund.amount), (
+                f"key {key!r} was used for case {previous[0]}, amount {previous[1]}; "
+                f"now accepted for case {case_id}, amount {refund.amount}"
+            )
+            assert refund.id == previous[2], f"replaying key {key!r} made a second refund"
+
+    # --- invariants --------------------------------------------------------------------------
+    @invariant()
+    def invariants_hold(self) -> None:
+        db.session.expire_all()
+        lines = db.session.scalars(select(OrderLine)).all()
+        cases = db.session.scalars(select(Case).order_by(Case.id)).all()
+        refunds = db.session.scalars(select(Refund).order_by(Refund.id)).all()
+        events = db.session.scalars(select(CaseEvent).order_by(CaseEvent.id)).all()
+        lines_by_id = {line.id: line for line in lines}
+        events_of: dict[int, list[CaseEvent]] = defaultdict(list)
+        for item in events:
+            events_of[item.case_id].append(item)
+        self.check_refund_ceiling(lines, refunds)
+        for case in cases:
+            self.check_terminal_is_final(case)
+            self.check_event_chain(case, events_of[case.id])
+            self.check_requested_amount(case)
+            self.check_refunding(case, lines_by_id[case.line_id], events_of[case.id], refunds)
+        self.check_one_open_case_per_line(cases)
+        db.session.commit()
+
+    def check_refund_ceiling(self, lines: list[OrderLine], refunds: list[Refund]) -> None:
+        live: dict[int, list[int]] = defaultdict(list)
+        for refund in refunds:
+            assert refund.amount > 0, f"refund {refund.id} has amount {refund.amount}"
+            if refund.status in ("pending", "succeeded"):
+                live[refund.line_id].append(refund.amount)
+        for line in lines:
+            total = sum(live[line.id])
+            assert total <= line.paid_amount, f"line {line.id}: refunds {live[line.id]} exceed the paid {line.paid_amount}"
+            assert total == line.refund_committed, (
+                f"line {line.id}: pending + succeeded refunds {live[line.id]} sum to {total}, "
+                f"but refund_committed is {line.refund_committed}"
+            )
+
+    def check_terminal_is_final(self, case: Case) -> None:
+        seen = self.terminal.get(case.id)
+        if seen is not None:
+            assert case.state == seen, f"case {case.id} left the terminal state {seen!r} for {case.state!r}"
+        elif case.state in TERMINAL_STATES:
+            self.terminal[case.id] = case.state
+        observed = self.observed[case.id]
+        if not observed or observed[-1] != case.state:
+            observed.append(case.state)
+
+    def check_event_chain(self, case: Case, events: list[CaseEvent]) -> None:
+        assert events, f"case {case.id} has no events"
+        current: str | None = None
+        chain: list[str] = []
+        for item in events:
+            assert item.from_state == current, (
+                f"case {case.id}: event {item.id} ({item.trigger}) starts from {item.from_state!r}, "
+                f"but the case was in {current!r}; events: {[(e.trigger, e.from_state, e.to_state) for e in events]}"
+            )
+            if item.from_state != item.to_state:
+                current = item.to_state
+                chain.append(current)
+        assert case.state == current, f"case {case.id} is {case.state!r}, but its last state change says {current!r}"
+        position = 0
+        for state in self.observed[case.id]:  # each state we saw has its own event, in order
+            while position < len(chain) and chain[position] != state:
+                position += 1
+            assert position < len(chain), f"case {case.id}: states seen {self.observed[case.id]} are not on its event chain {chain}"
+            position += 1
+
+    def check_requested_amount(self, case: Case) -> None:
+        if case.kind in ("refund_only", "return_refund"):
+            bound = unit_value_bound(case.line, case.quantity)
+            assert case.amount <= bound, (
+                f"case {case.id} asks for {case.amount}, more than its {case.quantity} unit(s) are worth ({bound})"
+            )
+
+    def check_refunding(self, case: Case, line: OrderLine, events: list[CaseEvent], refunds: list[Refund]) -> None:
+        """DESIGN §2: refunding → completed once the case's refunds succeeded, and the case never
+        claims success after a failure. So a case completed by its refund was paid what was
+        approved and has nothing pending, and a case in refunding can still get there: a refund is
+        pending, or ``retry_refund`` has something left to claim."""
+        mine = [r for r in refunds if r.case_id == case.id]
+        pending = [r.id for r in mine if r.status == "pending"]
+        paid = sum(r.amount for r in mine if r.status == "succeeded")
+        approved = case.approved_amount or 0
+        changes = [e for e in events if e.from_state != e.to_state]
+        if case.state == "completed" and changes and changes[-1].trigger == "refund_succeeded":
+            assert not pending, f"case {case.id} was completed by its refund while refunds {pending} are pending"
+            assert paid >= approved, (
+                f"case {case.id} was completed by its refund, but only {paid} of the approved {approved} was paid: "
+                f"{[(r.id, r.amount, r.status) for r in mine]}"
+            )
+        if case.state == "refunding" and not pending:
+            already = sum(r.amount for r in mine if r.status in ("pending", "succeeded"))
+            left = min(approved, line.paid_amount - line.refund_committed + already) - already
+            assert left > 0, (
+                f"case {case.id} is stuck in refunding: nothing pending and nothing left to retry "
+                f"(approved {approved}, refunds {[(r.id, r.amount, r.status) for r in mine]})"
+            )
+
+    def check_one_open_case_per_line(self, cases: list[Case]) -> None:
+        open_cases: dict[int, list[int]] = defaultdict(list)
+        for case in cases:
+            if case.state in TERMINAL_STATES:
+                assert case.open_line_id is None, f"ended case {case.id} still holds line {case.open_line_id}"
+                assert case.due_at is None, f"ended case {case.id} still has a deadline"
+            else:
+                assert case.open_line_id == case.line_id, f"open case {case.id} does not hold its line"
+                open_cases[case.line_id].append(case.id)
+        for line_id, ids in open_cases.items():
+            assert len(ids) <= 1, f"line {line_id} has several open cases: {ids}"
+
+
+CaseLifecycle.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    # the explain phase traces every line of every replay: minutes on a failure, for little
+    phases=[phase for phase in Phase if phase is not Phase.explain],
+)
+TestCaseLifecycle = CaseLifecycle.TestCase
