@@ -62,9 +62,9 @@ def live_shop(tmp_path: Path) -> Iterator[CrossBorderShop]:
         create_staff(email=SELLER_EMAIL, password=PASSWORD, shop_slug="shop", name="Sam Seller")
         order = make_order(shop="shop", delivered=now - timedelta(days=2), lines=[
             LineInput(1, SERUM, "cross_border", 1, 25900,
-                      attributes={"import_tax": 2331, "customs_released_at": cleared}),
+                      tax_paid=2331, attributes={"customs_released_at": cleared}),
             LineInput(2, GUMMIES, "cross_border", 1, 8900,
-                      attributes={"import_tax": 801, "customs_released_at": cleared}),
+                      tax_paid=801, attributes={"customs_released_at": cleared}),
         ])
         shop = CrossBorderShop(url="", order_number=order.number, buyer_email=order.buyer_email, item_title=SERUM,
                                return_address=WAREHOUSE, tax_deadline=f"{now + timedelta(days=40):%Y-%m-%d}")
