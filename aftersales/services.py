@@ -459,7 +459,9 @@ class Revise(Effect):
         inputs["description"] = _clean_text(inputs.get("description"), "description")
         if "amount" in inputs and case.kind in ("refund_only", "return_refund"):
             amount = _amount(inputs["amount"])
-            if not 0 < amount <= refundable(case.line):
+            line = case.line
+            worth = money.amount_for_units(line.paid_amount, line.quantity, 0, case.quantity)
+            if not 0 < amount <= min(refundable(line), worth):
                 raise InvalidInput(_("The refund must be more than zero and at most the refundable amount."), field="amount")
             inputs["amount"] = amount
 
@@ -605,6 +607,8 @@ def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: st
     already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
     ceiling = refundable(line) + already
     final = money.apply_adjustments(amount, adjustments, ceiling=ceiling)
+    # What the buyer is owed after adjustments: the case completes once this much is paid.
+    case.data = {**(case.data or {}), "refund_due": final}
     asked = amount + sum(adjustment.amount for adjustment in adjustments)
     if asked > final:  # say so on the record instead of silently paying less
         adjustments.append(money.Adjustment("ceiling", final - asked, str(_("Limited to what is still refundable"))))
@@ -718,23 +722,34 @@ def settle_refund(
                     .execution_options(synchronize_session=False)
                 )
                 _money_event(case, actor, actor_id, "refund_failed", refund, refund.failure_reason, now)
+                _complete_when_paid(runtime, case, now)
             else:
-                still_pending = any(r.status == "pending" for r in case.refunds if r.id != refund.id)
-                workflow = runtime.workflow(case.category, case.kind)
-                if (case.state == "refunding" and not still_pending
-                        and workflow.rows_for(case.state, "refund_succeeded", "system")):
-                    event = _transition(runtime, case, "system", None, "refund_succeeded", {}, now)
-                    event.amount, event.currency = refund.amount, refund.currency
-                    paid_by = _("Marked as paid by staff.") if actor != "system" else ""
-                    event.note = " ".join(part for part in (paid_by, reference or "") if part)
-                else:
-                    _money_event(case, actor, actor_id, "refund_settled", refund, reference or "", now)
+                paid_by = _("Marked as paid by staff.") if actor != "system" else ""
+                note = " ".join(part for part in (paid_by, reference or "") if part)
+                if not _complete_when_paid(runtime, case, now, note):
+                    _money_event(case, actor, actor_id, "refund_settled", refund, note, now)
             case.updated_at = now
     except StaleDataError as error:
         raise CaseChanged(refund_id) from error
     if deliver:
         _deliver_new()
     return refund
+
+
+def _complete_when_paid(runtime: Runtime, case: Case, now: datetime, note: str = "") -> bool:
+    """A refunding case completes once nothing is pending and what was approved has been paid
+    (whichever refund settled last: a success, or the failure of an extra one). True if it did."""
+    if case.state != "refunding" or any(r.status == "pending" for r in case.refunds):
+        return False
+    paid = sum(r.amount for r in case.refunds if r.status == "succeeded")
+    due = (case.data or {}).get("refund_due", case.approved_amount or 0)
+    if paid == 0 or paid < due:
+        return False  # a failure left money owed: staff see it and retry
+    if not runtime.workflow(case.category, case.kind).rows_for(case.state, "refund_succeeded", "system"):
+        return False
+    event = _transition(runtime, case, "system", None, "refund_succeeded", {}, now)
+    event.amount, event.currency, event.note = paid, case.currency, note
+    return True
 
 
 def mark_refund_paid(refund_id: int, staff_id: int, reference: str = "", now: datetime | None = None) -> Refund:
