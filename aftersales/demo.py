@@ -32,28 +32,58 @@ def _order(number: str, email: str, name: str, lines: list[LineInput], *, delive
     )
 
 
+def _days_ago(days: float) -> str:
+    return (utcnow() - timedelta(days=days)).isoformat()
+
+
 def demo_orders() -> list[OrderInput]:
+    """One or two orders per category, placed so every flow of its plugin can be tried today."""
     return [
+        # furniture_installation: the sofa has no no-reason return and is collected free; the
+        # bookshelf gets an installer visit for installation damage; the bedside table is a parcel.
         _order("FUR-1001", "li.wei@example.com", "Li Wei", [
             LineInput(1, "Made-to-measure sofa, grey linen", "furniture", 1, 899900,
                       attributes={"custom_made": True, "large_item": True, "delivery_and_installation": True}),
             LineInput(2, "Oak bookshelf (assembled on site)", "furniture", 1, 129900,
-                      attributes={"installed": True, "installed_at_days_ago": 2, "large_item": True}),
-        ], delivered_days_ago=2),
+                      attributes={"installed": True, "installed_at": _days_ago(20 / 24),
+                                  "large_item": True, "delivery_and_installation": True}),
+            LineInput(3, "Flat-pack bedside table", "furniture", 2, 39900),
+        ], delivered_days_ago=1),
+        # Warranty counted from installation (300 days ago), not delivery (400 days ago).
+        _order("FUR-1002", "li.wei@example.com", "Li Wei", [
+            LineInput(1, "Walnut wardrobe (assembled on site)", "furniture", 1, 459900,
+                      attributes={"installed": True, "installed_at": _days_ago(300),
+                                  "large_item": True, "warranty_days": 365}),
+        ], delivered_days_ago=400),
+        # cross_border: damaged goods need two photos; import tax comes back only within the
+        # customs window; cheap lines are refunded without a return; 包税 on the formula.
         _order("XB-2001", "emma.jones@example.com", "Emma Jones", [
-            LineInput(1, "Imported face serum 30 ml", "cross_border", 2, 25900,
-                      attributes={"import_tax": 2331, "tax_included": False}),
-            LineInput(2, "Imported vitamin gummies", "cross_border", 1, 8900, attributes={"import_tax": 801}),
+            LineInput(1, "Imported face serum 30 ml", "cross_border", 2, 25900, tax_paid=4714,
+                      attributes={"customs_released_at": _days_ago(6)}),
+            LineInput(2, "Imported vitamin gummies", "cross_border", 1, 8900, tax_paid=810,
+                      attributes={"customs_released_at": _days_ago(6)}),
+            LineInput(3, "Imported baby formula 800 g (price incl. tax)", "cross_border", 1, 32900,
+                      attributes={"tax_included": True, "customs_released_at": _days_ago(6)}),
         ], delivered_days_ago=3, insured=True),
+        _order("XB-2002", "emma.jones@example.com", "Emma Jones", [
+            LineInput(1, "Imported stand mixer", "cross_border", 1, 129900, tax_paid=11821,
+                      attributes={"customs_released_at": _days_ago(32)}),
+        ], delivered_days_ago=10),
+        # electronics_grading: returns are graded A–D on arrival; cosmetic claims within 48 h for
+        # portable devices; the activated tablet has no no-reason return.
         _order("EL-3001", "chen.jing@example.com", "Chen Jing", [
             LineInput(1, "Smartphone X 256 GB", "electronics", 1, 499900,
                       attributes={"serial": "SNX-0042", "portable": True, "warranty_days": 365}),
             LineInput(2, "Wireless earbuds", "electronics", 2, 39900, attributes={"portable": True}),
-        ], delivered_days_ago=2, discount=10000),
+            LineInput(3, "Tablet Z 11 inch (activated)", "electronics", 1, 329900,
+                      attributes={"portable": True, "activated": True, "exemption_confirmed": True}),
+        ], delivered_days_ago=1, discount=10000),
+        # Past the 7-day fault return: exchange and repair are still offered, with the reason shown.
         _order("EL-3002", "chen.jing@example.com", "Chen Jing", [
             LineInput(1, "Smart TV 55 inch", "electronics", 1, 359900,
                       attributes={"portable": False, "warranty_days": 365}),
-        ], delivered_days_ago=40),
+        ], delivered_days_ago=10),
+        # books: no plugin, the base rules.
         _order("BK-4001", "maria.garcia@example.com", "Maria Garcia", [
             LineInput(1, "The Art of Repair (paperback)", "books", 3, 6800),
         ], delivered_days_ago=1),
