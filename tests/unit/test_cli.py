@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from aftersales.cli import aftersales_cli
+from aftersales.demo import demo_orders
 from aftersales.extensions import db
 from aftersales.models import Order, OrderLine, Shop, StaffUser
 from aftersales.orders import ensure_shop
@@ -349,7 +350,7 @@ def test_demo_loads_orders_and_staff(tmp_path):
 
     assert result.exit_code == 0, result.output
     assert "demo-shop" in result.output and "seller@example.com" in result.output
-    assert count(app, Order) == 6
+    assert count(app, Order) == len(demo_orders())
     with app.app_context():
         categories = set(db.session.scalars(select(OrderLine.category)))
         assert categories == {"furniture", "cross_border", "electronics", "books"}
@@ -365,7 +366,7 @@ def test_demo_if_empty_twice_loads_once(tmp_path):
 
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
     assert "demo data not loaded" in second.output
-    assert count(app, Order) == 6
+    assert count(app, Order) == len(demo_orders())
     assert count(app, StaffUser) == 2
     assert count(app, Shop) == 1
 
@@ -387,7 +388,7 @@ def test_demo_run_again_refreshes_without_duplicating(tmp_path):
     result = run(app, "demo")
 
     assert result.exit_code == 0, result.output
-    assert count(app, Order) == 6
+    assert count(app, Order) == len(demo_orders())
     assert count(app, StaffUser) == 2
 
 
@@ -576,3 +577,11 @@ def test_commands_on_an_unmigrated_database_say_to_migrate(tmp_path):
     result = app.test_cli_runner().invoke(args=["aftersales", "sweep"])
     assert result.exit_code == 1
     assert "flask db upgrade" in result.output and "Traceback" not in result.output
+
+
+def test_demo_has_an_order_for_every_shipped_plugin_category(tmp_path):
+    app = make_app(tmp_path)
+    assert run(app, "demo").exit_code == 0
+    with app.app_context():
+        categories = set(db.session.scalars(select(OrderLine.category)))
+    assert {"furniture", "cross_border", "electronics", "books"} <= categories
