@@ -1,4 +1,8 @@
-"""Fixtures: an app per test on its own temporary SQLite database, and order factories."""
+"""Fixtures: an app per test on its own temporary database, and order factories.
+
+The database is a SQLite file per app, or with ``AFTERSALES_TEST_DATABASE=postgres`` a fresh
+PostgreSQL schema per app (tests/support/databases.py).
+"""
 from __future__ import annotations
 
 import itertools
@@ -11,6 +15,9 @@ import pytest
 from aftersales import create_app
 from aftersales.extensions import db
 from aftersales.orders import LineInput, OrderInput, ensure_shop, upsert_order
+from tests.support.databases import (
+    backend, close_connections, database_settings, drop_everything, postgres_available, postgres_url, track,
+)
 
 SAMPLE_PLUGINS = Path(__file__).parent / "plugins" / "sample_plugins"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -22,7 +29,7 @@ def app_settings(tmp_path: Path, **config: Any) -> dict[str, Any]:
         "TESTING": True,
         "SECRET_KEY": "test-secret-key-0123456789",
         "AFTERSALES_INSTANCE_PATH": str(tmp_path / "instance"),
-        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "test.sqlite3"),
+        **database_settings(tmp_path),
         "AFTERSALES_PLUGINS_DIR": [],
         "AFTERSALES_LOAD_ENTRY_POINTS": False,
     }
@@ -34,8 +41,32 @@ def make_app(tmp_path: Path, **config: Any):
     """A test app with its tables created (by the models; tests/test_migrations.py covers Alembic)."""
     app = create_app(app_settings(tmp_path, **config))
     with app.app_context():
+        track(db.engine)
         db.create_all()
     return app
+
+
+@pytest.fixture(autouse=True)
+def _close_test_databases():
+    yield
+    close_connections()
+
+
+def pytest_report_header(config: Any) -> str:
+    if backend() == "postgres":
+        return f"aftersales test database: PostgreSQL {postgres_url()} (a schema per test app)"
+    return "aftersales test database: SQLite (a file per test app)"
+
+
+def pytest_sessionstart(session: Any) -> None:
+    if backend() == "postgres":
+        problem = postgres_available()
+        if problem:
+            raise pytest.UsageError(problem)
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    drop_everything()
 
 
 @pytest.fixture

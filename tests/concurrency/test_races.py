@@ -1,0 +1,185 @@
+"""Races on real, separate database connections: threads, each with its own session, and a
+sweeper process killed mid-batch. They run on SQLite and, in the PostgreSQL half, on PostgreSQL."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import func, select, update
+
+from aftersales import services
+from aftersales.deadlines import sweep
+from aftersales.errors import CaseChanged, DomainError, RefundRefused
+from aftersales.extensions import db
+from aftersales.models import Case, CaseEvent, OrderLine, Refund, utcnow
+from tests.conftest import make_app, make_order, photos
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def race(app: Any, *actions: Callable[[], Any]) -> list[Any]:
+    """Run the actions at the same moment, each in its own thread, app context and connection.
+    Returns what each returned or raised."""
+    results: list[Any] = [None] * len(actions)
+    start = threading.Barrier(len(actions))
+
+    def run(index: int, action: Callable[[], Any]) -> None:
+        with app.app_context():
+            try:
+                start.wait()
+                results[index] = action()
+            except Exception as error:  # noqa: BLE001 - the race's loser is part of the result
+                results[index] = error
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(actions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def events_of(case_id: int) -> list[str]:
+    db.session.expire_all()
+    return [e.trigger for e in db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id))]
+
+
+def test_approve_and_withdraw_at_the_same_moment_exactly_one_wins(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        case = services.open_case(make_order().lines[0].id, "return_refund", "no_reason")
+        case_id, version = case.id, case.version
+        db.session.remove()
+    results = race(
+        app,
+        lambda: services.act(case_id, "seller", "approve", expected_version=version).state,
+        lambda: services.act(case_id, "buyer", "withdraw", expected_version=version).state,
+    )
+    winners = [r for r in results if isinstance(r, str)]
+    losers = [r for r in results if isinstance(r, Exception)]
+    assert len(winners) == 1 and len(losers) == 1 and isinstance(losers[0], CaseChanged), results
+    with app.app_context():
+        assert events_of(case_id) == ["request", "approve" if winners == ["awaiting_return"] else "withdraw"]
+        assert db.session.get(Case, case_id).state == winners[0]
+
+
+def test_two_refunds_of_60_on_a_line_paid_100_only_one_succeeds(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        line = make_order(unit_price=10000).lines[0]
+        case = services.open_case(line.id, "refund_only", "quality", evidence=photos())
+        case_id, line_id = case.id, line.id
+        db.session.remove()
+    results = race(
+        app,
+        lambda: services.create_refund(case_id, 6000, "first").amount,
+        lambda: services.create_refund(case_id, 6000, "second").amount,
+    )
+    assert sorted(r for r in results if isinstance(r, int)) == [6000], results
+    assert all(isinstance(r, (RefundRefused, CaseChanged)) for r in results if not isinstance(r, int)), results
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Refund.id))) == 1
+        assert db.session.get(OrderLine, line_id).refund_committed == 6000
+
+
+def test_sweeper_and_buyer_racing_past_the_deadline_the_committed_one_wins(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        case = services.open_case(make_order().lines[0].id, "return_refund", "no_reason")
+        case = services.act(case.id, "seller", "approve")
+        case_id, version, due = case.id, case.version, case.due_at
+        db.session.remove()
+    just_after = due + timedelta(seconds=1)
+    results = race(
+        app,
+        lambda: services.apply_timeout(case_id, just_after),
+        lambda: services.act(case_id, "buyer", "ship_return", carrier="SF", tracking_number="1",
+                             expected_version=version, now=just_after).state,
+    )
+    timer, buyer = results
+    with app.app_context():
+        state = db.session.get(Case, case_id).state
+        triggers = events_of(case_id)
+    if timer is True:  # the sweeper committed first: the buyer's stale action did nothing
+        assert isinstance(buyer, CaseChanged) and state == "cancelled"
+        assert triggers == ["request", "approve", "withdraw"]
+    else:  # the buyer committed first: the timer found nothing due
+        assert timer is False and buyer == "return_shipped" and state == "return_shipped"
+        assert triggers == ["request", "approve", "ship_return"]
+
+
+def test_four_sweepers_over_1000_due_cases_apply_each_timeout_once(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        case_ids = _many_requested_cases(1000)
+        db.session.remove()
+    later = utcnow() + timedelta(hours=49)
+    reports = race(app, *[lambda: sweep(now=later, batch_size=100)] * 4)
+    assert all(not isinstance(r, Exception) for r in reports), reports
+    assert sum(r.applied for r in reports) == 1000
+    with app.app_context():
+        approvals = db.session.scalar(select(func.count(CaseEvent.id)).where(CaseEvent.trigger == "approve"))
+        assert approvals == 1000
+        assert db.session.scalar(select(func.count(Case.id)).where(Case.state != "awaiting_return")) == 0
+        assert len(case_ids) == 1000
+
+
+def _many_requested_cases(count: int) -> list[int]:
+    """``count`` requested cases on one order of ``count`` lines (fast: one order, one insert)."""
+    from aftersales.orders import LineInput
+
+    order = make_order(lines=[LineInput(i + 1, f"Item {i}", "books", 1, 1000) for i in range(count)],
+                       delivered=utcnow() - timedelta(days=1))
+    return [services.open_case(line.id, "return_refund", "no_reason").id for line in order.lines]
+
+
+def test_sweeper_killed_mid_batch_then_restarted_applies_nothing_twice(tmp_path):
+    app = make_app(tmp_path)
+    with app.app_context():
+        _many_requested_cases(300)
+        db.session.execute(update(Case).values(due_at=utcnow() - timedelta(minutes=1)))  # all due now
+        db.session.commit()
+        database_url = db.engine.url.render_as_string(hide_password=False)
+        options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}).get("connect_args", {}).get("options")
+        db.session.remove()
+    if options:  # the PostgreSQL half: the schema travels in the URL
+        database_url += ("&" if "?" in database_url else "?") + "options=" + options.replace("=", "%3D")
+    env = {**os.environ, "AFTERSALES_DATABASE_URL": database_url, "AFTERSALES_INSTANCE_PATH": str(tmp_path / "instance"),
+           "AFTERSALES_SECRET_KEY": "sweeper-test-secret-key-123", "AFTERSALES_PLUGINS_DIR": "",
+           "AFTERSALES_LOAD_ENTRY_POINTS": "0", "FLASK_APP": "wsgi"}
+    sweeper = subprocess.Popen([sys.executable, "-m", "flask", "aftersales", "sweep", "--batch", "20"],
+                               cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with app.app_context():
+        deadline = time.monotonic() + 60
+        while _approvals() < 30 and time.monotonic() < deadline and sweeper.poll() is None:
+            time.sleep(0.02)
+        sweeper.send_signal(signal.SIGKILL)
+        sweeper.wait()
+        applied_before = _approvals()
+    assert 0 < applied_before < 300, f"the sweeper should have been killed mid-batch: {sweeper.stderr.read()!r}"
+    finished = subprocess.run([sys.executable, "-m", "flask", "aftersales", "sweep"], cwd=PROJECT, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    with app.app_context():
+        assert _approvals() == 300
+        per_case = db.session.execute(
+            select(CaseEvent.case_id, func.count(CaseEvent.id)).where(CaseEvent.trigger == "approve")
+            .group_by(CaseEvent.case_id)).all()
+        assert len(per_case) == 300 and {count for _, count in per_case} == {1}
+        assert db.session.scalar(select(func.count(Case.id)).where(Case.state == "requested")) == 0
+
+
+def _approvals() -> int:
+    db.session.expire_all()
+    count = db.session.scalar(select(func.count(CaseEvent.id)).where(CaseEvent.trigger == "approve"))
+    db.session.commit()
+    return count
