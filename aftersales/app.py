@@ -103,7 +103,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings_module.from_environment(settings_module.environment(), app.config))
     app.config.update(config)
     AfterSales(app, plugins=config.get("AFTERSALES_EXTRA_PLUGINS"))
+    _trust_proxy_headers(app)
     return app
+
+
+def _trust_proxy_headers(app: Flask) -> None:
+    """Behind nginx the client address (and so the lookup rate limit) comes from X-Forwarded-For.
+
+    Only the standalone app does this: a host marketplace handles its own proxies.
+    """
+    counts = {name: int(app.config.get(f"AFTERSALES_PROXY_FIX_X_{name.upper()}") or 0) for name in ("for", "proto", "host")}
+    if any(counts.values()):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=counts["for"], x_proto=counts["proto"], x_host=counts["host"])  # type: ignore[method-assign]
 
 
 @login_manager.user_loader

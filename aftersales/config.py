@@ -56,6 +56,11 @@ class Defaults:
     AFTERSALES_RATELIMIT_STORAGE_URI = "memory://"
     # Set when served over HTTPS: cookies get the Secure flag.
     AFTERSALES_HTTPS = False
+    # Behind a reverse proxy (standalone app only): how many proxies in front of the app set
+    # X-Forwarded-For / -Proto / -Host. 0 trusts none of them (the app is reached directly).
+    AFTERSALES_PROXY_FIX_X_FOR = 0
+    AFTERSALES_PROXY_FIX_X_PROTO = 0
+    AFTERSALES_PROXY_FIX_X_HOST = 0
 
     # Sweeper: how many due cases one transaction claims.
     AFTERSALES_SWEEP_BATCH = 200

@@ -115,3 +115,20 @@ def test_host_app_pushes_orders_through_the_python_api(tmp_path):
             "lines": [{"title": "Mug", "category": "kitchen", "quantity": 2, "unit_price": 1000}],
         })
         assert again.id == order.id and len(again.lines) == 1
+
+
+def test_behind_a_proxy_the_client_address_comes_from_x_forwarded_for(tmp_path):
+    from flask import request
+
+    def remote_addr(app):
+        @app.get("/whoami")
+        def whoami():
+            return request.remote_addr
+
+        return app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.9"},
+                                     environ_base={"REMOTE_ADDR": "127.0.0.1"}).text
+
+    trusting = create_app(base_config(tmp_path / "a", TESTING=True, AFTERSALES_PROXY_FIX_X_FOR=1))
+    direct = create_app(base_config(tmp_path / "b", TESTING=True))
+    assert remote_addr(trusting) == "203.0.113.9"
+    assert remote_addr(direct) == "127.0.0.1"  # nobody trusted: a forged header changes nothing
