@@ -33,12 +33,25 @@ INTACT = ("A", "B")
 COSMETIC = "cosmetic_defect"
 #: The core reasons that claim a fault in the goods: here they follow the 三包 windows.
 FAULTS = ("quality", "not_as_described", "damaged", "wrong_item", "missing_part")
-#: What the buyer reads on the case page in this plugin's states.
-BUYER_NOTICES = {
-    "inspecting": lazy_("Your return arrived and is being inspected. Sealed items and items opened or tested "
-                        "but intact are refunded in full; worn or incomplete ones are not."),
-    "not_intact": lazy_("The item came back worn or incomplete, so the no-reason refund does not apply. The shop "
-                        "will offer a refund with a deduction, which you may accept or decline, or send it back."),
+#: What pages call this plugin's states, steps and timers (the core words its own).
+WORDING = {
+    "states": {
+        "inspecting": lazy_("Return received: being inspected"),
+        "not_intact": lazy_("Inspected: the item came back worn or incomplete"),
+    },
+    "triggers": {
+        "record_grade": lazy_("Record the grade"),
+        "send_back": lazy_("Send the item back to the buyer"),
+    },
+    "buyer_next": {
+        "inspecting": lazy_("The seller inspects the item. Sealed items and items opened or tested but intact are "
+                            "refunded in full; worn or incomplete ones are not."),
+        "not_intact": lazy_("The no-reason refund does not apply. The seller offers a refund with a deduction, "
+                            "which you may accept or decline, or sends the item back to you."),
+    },
+    "deadline_outcomes": {
+        "refund": lazy_("the return is refunded in full"),
+    },
 }
 
 
@@ -167,14 +180,18 @@ def aftersales_refund_adjustments(case, amount):
 
 
 @hookimpl
-def aftersales_case_notices(case, role):
+def aftersales_wording():
+    return WORDING
+
+
+@hookimpl
+def aftersales_case_notices(case):
+    """What the case data says: the grade and notes, and where the item went back."""
     data = case.data or {}
     notices = []
     if data.get("grade") in GRADES:
         notes = data.get("inspection_notes")
         notices.append(" ".join(filter(None, [_("Inspection grade %(grade)s.", grade=GRADES[data["grade"]]), notes])))
-    if role == "buyer" and case.state in BUYER_NOTICES:
-        notices.append(str(BUYER_NOTICES[case.state]))
     if data.get("tracking_number") and case.state == "closed":
         notices.append(_("Sent back to the buyer: %(carrier)s %(tracking)s.", carrier=data.get("carrier", ""),
                          tracking=data["tracking_number"]))

@@ -51,6 +51,29 @@ FORM_FIELDS = {
     "schedule_pickup": [FormField("pickup_date", lazy_("Pickup date"), "date", required=True)],
 }
 
+#: What pages call this plugin's states, steps and timers (the core words its own).
+WORDING = {
+    "states": {
+        "visit_scheduled": lazy_("An installer visit is booked"),
+        "inspected_on_site": lazy_("The installer has visited: waiting for the seller's decision"),
+        "pickup_scheduled": lazy_("Approved: the piece will be collected from your home"),
+    },
+    "triggers": {
+        "schedule_visit": lazy_("Book an installer visit"),
+        "record_visit": lazy_("Record what the installer found"),
+        "schedule_pickup": lazy_("Book the pickup"),
+    },
+    "buyer_next": {
+        "visit_scheduled": lazy_("Our installer looks at the piece in your home and repairs it there if possible."),
+        "inspected_on_site": lazy_("The seller answers your request now that the installer has seen the piece."),
+        "pickup_scheduled": lazy_("The shop collects the piece from your home: you don't ship it."),
+    },
+    "deadline_outcomes": {
+        "approve": lazy_("the request is approved automatically"),
+        "confirm_receipt": lazy_("the piece counts as collected"),
+    },
+}
+
 
 @hookimpl
 def aftersales_categories():
@@ -127,11 +150,11 @@ def aftersales_deadline(case, state):
 
 
 @hookimpl
-def aftersales_check_action(case, trigger, data):
+def aftersales_check_action(case, trigger, data, now):
     if trigger == "record_visit" and data.get("visit_result") not in dict(VISIT_RESULTS):
         return _("Say what the installer found: repaired on site, needs a replacement or needs a refund.")
     if trigger in ("schedule_visit", "schedule_pickup"):
-        return _appointment_problem(case, data.get("visit_date") or data.get("pickup_date"))
+        return _appointment_problem(case, data.get("visit_date") or data.get("pickup_date"), now)
     return None
 
 
@@ -148,7 +171,13 @@ def aftersales_form_fields(trigger):
 
 
 @hookimpl
+def aftersales_wording():
+    return WORDING
+
+
+@hookimpl
 def aftersales_case_notices(case, role):
+    """What the case data says (the state's own words come from aftersales_wording)."""
     data, notices = case.data or {}, []
     if case.state == "visit_scheduled":
         notices.append(_("%(installer)s, our installer, visits on %(day)s.", installer=data["installer_name"],
@@ -157,9 +186,7 @@ def aftersales_case_notices(case, role):
         result = _("On-site result: %(result)s.", result=dict(VISIT_RESULTS)[data["visit_result"]])
         notices.append(f"{result} {data.get('visit_report', '')}".strip())
     if case.state == "pickup_scheduled" and data.get("pickup_date"):
-        notices.append(_("The piece is collected from your home on %(day)s; you don't ship it.", day=data["pickup_date"]))
-    elif case.state == "pickup_scheduled":  # approved by the timer: nobody booked a day yet
-        notices.append(_("The seller will call to arrange collecting the piece; you don't ship it."))
+        notices.append(_("Pickup day: %(day)s.", day=data["pickup_date"]))
     if role == "seller" and not case.is_terminal and data.keys() & {f.name for f in FORM_FIELDS["request"]}:
         notices.append(_("From the buyer: floor %(floor)s, %(lift)s; good times: %(times)s.",
                          floor=data.get("floor", "?"), lift=_("a lift") if data.get("lift_access") else _("no lift"),
@@ -181,14 +208,13 @@ def _appointment_deadline():
     return timedelta(days=_number("APPOINTMENT_DAYS", APPOINTMENT_DAYS) + 2)
 
 
-def _appointment_problem(case, value):
-    """A visit or pickup day must fall within APPOINTMENT_DAYS of the day the case reached this
-    step (its last change: the check-action hook is not told the time)."""
+def _appointment_problem(case, value, now):
+    """A visit or pickup day is today or within APPOINTMENT_DAYS after it, in the shop's calendar."""
     try:
         day = date.fromisoformat(str(value))
     except ValueError:
         return _("Give the appointment day as a date, e.g. 2026-11-28.")
-    first = case.updated_at.astimezone(case.shop.zone).date()
+    first = now.astimezone(case.shop.zone).date()
     last = first + timedelta(days=_number("APPOINTMENT_DAYS", APPOINTMENT_DAYS))
     if not first <= day <= last:
         return _("Choose an appointment day from %(first)s to %(last)s.", first=first.isoformat(),

@@ -137,7 +137,8 @@ def test_damaged_import_goes_back_to_the_bonded_warehouse_told_about_the_tax(
     buyer.click(line_row(b, SERUM).get_by_role("link", name="I want to return it"), "entry: I want to return it")
     form = b.locator("main form")
     form.get_by_label("Why?").select_option(label="Arrived damaged")
-    assert "package_damaged" not in form.get_by_label("Why?").inner_html()  # refused, so never offered
+    assert "package_damaged" not in form.get_by_label("Why?").inner_html()  # refused, so not offered but explained
+    expect(b.locator(".why-not")).to_contain_text("Only the outer package is damaged: A damaged outer box alone")
     form.get_by_label("Tell the seller what happened").fill("The bottle arrived cracked inside the box.")
     form.get_by_label("Photos (JPEG, PNG or WebP)").set_input_files(str(goods))
     with b.expect_navigation():  # one photo: refused on the form, nothing opened
@@ -167,6 +168,7 @@ def test_damaged_import_goes_back_to_the_bonded_warehouse_told_about_the_tax(
     main = b.locator("main")
     expect(main).to_contain_text(WAREHOUSE)
     expect(b.locator(".deadline")).to_contain_text("14 days 23 hours left")
+    expect(b.locator(".deadline")).to_contain_text("if nothing happens: the request is withdrawn.")
     notice = b.locator(".flash-info").filter(has_text="import tax")
     expect(notice).to_contain_text(f"only if they are back at the bonded warehouse by {live_shop.tax_deadline}")
     assert notice.bounding_box()["y"] < b.locator("#action-ship_return").bounding_box()["y"]

@@ -95,16 +95,6 @@ def state_is(page: Any, text: str) -> None:
     expect(page.locator("#state")).to_have_text(re.compile(rf"^\s*{re.escape(text)}"))
 
 
-def answer(form: Any, name: str, value: str, option: str) -> None:
-    """Fill a plugin input: a list to choose from, or (before the core renders plugin widgets
-    for workflow inputs, see docs/plugins/furniture_installation.md) a text box."""
-    field = form.locator(f'[name$="-{name}"]')
-    if field.evaluate("element => element.tagName") == "SELECT":
-        field.select_option(label=option)
-    else:
-        field.fill(value)
-
-
 def test_installation_damage_is_visited_collected_and_refunded(live_shop, buyer, seller, screenshots, tmp_path):
     b, s = buyer.page, seller.page
     visit_day = f"{utcnow() + timedelta(days=1):%Y-%m-%d}"
@@ -140,32 +130,37 @@ def test_installation_damage_is_visited_collected_and_refunded(live_shop, buyer,
     expect(s.locator(".flash-info")).to_contain_text("From the buyer: floor 6, a lift; good times: Weekday evenings.")
     expect(s.locator("#action-approve")).to_have_count(0)  # a large piece is collected, never posted
     visit = s.locator("#action-schedule_visit")
-    answer(visit, "visit_date", visit_day, visit_day)
-    answer(visit, "installer_name", "Wang Lei", "Wang Lei")
+    visit.get_by_label("Visit date").fill(visit_day)
+    visit.get_by_label("Installer").fill("Wang Lei")
     screenshots.take(s, "seller-books-the-visit")
-    seller.click(visit.get_by_role("button", name="Schedule visit"), "book the visit")
-    state_is(s, "Visit scheduled")
+    seller.click(visit.get_by_role("button", name="Book an installer visit"), "book the visit")
+    state_is(s, "An installer visit is booked")
 
     b.reload()
+    state_is(b, "An installer visit is booked")
+    expect(b.locator("main")).to_contain_text("Our installer looks at the piece in your home")
+    expect(b.locator(".deadline")).to_contain_text("if nothing happens: the request is approved automatically.")
     expect(b.locator(".flash-info")).to_contain_text(f"Wang Lei, our installer, visits on {visit_day}.")
     expect(b.locator("form.action")).to_have_count(1)  # only withdrawing: the installer's step is the shop's
     screenshots.take(b, "visit-booked")
 
     # On site, the installer (through the shop's staff page) finds the panel cannot be repaired.
     record = s.locator("#action-record_visit")
-    answer(record, "visit_result", "needs_refund", "Needs a refund")
-    answer(record, "visit_report", "Panel split along the grain; cannot be glued.", "")
-    seller.click(record.get_by_role("button", name="Record visit"), "record the visit")
-    state_is(s, "Inspected on site")
+    record.get_by_label("What the installer found").select_option(label="Needs a refund")
+    record.get_by_label("Installer's report").fill("Panel split along the grain; cannot be glued.")
+    seller.click(record.get_by_role("button", name="Record what the installer found"), "record the visit")
+    state_is(s, "The installer has visited: waiting for the seller's decision")
     expect(s.locator("main")).to_contain_text("On-site result: Needs a refund.")
     pickup = s.locator("#action-schedule_pickup")
-    answer(pickup, "pickup_date", pickup_day, pickup_day)
-    seller.click(pickup.get_by_role("button", name="Schedule pickup"), "book the pickup")
-    state_is(s, "Pickup scheduled")
+    pickup.get_by_label("Pickup date").fill(pickup_day)
+    seller.click(pickup.get_by_role("button", name="Book the pickup"), "book the pickup")
+    state_is(s, "Approved: the piece will be collected from your home")
 
     b.reload()
-    expect(b.locator(".flash-info").filter(has_text="collected")).to_contain_text(
-        f"The piece is collected from your home on {pickup_day}; you don't ship it.")
+    state_is(b, "Approved: the piece will be collected from your home")
+    expect(b.locator("main")).to_contain_text("The shop collects the piece from your home: you don't ship it.")
+    expect(b.locator(".flash-info").filter(has_text="Pickup day")).to_contain_text(f"Pickup day: {pickup_day}.")
+    expect(b.locator(".deadline")).to_contain_text("if nothing happens: the piece counts as collected.")
     expect(b.locator("main")).to_contain_text("The seller pays the return shipping")
     expect(b.locator("#action-ship_return")).to_have_count(0)
     screenshots.take(b, "pickup-booked")

@@ -6,6 +6,7 @@ shipping" notices use the real clock, as the pages do, so their orders are dated
 """
 from __future__ import annotations
 
+import html
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Iterator
@@ -372,6 +373,9 @@ def test_request_page_wants_two_photos_for_damaged_goods_and_offers_no_package_d
     buyer = buyer_client(site, order)
     form = buyer.get(request_url(order, "return_refund")).text
     assert 'value="damaged"' in form and 'value="package_damaged"' not in form
+    why = html.unescape(form)  # not offered, but explained: the buyer is told what to choose instead
+    assert "Only the outer package is damaged:</strong> A damaged outer box alone is no reason" in why
+    assert "choose \u201cArrived damaged\u201d" in why
 
     refused = ask(buyer, order, "return_refund", "damaged", description="Cracked bottle", evidence=[photo()])
     assert refused.status_code == 400
@@ -396,8 +400,11 @@ def test_buyer_page_says_before_shipping_that_the_import_tax_stays_paid(site):
     notice = page.index("The import tax stays paid and is not refunded")
     assert notice < page.index('id="action-ship_return"')  # read above the shipping form
     assert "14 days 23 hours left" in page  # the longer time to ship (core: 7 days)
+    assert "if nothing happens: the request is withdrawn." in page  # the core's words for its own timer
 
     act_ok(buyer, "buyer", case_id, "ship_return", carrier="EMS", tracking_number="EE123456789CN")
+    page = buyer.get(f"/cases/{case_id}").text
+    assert "29 days 23 hours left" in page and "if nothing happens: the return counts as received." in page
     act_ok(seller, "seller", case_id, "confirm_receipt", received_quantity="1")
     act_ok(seller, "seller", case_id, "refund")
     mark_paid(seller, case_id)

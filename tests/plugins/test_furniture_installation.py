@@ -87,7 +87,10 @@ def test_plugin_is_enabled_by_default_and_turned_off_by_the_settings(tmp_path):
 
 
 def test_the_same_line_gets_other_eligibility_and_workflow_with_the_plugin_off(tmp_path):
-    on, off = make_app(tmp_path, **PLUGIN_ON), make_app(tmp_path, **PLUGIN_OFF)  # one database
+    on = make_app(tmp_path, **PLUGIN_ON)
+    same_database = {name: on.config[name] for name in ("SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_ENGINE_OPTIONS")
+                     if name in on.config}  # a SQLite file, or the PostgreSQL schema of the first app
+    off = make_app(tmp_path, **PLUGIN_OFF, **same_database)
     with on.app_context():
         line_id = furniture_line({**INSTALLED, **LARGE}).id
         db.session.commit()
@@ -287,6 +290,15 @@ def test_appointment_day_must_be_within_the_week(furniture):
     assert case_row(case.id).state == "requested"
 
 
+def test_appointment_week_counts_from_the_day_the_seller_books(furniture):
+    case = open_case(INSTALLED, "repair", "damaged")  # opened on 2026-11-20, booked three days later
+    later = NOW + timedelta(days=3)
+    with pytest.raises(NotAllowed, match="Choose an appointment day from 2026-11-23 to 2026-11-30."):
+        services.act(case.id, "seller", "schedule_visit", visit_date="2026-11-22", installer_name="Li", now=later)
+    case = services.act(case.id, "seller", "schedule_visit", visit_date="2026-11-30", installer_name="Li", now=later)
+    assert case.state == "visit_scheduled"
+
+
 def test_visit_result_must_be_one_of_the_choices(furniture):
     case = schedule_visit(open_case(INSTALLED, "repair", "damaged"))
     with pytest.raises(NotAllowed, match="Say what the installer found"):
@@ -315,8 +327,7 @@ def test_large_items_are_collected_by_appointment_instead_of_shipped(furniture):
     case = services.act(case.id, "seller", "schedule_pickup", pickup_date=VISIT_DAY, now=NOW)
     assert case.state == "pickup_scheduled" and case.data["pickup_date"] == VISIT_DAY
     assert allowed(case, "buyer") == {"withdraw"}  # no ship_return: the buyer ships nothing
-    assert services.case_notices(case, "buyer") == [
-        f"The piece is collected from your home on {VISIT_DAY}; you don't ship it."]
+    assert services.case_notices(case, "buyer") == [f"Pickup day: {VISIT_DAY}."]
     services.act(case.id, "seller", "confirm_receipt", now=NOW + timedelta(days=2))
     case = services.act(case.id, "seller", "refund", now=NOW + timedelta(days=2))
     assert case.state == "refunding" and [r.amount for r in case.refunds] == [129900]
@@ -338,9 +349,8 @@ def test_silent_seller_on_a_large_item_is_approved_into_a_pickup(furniture):
     case = open_case(LARGE, "exchange", "quality")
     deadlines.sweep(now=NOW + timedelta(hours=49))
     case = case_row(case.id)
-    assert case.state == "pickup_scheduled"
-    assert services.case_notices(case, "buyer") == [
-        "The seller will call to arrange collecting the piece; you don't ship it."]
+    assert case.state == "pickup_scheduled" and "pickup_date" not in case.data
+    assert services.case_notices(case, "buyer") == []  # no day yet: the state's words say what happens
 
 
 def test_pickup_not_confirmed_in_time_counts_as_collected(furniture):
@@ -487,7 +497,7 @@ def test_large_piece_walked_through_the_pages_is_collected_and_refunded(furnitur
     day = (utcnow() + timedelta(days=2)).date().isoformat()
     act_ok(seller, "seller", case_id, "schedule_pickup", pickup_date=day)
     page = html.unescape(buyer.get(f"/cases/{case_id}").text)
-    assert f"The piece is collected from your home on {day}; you don't ship it." in page
+    assert f"Pickup day: {day}." in page
     assert "The seller pays the return shipping" in page
     assert forms_on(page) == {"withdraw"}
 
@@ -509,3 +519,54 @@ def test_pages_ask_for_the_visit_day_as_a_date_and_the_result_as_a_choice(furnit
     page = seller.get(f"/seller/cases/{case_id}").text
     assert '<select id="record_visit-visit_result"' in page
     assert '<textarea id="record_visit-visit_report"' in page
+
+
+# === the plugin's words on the pages (aftersales_wording) =========================================
+
+
+def deadline_text(html_page: str) -> str:
+    match = re.search(r'<p class="deadline">(.*?)</p>', html_page, re.S)
+    assert match, html_page
+    return html.unescape(" ".join(match.group(1).split()))
+
+
+def test_buyer_reads_the_visit_in_words_not_state_names(furniture_web):
+    order = web_order(INSTALLED)
+    buyer, case_id = ask_for(furniture_web, order, "repair", "installation_damage")
+    seller = login(furniture_web, "seller@example.com")
+    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=utcnow().date().isoformat(), installer_name="Li")
+    page = html.unescape(buyer.get(f"/cases/{case_id}").text)
+    assert state_text(page) == "An installer visit is booked"
+    assert "Our installer looks at the piece in your home and repairs it there if possible." in page
+    assert deadline_text(page).endswith("if nothing happens: the request is approved automatically.")
+    assert "Book an installer visit" in page  # the timeline names the step
+    assert "Visit scheduled" not in page and "Schedule visit" not in page
+
+    act_ok(seller, "seller", case_id, "record_visit", visit_result="needs_replacement")
+    page = html.unescape(buyer.get(f"/cases/{case_id}").text)
+    assert state_text(page) == "The installer has visited: waiting for the seller's decision"
+    assert "The seller answers your request now that the installer has seen the piece." in page
+    assert deadline_text(page).endswith("if nothing happens: the request is approved automatically.")
+    assert "Record what the installer found" in page and "Inspected on site" not in page
+
+
+def test_a_piece_repaired_on_site_reads_completed_not_replacement_arrived(furniture_web):
+    order = web_order(INSTALLED)
+    buyer, case_id = ask_for(furniture_web, order, "repair", "installation_damage")
+    seller = login(furniture_web, "seller@example.com")
+    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=utcnow().date().isoformat(), installer_name="Li")
+    act_ok(seller, "seller", case_id, "record_visit", visit_result="repaired")
+    assert state_text(buyer.get(f"/cases/{case_id}").text) == "Completed"
+
+
+def test_buyer_reads_the_pickup_in_words_with_or_without_a_day(furniture_web):
+    order = web_order(LARGE)
+    buyer, case_id = ask_for(furniture_web, order, "exchange", "quality")
+    deadlines.sweep(now=utcnow() + timedelta(hours=49))  # the seller stayed silent: approved, no day booked
+    page = html.unescape(buyer.get(f"/cases/{case_id}").text)
+    assert case_row(case_id).state == "pickup_scheduled"
+    assert state_text(page) == "Approved: the piece will be collected from your home"
+    assert "The shop collects the piece from your home: you don't ship it." in page
+    assert deadline_text(page).endswith("if nothing happens: the piece counts as collected.")
+    assert "Pickup scheduled" not in page and "Pickup day" not in page
+    assert forms_on(page) == {"withdraw"}

@@ -778,8 +778,10 @@ def test_server_error_page_carries_the_security_headers_and_no_stack_trace(tmp_p
     app, world = site
     not_a_folder = tmp_path / "uploads-is-a-file"
     not_a_folder.write_text("oops")
+    same_database = {name: app.config[name] for name in ("SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_ENGINE_OPTIONS")
+                     if name in app.config}  # the SQLite file, or the PostgreSQL schema, of `site`
     broken = make_app(tmp_path, TESTING=False, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False,
-                      AFTERSALES_UPLOAD_DIR=str(not_a_folder))
+                      AFTERSALES_UPLOAD_DIR=str(not_a_folder), **same_database)
     client = buyer_client(broken, SimpleNamespace(number=world.order_a_number, buyer_email=BUYER_A_EMAIL))
     response = client.get(f"/evidence/{world.photo_key}")
     assert response.status_code == 500
