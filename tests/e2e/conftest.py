@@ -6,6 +6,7 @@ collects the browser tests and skips them with :data:`MISSING_BROWSER` instead o
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -59,13 +60,8 @@ class LiveShop:
 @pytest.fixture
 def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
     """The app with CSRF on and rate limits off, served by Werkzeug on 127.0.0.1:<free port>."""
-    from werkzeug.serving import make_server
-
-    app = make_app(tmp_path, RATELIMIT_ENABLED=False)
+    app = shop_app(tmp_path, "Teapot & Co.", RETURN_ADDRESS)
     with app.app_context():
-        ensure_shop("shop", "Teapot & Co.", return_address=RETURN_ADDRESS)
-        db.session.commit()
-        create_staff(email=SELLER_EMAIL, password=PASSWORD, shop_slug="shop", name="Sam Seller")
         # Delivered two days before the real clock, so the windows are open whenever this runs.
         order = make_order(
             shop="shop", delivered=datetime.now(timezone.utc) - timedelta(days=2),
@@ -74,13 +70,32 @@ def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
         shop = LiveShop(url="", order_number=order.number, buyer_email=order.buyer_email,
                         item_title="Ceramic teapot")
         db.session.remove()
+    with serving(app) as url:
+        shop.url = url
+        yield shop
+
+
+def shop_app(tmp_path: Path, shop_name: str, return_address: str, **settings: Any) -> Any:
+    """An app (CSRF on, rate limits off) with the shop "shop" and its seller login."""
+    app = make_app(tmp_path, RATELIMIT_ENABLED=False, **settings)
+    with app.app_context():
+        ensure_shop("shop", shop_name, return_address=return_address)
+        db.session.commit()
+        create_staff(email=SELLER_EMAIL, password=PASSWORD, shop_slug="shop", name="Sam Seller")
+        db.session.remove()
+    return app
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve the app on a real loopback port in a thread; yields its base URL."""
+    from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="aftersales-e2e-server", daemon=True)
     thread.start()
-    shop.url = f"http://127.0.0.1:{server.server_port}"
     try:
-        yield shop
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         thread.join(timeout=10)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,11 +18,10 @@ import pytest
 
 from aftersales.extensions import db
 from aftersales.models import utcnow
-from aftersales.orders import LineInput, ensure_shop
+from aftersales.orders import LineInput
 from aftersales.plugins import DEFAULT_PLUGINS_DIR
-from aftersales.staff import create_staff
 
-from .conftest import ARTIFACTS, PASSWORD, SELLER_EMAIL, LiveShop, Screenshots, browser_missing
+from .conftest import ARTIFACTS, LiveShop, Screenshots, browser_missing, serving, shop_app
 
 _missing = browser_missing()
 if _missing:
@@ -34,7 +32,7 @@ if _missing:
 from PIL import Image, ImageDraw  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 
-from tests.conftest import make_app, make_order  # noqa: E402
+from tests.conftest import make_order  # noqa: E402
 
 WAREHOUSE = "Bonded warehouse 3, 18 Free Trade Road, Ningbo 315800"
 SERUM, GUMMIES = "Imported face serum 30 ml", "Imported vitamin gummies"
@@ -50,16 +48,11 @@ class CrossBorderShop(LiveShop):
 def live_shop(tmp_path: Path) -> Iterator[CrossBorderShop]:
     """A cross-border shop: the plugin on, returns to a bonded warehouse, an order of two
     imported lines delivered two days ago and cleared by customs five days ago."""
-    from werkzeug.serving import make_server
-
-    app = make_app(tmp_path, RATELIMIT_ENABLED=False, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
+    app = shop_app(tmp_path, "Harbour Imports", "Domestic desk, 1 Shop Street", AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
                    AFTERSALES_PLUGINS="cross_border", AFTERSALES_CROSS_BORDER_RETURN_ADDRESS=WAREHOUSE)
     now = utcnow()
     cleared = (now - timedelta(days=5)).isoformat()
     with app.app_context():
-        ensure_shop("shop", "Harbour Imports", return_address="Domestic desk, 1 Shop Street")
-        db.session.commit()
-        create_staff(email=SELLER_EMAIL, password=PASSWORD, shop_slug="shop", name="Sam Seller")
         order = make_order(shop="shop", delivered=now - timedelta(days=2), lines=[
             LineInput(1, SERUM, "cross_border", 1, 25900,
                       tax_paid=2331, attributes={"customs_released_at": cleared}),
@@ -70,18 +63,9 @@ def live_shop(tmp_path: Path) -> Iterator[CrossBorderShop]:
                                return_address=WAREHOUSE, tax_deadline=f"{now + timedelta(days=40):%Y-%m-%d}")
         db.session.remove()
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="aftersales-e2e-cross-border", daemon=True)
-    thread.start()
-    shop.url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serving(app) as url:
+        shop.url = url
         yield shop
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        with app.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,11 +18,10 @@ import pytest
 
 from aftersales.extensions import db
 from aftersales.models import utcnow
-from aftersales.orders import LineInput, ensure_shop
+from aftersales.orders import LineInput
 from aftersales.plugins import DEFAULT_PLUGINS_DIR
-from aftersales.staff import create_staff
 
-from .conftest import ARTIFACTS, PASSWORD, RETURN_ADDRESS, SELLER_EMAIL, LiveShop, Person, Screenshots, browser_missing
+from .conftest import ARTIFACTS, RETURN_ADDRESS, LiveShop, Person, Screenshots, browser_missing, serving, shop_app
 
 _missing = browser_missing()
 if _missing:
@@ -33,7 +31,7 @@ if _missing:
 
 from playwright.sync_api import expect  # noqa: E402
 
-from tests.conftest import make_app, make_order  # noqa: E402
+from tests.conftest import make_order  # noqa: E402
 
 PHONE = "Smartphone X 256 GB"
 SELLER_CLICK_BUDGET = 6
@@ -42,32 +40,18 @@ SELLER_CLICK_BUDGET = 6
 @pytest.fixture
 def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
     """An electronics shop with the plugin on and a phone delivered a day ago."""
-    from werkzeug.serving import make_server
-
-    app = make_app(tmp_path, RATELIMIT_ENABLED=False, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
+    app = shop_app(tmp_path, "Volt Electronics", RETURN_ADDRESS, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
                    AFTERSALES_PLUGINS="electronics_grading")
     with app.app_context():
-        ensure_shop("shop", "Volt Electronics", return_address=RETURN_ADDRESS)
-        db.session.commit()
-        create_staff(email=SELLER_EMAIL, password=PASSWORD, shop_slug="shop", name="Sam Seller")
         order = make_order(shop="shop", delivered=utcnow() - timedelta(days=1), lines=[
             LineInput(1, PHONE, "electronics", 1, 499900, attributes={"portable": True, "serial": "SNX-0042"}),
         ])
         shop = LiveShop(url="", order_number=order.number, buyer_email=order.buyer_email, item_title=PHONE)
         db.session.remove()
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="aftersales-e2e-electronics", daemon=True)
-    thread.start()
-    shop.url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serving(app) as url:
+        shop.url = url
         yield shop
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        with app.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture

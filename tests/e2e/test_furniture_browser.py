@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,11 +18,10 @@ import pytest
 
 from aftersales.extensions import db
 from aftersales.models import utcnow
-from aftersales.orders import LineInput, ensure_shop
+from aftersales.orders import LineInput
 from aftersales.plugins import DEFAULT_PLUGINS_DIR
-from aftersales.staff import create_staff
 
-from .conftest import ARTIFACTS, PASSWORD, SELLER_EMAIL, LiveShop, Screenshots, browser_missing
+from .conftest import ARTIFACTS, LiveShop, Screenshots, browser_missing, serving, shop_app
 
 _missing = browser_missing()
 if _missing:
@@ -34,7 +32,7 @@ if _missing:
 from PIL import Image, ImageDraw  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 
-from tests.conftest import make_app, make_order  # noqa: E402
+from tests.conftest import make_order  # noqa: E402
 
 BOOKSHELF = "Oak bookshelf (assembled on site)"
 #: Open the case, book the visit, record it, book the pickup, confirm it, refund, mark paid.
@@ -44,15 +42,10 @@ SELLER_CLICK_BUDGET = 7
 @pytest.fixture
 def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
     """A furniture shop with the plugin on and one bookshelf, delivered and assembled yesterday."""
-    from werkzeug.serving import make_server
-
-    app = make_app(tmp_path, RATELIMIT_ENABLED=False, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
+    app = shop_app(tmp_path, "Oak & Linen", "Warehouse 2, 5 Timber Lane, Suzhou", AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
                    AFTERSALES_PLUGINS="furniture_installation")
     now = utcnow()
     with app.app_context():
-        ensure_shop("shop", "Oak & Linen", return_address="Warehouse 2, 5 Timber Lane, Suzhou")
-        db.session.commit()
-        create_staff(email=SELLER_EMAIL, password=PASSWORD, shop_slug="shop", name="Sam Seller")
         order = make_order(shop="shop", delivered=now - timedelta(days=1), lines=[
             LineInput(1, BOOKSHELF, "furniture", 1, 129900, attributes={
                 "installed": True, "installed_at": (now - timedelta(hours=20)).isoformat(),
@@ -61,18 +54,9 @@ def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
         shop = LiveShop(url="", order_number=order.number, buyer_email=order.buyer_email, item_title=BOOKSHELF)
         db.session.remove()
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="aftersales-e2e-furniture", daemon=True)
-    thread.start()
-    shop.url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serving(app) as url:
+        shop.url = url
         yield shop
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        with app.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture
