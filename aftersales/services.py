@@ -828,6 +828,8 @@ def _enqueue(topic: str, *, event: CaseEvent | None = None, refund: Refund | Non
     """Write a side effect into the outbox, in the transaction of the change that causes it."""
     if event is not None and not current().plugins.implements("aftersales_case_event", event.case.category):
         return  # nobody listens: no message to deliver
+    if refund is not None and not current().plugins.implements("aftersales_issue_refund", refund.case.category):
+        return  # the manual gateway: staff pay it and mark it paid, nothing to send
     db.session.flush()
     payload = {"event_id": event.id} if event is not None else {"refund_id": refund.id}  # type: ignore[union-attr]
     message = OutboxMessage(topic=topic, payload=payload, created_at=utcnow())
