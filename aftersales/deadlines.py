@@ -59,11 +59,11 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
                     report.applied += 1
                 else:
                     report.skipped += 1
-            except AfterSalesError as error:  # a broken plugin or a refused refund: report, go on
+            except Exception as error:  # noqa: BLE001 - one bad case must not stop every other timeout
                 db.session.rollback()
                 report.failed += 1
                 report.errors.append(f"case {case_id}: {error}")
-                log.error("timeout of case %s failed: %s", case_id, error)
+                log.error("timeout of case %s failed: %s", case_id, error, exc_info=not isinstance(error, AfterSalesError))
         last_id = ids[-1]
     report.outbox_delivered = services.deliver_outbox(now=now).delivered
     return report

@@ -40,6 +40,8 @@ from .workflow import INITIAL_STATE, CompiledWorkflow, Row, TransitionContext
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 2000
+#: Idempotency keys the system makes for its own refunds; callers of create_refund may not use it.
+SYSTEM_KEY_PREFIX = "sys:"
 ENDED_STATES = ("cancelled", "closed")  # ended without remedy: their units are free again
 
 
@@ -271,10 +273,14 @@ def _transition(
             case.approved_amount = returned_goods_refund(case)
         refund = _claim_refund(
             runtime, case, case.approved_amount, case.decision_payer or "seller",
-            f"case-{case.id}-{trigger}-{len(case.events)}", now,
+            f"{SYSTEM_KEY_PREFIX}case-{case.id}-{trigger}-{len(case.events)}", now,
         )
+        _enqueue("case_event", event=event)
         if refund is not None:
             event.amount, event.currency = refund.amount, refund.currency
+        else:  # everything due was already paid (e.g. by hand before approval): finish now
+            _complete_when_paid(runtime, case, now)
+        return event
     _enqueue("case_event", event=event)
     return event
 
@@ -655,6 +661,8 @@ def create_refund(
     amount = _amount(amount)
     if amount <= 0:
         raise RefundRefused(_("A refund must be more than zero."))
+    if idempotency_key.startswith(SYSTEM_KEY_PREFIX) or not idempotency_key.strip():
+        raise InvalidInput(_("Choose another idempotency key: this one is empty or reserved."), field="idempotency_key")
     existing = _refund_by_key(idempotency_key)
     if existing is not None:
         return _replayed(existing, case_id, amount)
@@ -769,7 +777,7 @@ def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = 
             raise NotAllowed(_("A refund for this case is still pending."))
         attempt = len(case.refunds) + 1
         refund = _claim_refund(runtime, case, case.approved_amount or 0, case.decision_payer or "seller",
-                               f"case-{case.id}-retry-{attempt}", now)
+                               f"{SYSTEM_KEY_PREFIX}case-{case.id}-retry-{attempt}", now)
         if refund is None:
             raise NotAllowed(_("Nothing is left to refund on this case."))
         _money_event(case, actor, actor_id, "refund_retried", refund, "", now)

@@ -225,3 +225,21 @@ def test_ship_return_needs_carrier_and_tracking_and_changes_nothing_without(orde
     assert error.value.field == "tracking_number"
     assert db.session.query(CaseEvent).filter_by(case_id=case.id).count() == 2
     assert db.session.get(Case, case.id).state == "awaiting_return"
+
+
+def test_approval_after_everything_was_paid_by_hand_completes_the_case(order_factory):
+    order = order_factory(unit_price=10000)
+    case = services.open_case(line_of(order).id, "refund_only", "quality", evidence=photos(), now=NOW)
+    refund = services.create_refund(case.id, case.amount, "paid-by-hand")
+    services.settle_refund(refund.id, "succeeded")
+    case = services.act(case.id, "seller", "approve", now=NOW)
+    assert db.session.get(Case, case.id).state == "completed"
+
+
+def test_callers_cannot_use_the_systems_idempotency_keys(order_factory):
+    order = order_factory(unit_price=10000)
+    case = services.open_case(line_of(order).id, "refund_only", "quality", evidence=photos(), now=NOW)
+    with pytest.raises(InvalidInput):
+        services.create_refund(case.id, 100, f"sys:case-{case.id}-approve-3")
+    case = services.act(case.id, "seller", "approve", now=NOW)
+    assert case.state == "refunding" and case.refunds[0].idempotency_key.startswith("sys:")

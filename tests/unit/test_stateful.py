@@ -4,18 +4,20 @@ random on a few order lines, and the core invariants are checked after every ste
 Refusals (any :class:`aftersales.errors.DomainError`) are expected and mean "refused"; any other
 exception is a bug. After every step, with fresh queries:
 
-* per line, pending + succeeded refunds ≤ the paid amount, and their sum is ``refund_committed``;
+* per line, pending + succeeded refunds ≤ what was paid (price, plus import tax when some was
+  paid), and their sum is ``refund_committed``;
 * a case once seen in a terminal state (completed, closed, cancelled) never changes state again;
 * the state-changing events of a case form one chain from ``None`` whose last ``to_state`` is the
   case's state, every state we observed lies on that chain in order (one event per change), and
   events that change nothing (money events) are recorded in the state the chain was in;
 * at most one open case per line, and ``open_line_id`` is set exactly while a case is open;
 * a buyer's requested refund never exceeds the value of the units the case covers;
-* a case completed by its refund was paid the approved amount and has nothing pending; a case in
+* a case completed by its refund has nothing pending and had been paid what was due; a case in
   ``refunding`` has a refund pending or something left for ``retry_refund`` (it can finish).
 
 Per step: a trigger that worked was one ``allowed_triggers`` offered; replaying an idempotency key
-returns the first refund; after a sweep at time T no timeout failed and nothing is due at T.
+returns the first refund (and a client's key never collides with the system's own); after a
+sweep at time T no timeout failed and nothing is due at T.
 
 ``AFTERSALES_HYPOTHESIS_EXAMPLES`` raises the number of examples (default 25).
 """
@@ -360,7 +362,12 @@ class CaseLifecycle(RuleBasedStateMachine):
         if case_id is None:
             return
         case = self.fresh(Case, case_id)
-        amount = data.draw(amounts(1, services.refundable(case.line) + 10), label="amount")
+        refundable = services.refundable(case.line)
+        telling = sorted({value for value in (case.amount, case.approved_amount, refundable) if value and value > 0}) or [1]
+        amount = data.draw(
+            mostly(st.sampled_from(telling) | st.integers(1, refundable + 10), INVALID_AMOUNTS),  # exact sums matter
+            label="amount",
+        )
         # A client's key may look like the ones the system makes for its own refunds: it must not
         # collide with them. The next one is "case-<id>-<trigger>-<event count>" when the case
         # enters refunding (this refund's own event comes first), "case-<id>-retry-<n>" on a retry.
