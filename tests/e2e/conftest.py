@@ -5,6 +5,7 @@ collects the browser tests and skips them with :data:`MISSING_BROWSER` instead o
 """
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,16 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 PASSWORD = "correct-horse-battery"
 SELLER_EMAIL = "seller@example.com"
 RETURN_ADDRESS = "Returns desk, 88 Harbour Road, Shanghai 200000"
+
+
+def skip_without_browser() -> None:
+    """At the top of a browser test module: skip it with a clear message when Chromium or
+    Playwright is missing, except where CI installed them (AFTERSALES_REQUIRE_BROWSER)."""
+    missing = browser_missing()
+    if missing:
+        if os.environ.get("AFTERSALES_REQUIRE_BROWSER"):
+            raise RuntimeError(missing)
+        pytest.skip(missing, allow_module_level=True)
 
 
 def browser_missing() -> str | None:

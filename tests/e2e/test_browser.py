@@ -7,18 +7,12 @@ app on a real port, with CSRF on, so every form submits the token the page gave 
 from __future__ import annotations
 
 import re
-import os
 from pathlib import Path
 
-import pytest
 
-from .conftest import browser_missing
+from .conftest import skip_without_browser
 
-_missing = browser_missing()
-if _missing:
-    if os.environ.get("AFTERSALES_REQUIRE_BROWSER"):  # CI installs Chromium: absence is a failure
-        raise RuntimeError(_missing)
-    pytest.skip(_missing, allow_module_level=True)
+skip_without_browser()
 
 from PIL import Image, ImageDraw  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402

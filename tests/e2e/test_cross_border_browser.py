@@ -7,7 +7,6 @@ replaces the base shop of tests/e2e/conftest.py for this module (the other fixtu
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,13 +20,9 @@ from aftersales.models import utcnow
 from aftersales.orders import LineInput
 from aftersales.plugins import DEFAULT_PLUGINS_DIR
 
-from .conftest import ARTIFACTS, LiveShop, Screenshots, browser_missing, serving, shop_app
+from .conftest import ARTIFACTS, LiveShop, Screenshots, serving, shop_app, skip_without_browser
 
-_missing = browser_missing()
-if _missing:
-    if os.environ.get("AFTERSALES_REQUIRE_BROWSER"):
-        raise RuntimeError(_missing)
-    pytest.skip(_missing, allow_module_level=True)
+skip_without_browser()
 
 from PIL import Image, ImageDraw  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
