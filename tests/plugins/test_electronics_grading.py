@@ -6,7 +6,6 @@ the grading steps once more through the pages, and the acceptance command throug
 from __future__ import annotations
 
 import html
-import re
 from datetime import timedelta
 
 import pytest
@@ -22,7 +21,7 @@ from aftersales.plugins import DEFAULT_PLUGINS_DIR
 from aftersales.runtime import current
 from aftersales.staff import create_staff
 from tests.conftest import NOW, make_app, make_order, photos
-from tests.web.conftest import PASSWORD, buyer_client, login
+from tests.web.conftest import PASSWORD, buyer_client, deadline_text, login
 from tests.web.test_flows import act, act_ok, case_row, forms_on, mark_paid, photo, state_text
 
 PLUGIN = "electronics_grading"
@@ -491,11 +490,6 @@ def test_pages_order_page_says_why_a_late_fault_return_is_not_offered(web):
 
 # === the plugin's words on the pages (aftersales_wording) ========================================
 
-
-def deadline_text(page: str) -> str:
-    match = re.search(r'<p class="deadline">(.*?)</p>', page, re.S)
-    assert match, page
-    return html.unescape(" ".join(match.group(1).split()))
 
 
 def test_pages_say_inspecting_and_not_intact_in_words(web):

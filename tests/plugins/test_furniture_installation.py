@@ -20,7 +20,7 @@ from aftersales.plugins import DEFAULT_PLUGINS_DIR
 from aftersales.runtime import current
 from aftersales.staff import create_staff
 from tests.conftest import NOW, make_app, make_order, photos
-from tests.web.conftest import PASSWORD, buyer_client, login
+from tests.web.conftest import PASSWORD, buyer_client, deadline_text, login
 from tests.web.test_flows import (
     act, act_ok, case_row, forms_on, mark_paid, opened_case_id, photo, request_url, state_text,
 )
@@ -523,11 +523,6 @@ def test_pages_ask_for_the_visit_day_as_a_date_and_the_result_as_a_choice(furnit
 
 # === the plugin's words on the pages (aftersales_wording) =========================================
 
-
-def deadline_text(html_page: str) -> str:
-    match = re.search(r'<p class="deadline">(.*?)</p>', html_page, re.S)
-    assert match, html_page
-    return html.unescape(" ".join(match.group(1).split()))
 
 
 def test_buyer_reads_the_visit_in_words_not_state_names(furniture_web):

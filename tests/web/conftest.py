@@ -2,6 +2,7 @@
 rate limits off, and clients logged in as buyer, seller or platform operator."""
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -58,3 +59,10 @@ def expected_version(html: str, trigger: str) -> str:
         re.search(rf'name="{trigger}-expected_version"[^>]*value="(\d+)"', html)
     assert match, f"no form for {trigger} on the page"
     return match.group(1)
+
+
+def deadline_text(page: str) -> str:
+    """The case page's deadline sentence, as a person reads it."""
+    match = re.search(r'<p class="deadline">(.*?)</p>', page, re.S)
+    assert match, page
+    return html.unescape(" ".join(match.group(1).split()))
