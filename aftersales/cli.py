@@ -34,7 +34,7 @@ def require_schema() -> None:
 @aftersales_cli.command("sweep")
 @click.option("--loop", is_flag=True, help="Keep running, sweeping every --interval seconds (for a service; cron and timers don't need it).")
 @click.option("--interval", type=float, default=None, help="Seconds between sweeps with --loop (default: AFTERSALES_SWEEP_INTERVAL_SECONDS).")
-@click.option("--batch", type=int, default=None, help="Due cases read per batch (default: AFTERSALES_SWEEP_BATCH).")
+@click.option("--batch", type=int, default=None, help="Due cases applied per transaction (default: AFTERSALES_SWEEP_BATCH).")
 def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None:
     """Apply every due deadline once (a silent seller has agreed, a return not shipped is withdrawn ...).
 

@@ -1,9 +1,10 @@
 """The deadline sweeper: applies every due timeout exactly once, safely with several sweepers.
 
-Each due case is applied in its own transaction through ``services.apply_timeout``, which
-re-checks the state and the deadline at apply time (an action committed first wins), locks the
-row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and relies on the version compare-and-set
-everywhere. Cases are read in batches, so memory stays flat however many are due.
+Due cases are read and applied in batches, one transaction per batch (``BEGIN IMMEDIATE`` on
+SQLite; on PostgreSQL the batch's rows are locked ``FOR UPDATE SKIP LOCKED`` so several sweepers
+share the work), one savepoint per case. Each timeout goes through ``services.fire_timeout``,
+which re-checks the state and the deadline at apply time (an action committed first wins) and
+relies on the version compare-and-set everywhere. Memory stays flat however many are due.
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
+from sqlalchemy.orm.exc import StaleDataError
 
 from . import services
 from .errors import AfterSalesError
+from .database import write_transaction
 from .extensions import db
 from .models import Case, utcnow
 from .runtime import current
@@ -33,40 +36,98 @@ class SweepReport:
     outbox_delivered: int = 0
 
 
-def due_case_ids(now: datetime, limit: int, after_id: int = 0) -> list[int]:
-    return list(db.session.scalars(
-        select(Case.id)
-        .where(Case.due_at.is_not(None), Case.due_at <= now, Case.id > after_id)
-        .order_by(Case.id)
-        .limit(limit)
-    ))
+def due_cases(now: datetime, limit: int, after: tuple[datetime, int] | None = None) -> list[Case]:
+    """The next ``limit`` cases due at ``now``, most overdue first, after the ``(due_at, id)``
+    position ``after`` (keyset: each batch reads only its own rows of the ``due_at`` index).
+
+    On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``: another sweeper's batch is
+    skipped instead of waited for, and a person acting on one of these cases waits for this batch.
+    """
+    query = select(Case).where(Case.due_at.is_not(None), Case.due_at <= now)
+    if after is not None:
+        after_due, after_id = after
+        query = query.where(Case.due_at >= after_due, or_(Case.due_at > after_due, Case.id > after_id))
+    query = query.order_by(Case.due_at, Case.id).limit(limit)
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Case)
+    return list(db.session.scalars(query))
 
 
 def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepReport:
-    """Apply every timeout due at ``now`` (default: the current time), then flush the outbox."""
+    """Apply every timeout due at ``now`` (default: the current time), then flush the outbox.
+
+    One transaction per batch. A batch is first applied whole and written in one flush; if any
+    of its timeouts fails (a plugin refuses, an input is missing), the batch is rolled back and
+    applied again with a savepoint per case, so the failing case is rolled back alone and
+    reported while the rest commits. A sweeper killed mid-batch leaves that batch uncommitted;
+    the next run applies it.
+    """
+    runtime = current()
     now = now or utcnow()
-    batch_size = batch_size or int(current().settings["AFTERSALES_SWEEP_BATCH"])
+    batch_size = batch_size or int(runtime.settings["AFTERSALES_SWEEP_BATCH"])
     report = SweepReport()
-    last_id = 0
+    position: tuple[datetime, int] | None = None
     while True:
-        ids = due_case_ids(now, batch_size, last_id)
-        db.session.commit()
-        if not ids:
+        try:
+            position_after = _sweep_batch_whole(now, batch_size, position, report)
+        except Exception as error:  # noqa: BLE001 - rolled back; redone case by case below
+            log.info("a timeout in the batch after %s failed (%s); applying it case by case", position, error)
+            position_after = _sweep_batch_case_by_case(now, batch_size, position, report)
+        services.deliver_new()
+        if position_after is None:
             break
-        for case_id in ids:
-            try:
-                if services.apply_timeout(case_id, now):
-                    report.applied += 1
-                else:
-                    report.skipped += 1
-            except Exception as error:  # noqa: BLE001 - one bad case must not stop every other timeout
-                db.session.rollback()
-                report.failed += 1
-                report.errors.append(f"case {case_id}: {error}")
-                log.error("timeout of case %s failed: %s", case_id, error, exc_info=not isinstance(error, AfterSalesError))
-        last_id = ids[-1]
+        position = position_after
     report.outbox_delivered = services.deliver_outbox(now=now).delivered
     return report
+
+
+def _sweep_batch_whole(
+    now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport
+) -> tuple[datetime, int] | None:
+    """The fast path: every due case of the batch in one transaction and one flush."""
+    with write_transaction():
+        cases = due_cases(now, batch_size, position)
+        if not cases:
+            return None
+        last = (cases[-1].due_at, cases[-1].id)  # before firing moves the deadlines on
+        fired = [services.fire_timeout(case, now, flush=False) for case in cases]
+        db.session.flush()
+    report.applied += sum(fired)
+    report.skipped += len(fired) - sum(fired)
+    return last  # type: ignore[return-value]
+
+
+def _sweep_batch_case_by_case(
+    now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport
+) -> tuple[datetime, int] | None:
+    """The careful path: the same batch again, one savepoint per case."""
+    with write_transaction():
+        cases = due_cases(now, batch_size, position)
+        if not cases:
+            return None
+        last = (cases[-1].due_at, cases[-1].id)
+        for case in cases:
+            _apply_one(case, now, report)
+    return last  # type: ignore[return-value]
+
+
+def _apply_one(case: Case, now: datetime, report: SweepReport) -> None:
+    case_id = case.id
+    try:
+        with db.session.begin_nested():
+            applied = services.fire_timeout(case, now)
+    except StaleDataError:  # someone else changed it first (SQLite: between batches)
+        report.skipped += 1
+        return
+    except Exception as error:  # noqa: BLE001 - one bad case must not stop every other timeout
+        report.failed += 1
+        report.errors.append(f"case {case_id}: {error}")
+        log.error("timeout of case %s failed: %s", case_id, error, exc_info=not isinstance(error, AfterSalesError))
+        return
+    if applied:
+        report.applied += 1
+    else:
+        report.skipped += 1
 
 
 def sweep_forever(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -224,7 +225,14 @@ class Case(db.Model):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("amount >= 0", name="amount_not_negative"),
-        Index("ix_cases_shop_state", "shop_id", "state"),
+        # The seller queue reads its pages in deadline order straight from these (keyset
+        # pagination, aftersales/web/queue.py): open cases of a shop, of every shop (platform
+        # staff), and a shop's cases in one state.
+        Index("ix_cases_open_queue", "shop_id", "due_at", "id",
+              sqlite_where=text("open_line_id IS NOT NULL"), postgresql_where=text("open_line_id IS NOT NULL")),
+        Index("ix_cases_open_due", "due_at", "id",
+              sqlite_where=text("open_line_id IS NOT NULL"), postgresql_where=text("open_line_id IS NOT NULL")),
+        Index("ix_cases_shop_state_due", "shop_id", "state", "due_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

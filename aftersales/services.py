@@ -169,7 +169,7 @@ def open_case(
         if "open_line_id" in str(error.orig):
             raise NotEligible(_("This item already has an open request; please follow that one.")) from error
         raise
-    _deliver_new()
+    deliver_new()
     return case
 
 
@@ -199,30 +199,41 @@ def act(
             db.session.flush()
     except StaleDataError as error:
         raise CaseChanged(case_id, _("Someone else acted on this case at the same moment; reload it.")) from error
-    _deliver_new()
+    deliver_new()
     return case
 
 
 def apply_timeout(case_id: int, now: datetime | None = None) -> bool:
-    """Fire a case's due timer as the system, if it is still due. True when it was applied.
+    """Fire one case's due timer as the system, in a transaction of its own. True when applied.
 
-    Re-checks state and deadline inside the transaction (and on PostgreSQL skips a row another
-    sweeper holds), so an action committed first always wins and each timeout fires once.
+    The sweeper (``deadlines.sweep``) does the same for whole batches; this is the one-case form.
+    On PostgreSQL a row another sweeper holds is skipped, not waited for.
     """
-    runtime = current()
     now = now or utcnow()
     try:
         with write_transaction():
             case = db.session.execute(
                 select(Case).where(Case.id == case_id).with_for_update(skip_locked=True)
             ).scalar_one_or_none()
-            if case is None or case.due_at is None or case.due_at > now or not case.due_trigger:
+            if case is None or not fire_timeout(case, now):
                 return False
-            _transition(runtime, case, "system", None, case.due_trigger, {"timeout": True}, now)
-            db.session.flush()
     except (StaleDataError, CaseChanged):
         return False
-    _deliver_new()
+    deliver_new()
+    return True
+
+
+def fire_timeout(case: Case, now: datetime, *, flush: bool = True) -> bool:
+    """Inside the caller's transaction: fire ``case``'s due timer as the system if it is still due
+    at ``now`` (re-checked here, so an action committed first wins). True when it fired.
+
+    ``flush=False`` leaves the writes (and so the version compare-and-set) to the caller's next
+    flush: the sweeper flushes a whole batch at once."""
+    if case.due_at is None or case.due_at > now or not case.due_trigger:
+        return False
+    _transition(current(), case, "system", None, case.due_trigger, {"timeout": True}, now)
+    if flush:
+        db.session.flush()
     return True
 
 
@@ -686,7 +697,7 @@ def create_refund(
         return _replayed(existing, case_id, amount)
     except StaleDataError as error:
         raise CaseChanged(case_id) from error
-    _deliver_new()
+    deliver_new()
     return refund
 
 
@@ -740,7 +751,7 @@ def settle_refund(
     except StaleDataError as error:
         raise CaseChanged(refund_id) from error
     if deliver:
-        _deliver_new()
+        deliver_new()
     return refund
 
 
@@ -782,7 +793,7 @@ def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = 
             raise NotAllowed(_("Nothing is left to refund on this case."))
         _money_event(case, actor, actor_id, "refund_retried", refund, "", now)
         case.updated_at = now
-    _deliver_new()
+    deliver_new()
     return refund
 
 
@@ -824,7 +835,7 @@ def rate_case(case_id: int, rating: int, comment: str = "", now: datetime | None
                           to_state=case.state, note=comment, data={"rating": rating}, created_at=now)
         db.session.add(event)
         _enqueue("case_event", event=event)
-    _deliver_new()
+    deliver_new()
     return case
 
 
@@ -845,8 +856,10 @@ def _enqueue(topic: str, *, event: CaseEvent | None = None, refund: Refund | Non
     db.session.info.setdefault(_NEW_MESSAGES, []).append(message)
 
 
-def _deliver_new() -> DeliveryReport | None:
-    """After a commit, deliver the messages that transaction wrote (older ones: the sweeper's job)."""
+def deliver_new() -> DeliveryReport | None:
+    """After a commit, deliver the messages that transaction wrote (older ones: the sweeper's job).
+
+    Messages written in a savepoint that was rolled back are not persistent and are left out."""
     messages = db.session.info.pop(_NEW_MESSAGES, [])
     ids = [m.id for m in messages if inspect(m).persistent]
     return deliver_outbox(ids=ids) if ids else None
@@ -948,7 +961,9 @@ __all__ = [
     "allowed_triggers",
     "apply_timeout",
     "create_refund",
+    "deliver_new",
     "deliver_outbox",
+    "fire_timeout",
     "judge",
     "line_eligibility",
     "mark_refund_paid",

@@ -8,14 +8,14 @@ to the logged-in seller's shop, 80 % are open (requested ... refunding, deadline
 For the first page and a deep page (``--deep-page``, default 1000, or the last full page when
 the database has fewer) the seller's browser (Flask test client, logged in) GETs the page
 ``--repeat`` times: median milliseconds and the SQL statements of one request (counted with a
-SQLAlchemy ``before_cursor_execute`` listener), with the time of each statement.
+SQLAlchemy ``before_cursor_execute`` listener), with the time of each statement. The queue pages
+by keyset (``?after=<position of the previous page's last case>``, the URL its "Next" link
+carries), so the deep page is the URL a seller reaches by clicking "Next" 999 times; the
+benchmark computes that position with one OFFSET query (untimed) and checks that the page shows
+exactly the 50 cases an OFFSET query in queue order finds there.
 
 Targets (issue 6): the query count does not depend on the size; the large database within 1.5x
-of the small one. On the large database it also times (``--no-keyset`` skips it) the page's row query
-as the queue runs it (LIMIT/OFFSET) against the same rows fetched by keyset (WHERE (due_at, id) >
-the last row seen), and the page total counted as the queue does (over the join) and over cases
-alone; then again after adding a partial index to that throw-away database (a what-if: the app's
-schema does not have it; ``--no-index-what-if`` skips it).
+of the small one.
 """
 from __future__ import annotations
 
@@ -28,18 +28,18 @@ sys.path.insert(0, os.path.dirname(_BENCH))
 
 import argparse  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import timedelta  # noqa: E402
 from typing import Any  # noqa: E402
 
-from sqlalchemy import event, func, insert, select, tuple_  # noqa: E402
-from sqlalchemy.orm import contains_eager  # noqa: E402
+from sqlalchemy import event, insert, select  # noqa: E402
 
 from bench.common import (  # noqa: E402
     PASSWORD, BenchDatabase, add_database_option, create_seller, insert_orders, insert_shop, make_bench_app,
-    print_header, ratio, terminate_as_exit, utcnow, verdict,
+    print_header, terminate_as_exit, utcnow, verdict,
 )
 
 PER_PAGE = 50  # aftersales.web.queue.PER_PAGE
@@ -84,9 +84,9 @@ class StatementLog:
 def _summary(statement: str) -> str:
     words = " ".join(statement.split())
     if words.upper().startswith("SELECT COUNT(*)") or "count(*)" in words[:40].lower():
-        return "SELECT count(*) ... (the page total)"
-    if " LIMIT " in words.upper():
-        return "SELECT cases JOIN order_lines ... LIMIT/OFFSET (the page rows)"
+        return "SELECT count(*) ... LIMIT 1001 (the capped total)"
+    if " ORDER BY " in words.upper() and " FROM cases" in words:
+        return "SELECT cases ... ORDER BY due_at, id LIMIT 51 (the page rows)"
     table = words.split(" FROM ", 1)[1].split()[0] if " FROM " in words else ""
     return f"{words.split()[0]} {table}".strip()
 
@@ -97,7 +97,7 @@ class PageResult:
     times: list[float] = field(default_factory=list)
     queries: int = 0
     statements: list[tuple[str, float]] = field(default_factory=list)
-    offset_sql: tuple[str, Any] | None = None
+    rows_sql: tuple[str, Any] | None = None
 
     @property
     def median_ms(self) -> float:
@@ -112,8 +112,6 @@ class SizeResult:
     build_seconds: float
     first: PageResult | None = None
     deep: PageResult | None = None
-    keyset: dict[str, float] | None = None
-    keyset_indexed: dict[str, float] | None = None
 
 
 def build(app: Any, cases: int, seed: int = 42) -> tuple[int, float]:
@@ -158,9 +156,9 @@ def build(app: Any, cases: int, seed: int = 42) -> tuple[int, float]:
     return open_in_shop, time.perf_counter() - started
 
 
-def measure_page(app: Any, client: Any, log: StatementLog, page: int, repeat: int, warmup: int) -> PageResult:
+def measure_page(app: Any, client: Any, log: StatementLog, page: int, url: str, expected: list[int],
+                 repeat: int, warmup: int) -> PageResult:
     result = PageResult(page)
-    url = f"/seller/?page={page}"
     for _ in range(warmup):
         assert client.get(url).status_code == 200
     for attempt in range(repeat):
@@ -170,80 +168,33 @@ def measure_page(app: Any, client: Any, log: StatementLog, page: int, repeat: in
         took = time.perf_counter() - started
         entries = log.stop()
         assert response.status_code == 200, response.status_code
-        assert f"Page {page} of" in response.text or page == 1, f"page {page} not shown"
+        shown = [int(i) for i in re.findall(r'href="/seller/cases/(\d+)"', response.text)]
+        assert shown == expected, f"page {page} shows other cases than OFFSET finds there"
         result.times.append(took)
         result.queries = len(entries)
         if attempt == repeat - 1:
             result.statements = [(summary, seconds) for summary, seconds, _sql, _params in entries]
-            result.offset_sql = next(((sql, params) for summary, _s, sql, params in entries if "LIMIT" in summary), None)
+            result.rows_sql = next(((sql, params) for summary, _s, sql, params in entries if "rows" in summary), None)
     return result
 
 
-def keyset_probe(app: Any, page: int, repeat: int, staff_shop: int) -> dict[str, float]:
-    """The page's rows fetched with OFFSET (as the queue does) and by keyset from the row before;
-    the page total as the queue counts it (over the join) and over cases alone."""
+def page_url(app: Any, page: int, staff_shop: int) -> tuple[str, list[int]]:
+    """The URL of queue page ``page`` as its "Next" links reach it, and the ids it must show
+    (found here, untimed, with OFFSET in the queue's order: deadline, none last, then id)."""
     from aftersales.extensions import db
-    from aftersales.models import Case, OrderLine
+    from aftersales.models import Case
+    from aftersales.web.queue import QueuePosition
 
     where = (Case.shop_id == staff_shop, Case.open_line_id.is_not(None))
-
-    def rows_query() -> Any:
-        return (select(Case).join(OrderLine, OrderLine.id == Case.line_id).options(contains_eager(Case.line))
-                .where(*where))
-
-    order = (Case.due_at.asc().nulls_last(), Case.id.asc())
-    offset = (page - 1) * PER_PAGE
-    times: dict[str, list[float]] = {"offset": [], "keyset": [], "count": [], "count_cases": []}
+    order = (Case.due_at.is_(None), Case.due_at, Case.id)
     with app.app_context():
-        due, last_id = db.session.execute(
-            select(Case.due_at, Case.id).where(*where).order_by(*order).offset(offset - 1).limit(1)).one()
-
-        def keyset() -> list[Any]:
-            # (due_at, id) > (last due, last id) as a row value, which an index on (shop_id, due_at, id)
-            # serves as a range; the deadline-less cases (NULLS LAST) follow once those run out.
-            found: list[Any] = []
-            if due is not None:
-                found = db.session.scalars(rows_query().where(tuple_(Case.due_at, Case.id) > tuple_(due, last_id))
-                                           .order_by(*order).limit(PER_PAGE)).all()
-            if len(found) < PER_PAGE:
-                after = Case.id > (last_id if due is None else 0)
-                found += db.session.scalars(rows_query().where(Case.due_at.is_(None), after)
-                                            .order_by(Case.id).limit(PER_PAGE - len(found))).all()
-            return found
-
-        for _ in range(repeat):
-            started = time.perf_counter()
-            expected = [case.id for case in db.session.scalars(rows_query().order_by(*order).offset(offset).limit(PER_PAGE))]
-            times["offset"].append(time.perf_counter() - started)
-            db.session.expunge_all()
-            started = time.perf_counter()
-            found = [case.id for case in keyset()]
-            times["keyset"].append(time.perf_counter() - started)
-            assert found == expected, "keyset and offset disagree"
-            db.session.expunge_all()
-            started = time.perf_counter()
-            total = db.session.scalar(select(func.count()).select_from(rows_query().order_by(None).subquery()))
-            times["count"].append(time.perf_counter() - started)
-            started = time.perf_counter()
-            assert db.session.scalar(select(func.count()).select_from(Case).where(*where)) == total
-            times["count_cases"].append(time.perf_counter() - started)
+        rows = db.session.execute(select(Case.due_at, Case.id).where(*where).order_by(*order)
+                                  .offset(max(0, (page - 1) * PER_PAGE - 1)).limit(PER_PAGE + 1)).all()
         db.session.remove()
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
-
-
-QUEUE_INDEX = "CREATE INDEX ix_bench_open_queue ON cases (shop_id, due_at, id) WHERE open_line_id IS NOT NULL"
-
-
-def add_queue_index(app: Any) -> None:
-    """What-if, in this benchmark's own database only: a partial index for the open-case queue."""
-    from aftersales.extensions import db
-
-    with app.app_context():
-        with db.engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.exec_driver_sql(QUEUE_INDEX)
-            # VACUUM sets PostgreSQL's visibility map, so a count can be answered from the index alone.
-            connection.exec_driver_sql("ANALYZE" if db.engine.dialect.name == "sqlite" else "VACUUM ANALYZE cases")
+    if page == 1:
+        return "/seller/", [case_id for _due, case_id in rows[:PER_PAGE]]
+    due, case_id = rows[0]
+    return f"/seller/?after={QueuePosition(due, case_id).token()}", [case_id for _due, case_id in rows[1:]]
 
 
 def explain(app: Any, sql_and_params: tuple[str, Any], is_sqlite: bool) -> list[str]:
@@ -275,18 +226,13 @@ def run_size(args: Any, cases: int) -> SizeResult:
             db.session.remove()
         try:
             result = SizeResult(cases, open_in_shop, pages, seconds)
-            result.first = measure_page(app, client, log, 1, args.repeat, args.warmup)
-            result.deep = measure_page(app, client, log, deep, args.repeat, args.warmup)
+            result.first = measure_page(app, client, log, 1, *page_url(app, 1, shop_id), args.repeat, args.warmup)
+            result.deep = measure_page(app, client, log, deep, *page_url(app, deep, shop_id), args.repeat, args.warmup)
         finally:
             log.close()
-        if args.keyset and deep > 1:
-            result.keyset = keyset_probe(app, deep, args.repeat, shop_id)
-            if args.index_what_if:
-                add_queue_index(app)
-                result.keyset_indexed = keyset_probe(app, deep, args.repeat, shop_id)
-        if args.explain and result.deep.offset_sql:
+        if args.explain and result.deep.rows_sql:
             print(f"-- plan of the deep page's row query at {cases} cases:")
-            for line in explain(app, result.deep.offset_sql, database.is_sqlite):
+            for line in explain(app, result.deep.rows_sql, database.is_sqlite):
                 print(f"   {line}")
         return result
 
@@ -300,11 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deep-page", type=int, default=1000, help="the deep page (default 1000; the last full page if fewer)")
     parser.add_argument("--repeat", type=int, default=15, help="timed requests per page (default 15)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests per page first (default 2)")
-    parser.add_argument("--no-keyset", dest="keyset", action="store_false",
-                        help="skip the OFFSET-vs-keyset probe of the row query on the large database")
-    parser.add_argument("--no-index-what-if", dest="index_what_if", action="store_false",
-                        help="skip re-running the probe after adding a partial index (shop_id, due_at, id) WHERE open "
-                             "to the large benchmark database (the app's schema does not have it)")
     parser.add_argument("--explain", action="store_true", help="print the plan of the deep page's row query")
     parser.add_argument("--statements", action="store_true", help="list every statement of one request with its time")
     args = parser.parse_args(argv)
@@ -341,18 +282,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{small.deep.page} of {small.pages})")
     print(f"target: query count independent of size: {verdict(same_queries)}")
     print(f"target: first page at {large.cases} within {TARGET}x of {small.cases}: {verdict(first_ratio <= TARGET)} ({first_ratio:.2f}x)")
-    print(f"target: deep page (OFFSET) at {large.cases} within {TARGET}x of {small.cases}: {verdict(deep_ratio <= TARGET)} ({deep_ratio:.2f}x)")
-    if large.keyset:
-        k = large.keyset
-        print(f"keyset probe at {large.cases} cases, page {large.deep.page}'s rows: OFFSET {k['offset']:.2f} ms, "
-              f"keyset {k['keyset']:.2f} ms (keyset_vs_offset_ratio: {ratio(k['keyset'], k['offset']):.2f}); "
-              f"the page total: count(*) as the queue runs it (over the join) {k['count']:.2f} ms, over cases "
-              f"alone {k['count_cases']:.2f} ms")
-    if large.keyset_indexed:
-        k = large.keyset_indexed
-        print(f"the same with a partial index on cases (shop_id, due_at, id) WHERE open_line_id IS NOT NULL (what-if, "
-              f"not in the app's schema): OFFSET {k['offset']:.2f} ms, keyset {k['keyset']:.2f} ms; count(*) over the "
-              f"join {k['count']:.2f} ms, over cases alone {k['count_cases']:.2f} ms")
+    print(f"target: deep page at {large.cases} within {TARGET}x of {small.cases}: {verdict(deep_ratio <= TARGET)} ({deep_ratio:.2f}x)")
     return 0
 
 

@@ -1,18 +1,67 @@
-"""The seller queue: filters, deadline order, pagination with a fixed number of queries."""
+"""The seller queue: filters, deadline order, keyset pagination.
+
+Cases come in deadline order (the most urgent first, cases without a deadline last, ties by
+number). A page is fetched by its position in that order (``after`` / ``before`` the first or last
+case of the neighbouring page), never by OFFSET, so page 1 000 costs what page 1 costs: each
+query reads its 50 rows from the index ``ix_cases_open_queue`` (or ``ix_cases_shop_state_due``
+when a state is chosen). The count above the table stops at :data:`COUNT_CAP`: beyond it the
+page says "more than 1,000" instead of counting every row of a large shop on every visit.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping, Sequence
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
-
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm.attributes import set_committed_value
 from ..extensions import db
-from ..models import Case, utcnow
+from ..models import Case, OrderLine, utcnow
 from ..runtime import current
 from ..workflow import ALL_KINDS, BASE_TABLE
 
 PER_PAGE = 50
+#: The queue counts its cases up to this many; a larger queue shows "more than COUNT_CAP".
+COUNT_CAP = 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    """A case's place in the queue order: its deadline (None: no deadline, sorted last) and id."""
+
+    due_at: datetime | None
+    case_id: int
+
+    @classmethod
+    def of(cls, case: Case) -> "QueuePosition":
+        return cls(case.due_at, case.id)
+
+    def token(self) -> str:
+        """For a URL: ``<microseconds since 1970>.<case id>``, or ``-.<case id>`` without a deadline."""
+        if self.due_at is None:
+            return f"-.{self.case_id}"
+        delta = self.due_at - EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return f"{micros}.{self.case_id}"
+
+    @classmethod
+    def parse(cls, token: str | None) -> "QueuePosition | None":
+        """The position a token names; None for a missing or malformed one (the first page)."""
+        if not token or len(token) > 40:
+            return None
+        due, _, case_id = token.partition(".")
+        try:
+            number = int(case_id)
+            if number < 1:
+                return None
+            if due == "-":
+                return cls(None, number)
+            micros = int(due)
+            moment = EPOCH + timedelta(microseconds=micros)
+        except (ValueError, OverflowError):
+            return None
+        return cls(moment, number)
 
 
 @dataclass
@@ -22,26 +71,44 @@ class QueueFilters:
     category: str = ""
     mine: bool = False  # needs my action
     overdue: bool = False
-    page: int = 1
+    after: QueuePosition | None = None
+    before: QueuePosition | None = None
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> "QueueFilters":
-        try:
-            page = max(int(args.get("page", 1)), 1)
-        except ValueError:
-            page = 1
         kind = args.get("kind", "")
+        after = QueuePosition.parse(args.get("after"))
         return cls(
             state=(args.get("state") or "")[:64], kind=kind if kind in ALL_KINDS else "",
             category=(args.get("category") or "")[:64], mine=args.get("mine") == "1",
-            overdue=args.get("overdue") == "1", page=page,
+            overdue=args.get("overdue") == "1", after=after,
+            before=None if after is not None else QueuePosition.parse(args.get("before")),
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
+        """Query-string arguments of this queue view (filters only, first page), with ``changes``."""
         values = {"state": self.state, "kind": self.kind, "category": self.category,
-                  "mine": "1" if self.mine else "", "overdue": "1" if self.overdue else "", "page": self.page}
+                  "mine": "1" if self.mine else "", "overdue": "1" if self.overdue else ""}
         values.update(changes)
-        return {key: value for key, value in values.items() if value not in ("", None, 1) or key == "page" and value != 1}
+        return {key: value for key, value in values.items() if value not in ("", None)}
+
+
+@dataclass
+class QueuePage:
+    items: Sequence[Case]
+    total: int  # counted up to cap + 1
+    cap: int = COUNT_CAP
+    next_after: str | None = None  # token of the last case, when a later page exists
+    prev_before: str | None = None  # token of the first case, when an earlier page exists
+    filters: QueueFilters = field(default_factory=QueueFilters)
+
+    @property
+    def total_is_capped(self) -> bool:
+        return self.total > self.cap
+
+    @property
+    def is_first(self) -> bool:
+        return self.prev_before is None
 
 
 def seller_action_states(actor: str = "seller") -> set[str]:
@@ -52,9 +119,8 @@ def seller_action_states(actor: str = "seller") -> set[str]:
     return states
 
 
-def seller_queue(staff: Any, filters: QueueFilters) -> Any:
-    # The lines come in one extra query per page (selectinload), so the count runs on cases alone.
-    query = select(Case).options(selectinload(Case.line))
+def _filtered(staff: Any, filters: QueueFilters) -> Select:
+    query = select(Case)
     if staff.role != "platform":
         query = query.where(Case.shop_id == staff.shop_id)
     if filters.state:
@@ -69,5 +135,75 @@ def seller_queue(staff: Any, filters: QueueFilters) -> Any:
         query = query.where(Case.state.in_(sorted(seller_action_states())))
     if filters.overdue:
         query = query.where(Case.due_at < utcnow())
-    query = query.order_by(Case.due_at.asc().nulls_last(), Case.id.asc())
-    return db.paginate(query, page=filters.page, per_page=PER_PAGE, error_out=False)
+    return query
+
+
+def _forward(query: Select, after: QueuePosition | None, limit: int) -> list[Case]:
+    """Up to ``limit`` cases after ``after`` in queue order: those with a deadline, then the rest."""
+    rows: list[Case] = []
+    if after is None or after.due_at is not None:
+        dated = query.where(Case.due_at.is_not(None))
+        if after is not None:
+            # "(due_at, id) after the position", spelled so that due_at >= ... starts an index range
+            dated = dated.where(Case.due_at >= after.due_at,
+                                or_(Case.due_at > after.due_at, Case.id > after.case_id))
+        rows = list(db.session.scalars(dated.order_by(Case.due_at, Case.id).limit(limit)))
+    if len(rows) < limit:
+        undated = query.where(Case.due_at.is_(None))
+        if after is not None and after.due_at is None:
+            undated = undated.where(Case.id > after.case_id)
+        rows += db.session.scalars(undated.order_by(Case.id).limit(limit - len(rows)))
+    return rows
+
+
+def _backward(query: Select, before: QueuePosition, limit: int) -> list[Case]:
+    """Up to ``limit`` cases before ``before``, nearest first (the reverse of queue order)."""
+    rows: list[Case] = []
+    if before.due_at is None:
+        rows = list(db.session.scalars(
+            query.where(Case.due_at.is_(None), Case.id < before.case_id).order_by(Case.id.desc()).limit(limit)
+        ))
+    if len(rows) < limit:
+        dated = query.where(Case.due_at.is_not(None))
+        if before.due_at is not None:
+            dated = dated.where(Case.due_at <= before.due_at,
+                                or_(Case.due_at < before.due_at, Case.id < before.case_id))
+        rows += db.session.scalars(dated.order_by(Case.due_at.desc(), Case.id.desc()).limit(limit - len(rows)))
+    return rows
+
+
+def seller_queue(staff: Any, filters: QueueFilters) -> QueuePage:
+    """One page of the queue of ``staff``'s shop (every shop for platform staff)."""
+    query = _filtered(staff, filters)
+    if filters.before is not None:
+        earlier = _backward(query, filters.before, PER_PAGE + 1)
+        if len(earlier) > PER_PAGE:
+            items = list(reversed(earlier[:PER_PAGE]))
+            has_prev, has_next = True, True
+        else:  # fewer than a page before it: show the first page
+            items = _forward(query, None, PER_PAGE + 1)
+            has_prev, has_next = False, len(items) > PER_PAGE
+            items = items[:PER_PAGE]
+    else:
+        items = _forward(query, filters.after, PER_PAGE + 1)
+        has_next = len(items) > PER_PAGE
+        items = items[:PER_PAGE]
+        has_prev = filters.after is not None and bool(items)
+    _load_lines(items)
+    cap = COUNT_CAP
+    total = db.session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery()))
+    return QueuePage(
+        items=items, total=int(total or 0), cap=cap, filters=filters,
+        next_after=QueuePosition.of(items[-1]).token() if has_next and items else None,
+        prev_before=QueuePosition.of(items[0]).token() if has_prev and items else None,
+    )
+
+
+def _load_lines(cases: Sequence[Case]) -> None:
+    """The page's order lines (the table shows each case's item) in one query, set on the cases."""
+    if not cases:
+        return
+    lines = {line.id: line for line in db.session.scalars(
+        select(OrderLine).where(OrderLine.id.in_({case.line_id for case in cases})))}
+    for case in cases:
+        set_committed_value(case, "line", lines[case.line_id])

@@ -5,11 +5,12 @@ from datetime import timedelta
 
 import pytest
 
-from aftersales import services
+from aftersales import hookimpl, services
 from aftersales.deadlines import sweep
 from aftersales.errors import NotAllowed
 from aftersales.extensions import db
 from aftersales.models import Case, CaseEvent
+from aftersales.runtime import current
 from tests.conftest import NOW, photos
 
 HOUR = timedelta(hours=1)
@@ -127,6 +128,36 @@ def test_sweeper_works_in_batches(order_factory):
     for _ in range(7):
         open_return(order_factory)
     assert sweep(now=NOW + 48 * HOUR, batch_size=2).applied == 7
+
+
+class RefusesOneTimeout:
+    """A test plugin that refuses the system's approve of one case (as a buggy or strict plugin might)."""
+
+    def __init__(self, refused_case_id: int):
+        self.refused_case_id = refused_case_id
+
+    @hookimpl
+    def aftersales_check_action(self, case, actor, trigger, data):
+        if actor == "system" and case.id == self.refused_case_id:
+            return "not this one"
+        return None
+
+
+def test_a_failing_timeout_is_rolled_back_alone_and_the_rest_of_its_batch_applies(order_factory):
+    cases = [open_return(order_factory) for _ in range(5)]
+    refused = cases[2]
+    current().plugins.register(RefusesOneTimeout(refused.id), name="refuses_one_timeout")
+    report = sweep(now=NOW + 48 * HOUR, batch_size=10)
+    assert (report.applied, report.failed) == (4, 1)
+    assert report.errors == [f"case {refused.id}: not this one"]
+    assert reload(refused.id).state == "requested"  # nothing of it was written
+    assert [e.trigger for e in reload(refused.id).events] == ["request"]
+    for case in cases:
+        if case.id != refused.id:
+            assert reload(case.id).state == "awaiting_return"
+    # It stays due (a person may still act on it) and the next sweep reports it again, once.
+    again = sweep(now=NOW + 48 * HOUR, batch_size=2)
+    assert (again.applied, again.failed) == (0, 1)
 
 
 def test_an_action_committed_first_wins_over_the_timer(order_factory):
