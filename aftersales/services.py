@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import func, inspect, select, update
+from sqlalchemy import bindparam, case as case_when, func, inspect, select, update
+from sqlalchemy.orm import joinedload
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -33,7 +34,7 @@ from .errors import (
 from .extensions import db
 from .fields import FormField
 from .i18n import _, lazy_
-from .models import Case, CaseEvent, Evidence, Note, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
+from .models import Case, CaseEvent, Evidence, Note, Order, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
 from .runtime import Runtime, current
 from .workflow import INITIAL_STATE, CompiledWorkflow, Row, TransitionContext
 
@@ -53,17 +54,29 @@ def get_case(case_id: int) -> Case:
     return case
 
 
+#: What other cases say about a line, built once (a statement rebuilt per call costs more than
+#: the query): units covered by cases that hold them, and how many cases are open. Covered
+#: means in an open case, or refunded by a completed one; a completed exchange or repair gave the
+#: buyer a working unit back, which may need after-sales again (a second repair).
+#: ``open_line_id`` is set (to the line) only while a case is open, so counting it counts them.
+_LINE_FACTS = select(
+    func.coalesce(func.sum(case_when(
+        (Case.state.not_in(ENDED_STATES) & ~((Case.state == "completed") & Case.kind.in_(("exchange", "repair"))),
+         Case.quantity),
+        else_=0)), 0),
+    func.count(Case.open_line_id),
+).where(Case.line_id == bindparam("line_id"))
+
+
+#: The line a request is about, with its order and shop (the rules read both), in one query.
+_LINE_WITH_ORDER = (select(OrderLine).options(joinedload(OrderLine.order).joinedload(Order.shop))
+                    .where(OrderLine.id == bindparam("line_id")))
+
+
 def line_facts(line: OrderLine) -> LineFacts:
-    # Units in open cases, or refunded by completed ones. A completed exchange or repair gave the
-    # buyer a working unit back, which may need after-sales again (a second repair).
-    covered = db.session.scalar(
-        select(func.coalesce(func.sum(Case.quantity), 0)).where(
-            Case.line_id == line.id, Case.state.not_in(ENDED_STATES),
-            ~((Case.state == "completed") & Case.kind.in_(("exchange", "repair"))),
-        )
-    )
-    has_open = db.session.scalar(select(Case.id).where(Case.open_line_id == line.id)) is not None
-    return LineFacts(has_open_case=has_open, units_covered=int(covered), refundable=refundable(line))
+    """What other cases say about the line, in one query."""
+    covered, open_cases = db.session.execute(_LINE_FACTS, {"line_id": line.id}).one()
+    return LineFacts(has_open_case=open_cases > 0, units_covered=int(covered), refundable=refundable(line))
 
 
 def judge(line: OrderLine, request: CaseRequest, now: datetime | None = None, facts: LineFacts | None = None) -> Verdict:
@@ -134,7 +147,7 @@ def open_case(
     description = _clean_text(description, "description", required=False)
     try:
         with write_transaction():
-            line = db.session.get(OrderLine, line_id)
+            line = db.session.execute(_LINE_WITH_ORDER, {"line_id": line_id}).scalar_one_or_none()
             if line is None:
                 raise NotFound(_("No such order line."))
             request = CaseRequest(kind, reason, quantity, amount, photos=len(evidence), data=data)
@@ -203,6 +216,9 @@ def act(
     return case
 
 
+_CASE_UNLESS_LOCKED = select(Case).where(Case.id == bindparam("case_id")).with_for_update(skip_locked=True)
+
+
 def apply_timeout(case_id: int, now: datetime | None = None) -> bool:
     """Fire one case's due timer as the system, in a transaction of its own. True when applied.
 
@@ -212,9 +228,7 @@ def apply_timeout(case_id: int, now: datetime | None = None) -> bool:
     now = now or utcnow()
     try:
         with write_transaction():
-            case = db.session.execute(
-                select(Case).where(Case.id == case_id).with_for_update(skip_locked=True)
-            ).scalar_one_or_none()
+            case = db.session.execute(_CASE_UNLESS_LOCKED, {"case_id": case_id}).scalar_one_or_none()
             if case is None or not fire_timeout(case, now):
                 return False
     except (StaleDataError, CaseChanged):
@@ -256,7 +270,7 @@ def _transition(
     if refusal:
         raise NotAllowed(str(refusal))
     context = TransitionContext(case, actor, inputs, now, runtime.settings)
-    from_state = case.state
+    from_state, from_version = case.state, case.version or 0
     row = workflow.fire(context, from_state, trigger)
     if row is None:
         raise NotAllowed(_("The time for \u201c%(action)s\u201d has passed or its conditions are not met.", action=trigger))
@@ -272,27 +286,28 @@ def _transition(
         case.open_line_id = None
         case.ended_at = now
     case.updated_at = now
+    refund = None
+    entering_refunding = case.state == "refunding" and from_state != "refunding"
+    if entering_refunding:
+        if case.approved_amount is None:  # reached through a plugin's step: refund what came back
+            case.approved_amount = returned_goods_refund(case)
+        if case.id is None:  # a plugin's workflow may refund straight from the request
+            db.session.flush()
+        # The version the case moves from (committed, compared-and-set): unique per transition.
+        refund = _claim_refund(
+            runtime, case, case.approved_amount, case.decision_payer or "seller",
+            f"{SYSTEM_KEY_PREFIX}case-{case.id}-{trigger}-v{from_version}", now,
+        )
     event = CaseEvent(
         case=case, actor_type=actor, actor_id=actor_id, trigger=trigger,
         from_state=None if from_state == INITIAL_STATE else from_state, to_state=case.state,
         note=note, data=_event_data(inputs), created_at=now,
+        amount=refund.amount if refund is not None else None, currency=refund.currency if refund is not None else None,
     )
     db.session.add(event)
-    if case.state == "refunding" and from_state != "refunding":
-        db.session.flush()
-        if case.approved_amount is None:  # reached through a plugin's step: refund what came back
-            case.approved_amount = returned_goods_refund(case)
-        refund = _claim_refund(
-            runtime, case, case.approved_amount, case.decision_payer or "seller",
-            f"{SYSTEM_KEY_PREFIX}case-{case.id}-{trigger}-{len(case.events)}", now,
-        )
-        _enqueue("case_event", event=event)
-        if refund is not None:
-            event.amount, event.currency = refund.amount, refund.currency
-        else:  # everything due was already paid (e.g. by hand before approval): finish now
-            _complete_when_paid(runtime, case, now)
-        return event
     _enqueue("case_event", event=event)
+    if entering_refunding and refund is None:  # everything due was already paid (e.g. by hand before approval)
+        _complete_when_paid(runtime, case, now)
     return event
 
 
@@ -619,9 +634,12 @@ def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: st
             if not isinstance(adjustment, money.Adjustment):
                 raise TypeError(f"aftersales_refund_adjustments must return Adjustment values, got {adjustment!r}")
             adjustments.append(adjustment)
-    line = case.line
-    db.session.refresh(line, ["refund_committed"])
-    already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
+    # The line fresh from the database (another case of the line may have claimed since it was
+    # loaded) and the case's refunds; neither depends on the case's pending changes, which are
+    # written once, with refund_due, instead of flushed early by these reads.
+    with db.session.no_autoflush:
+        line = db.session.get(OrderLine, case.line_id, populate_existing=True)
+        already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
     ceiling = refundable(line) + already
     final = money.apply_adjustments(amount, adjustments, ceiling=ceiling)
     # What the buyer is owed after adjustments: the case completes once this much is paid.
@@ -635,17 +653,23 @@ def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: st
     return _insert_refund(case, line, final, payer, key, now, adjustments)
 
 
+#: The atomic claim against the ceiling: committed refunds never exceed price + tax paid,
+#: whoever else claims on the line at the same moment.
+_CLAIM_UNDER_CEILING = (
+    update(OrderLine)
+    .where(OrderLine.id == bindparam("line_id"),
+           OrderLine.refund_committed + bindparam("amount") <= OrderLine.paid_amount + OrderLine.tax_paid)
+    .values(refund_committed=OrderLine.refund_committed + bindparam("amount"))
+    .execution_options(synchronize_session=False)
+)
+
+
 def _insert_refund(
     case: Case, line: OrderLine, amount: int, payer: str, key: str, now: datetime,
     adjustments: Sequence[money.Adjustment] = (),
 ) -> Refund:
-    claimed = db.session.execute(
-        update(OrderLine)
-        .where(OrderLine.id == line.id,
-               OrderLine.refund_committed + amount <= OrderLine.paid_amount + OrderLine.tax_paid)
-        .values(refund_committed=OrderLine.refund_committed + amount)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    with db.session.no_autoflush:  # the case's pending changes are written with the refund, in one flush
+        claimed = db.session.execute(_CLAIM_UNDER_CEILING, {"line_id": line.id, "amount": amount}).rowcount
     if claimed != 1:
         raise RefundRefused(_("This refund would exceed what was paid for the item."))
     db.session.expire(line, ["refund_committed"])
@@ -654,8 +678,7 @@ def _insert_refund(
         idempotency_key=key, adjustments=[a.__dict__ for a in adjustments], created_at=now,
     )
     db.session.add(refund)
-    db.session.flush()
-    _enqueue("issue_refund", refund=refund)
+    _enqueue("issue_refund", refund=refund)  # flushes (for the refund's id) when a payment plugin listens
     return refund
 
 
@@ -711,6 +734,11 @@ def _replayed(existing: Refund, case_id: int, amount: int) -> Refund:
     return existing
 
 
+#: A refund being settled, locked, with its case (which may complete).
+_REFUND_FOR_SETTLING = (select(Refund).options(joinedload(Refund.case)).where(Refund.id == bindparam("refund_id"))
+                        .with_for_update(of=Refund))
+
+
 def settle_refund(
     refund_id: int, status: str, *, reference: str | None = None, message: str = "",
     actor: str = "system", actor_id: str | None = None, now: datetime | None = None, deliver: bool = True,
@@ -723,7 +751,7 @@ def settle_refund(
     now = now or utcnow()
     try:
         with write_transaction():
-            refund = db.session.execute(select(Refund).where(Refund.id == refund_id).with_for_update()).scalar_one_or_none()
+            refund = db.session.execute(_REFUND_FOR_SETTLING, {"refund_id": refund_id}).scalar_one_or_none()
             if refund is None:
                 raise NotFound(_("No such refund."))
             if refund.status != "pending":

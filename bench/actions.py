@@ -5,9 +5,9 @@ mark_refund_paid on a fresh order line (books, core workflow, no plugins), each 
 transaction, as a shop runs it.
 
 * ``bare``    the same rows written with SQLAlchemy Core on the app's engine and in the same
-              transactions (one per step, plus the two outbox updates of the refund delivery):
-              9 inserts (case, 6 events, refund, outbox) and 9 updates (5 case compare-and-set
-              updates, the line's refund ceiling, the refund, the outbox claim and delivery).
+              transactions (one per step): 8 inserts (case, 6 events, refund) and 7 updates (5 case
+              compare-and-set updates, the line's refund ceiling, the refund). No outbox rows: the
+              service writes none either when no plugin listens (the manual payment gateway).
               No reads, no checks: the floor any implementation pays for these rows.
 * ``service`` aftersales.services: open_case, act x4, mark_refund_paid (plus one SELECT for the
               refund id a page would show).
@@ -72,11 +72,11 @@ class Bare:
 
     def __init__(self, engine: Any, shop_id: int, settings: Any):
         from aftersales.database import _IMMEDIATE
-        from aftersales.models import Case, CaseEvent, OrderLine, OutboxMessage, Refund
+        from aftersales.models import Case, CaseEvent, OrderLine, Refund
 
         self.engine, self.shop_id, self.immediate = engine, shop_id, _IMMEDIATE
         self.cases, self.events, self.lines = Case.__table__, CaseEvent.__table__, OrderLine.__table__
-        self.refunds, self.outbox = Refund.__table__, OutboxMessage.__table__
+        self.refunds = Refund.__table__
         self.response = timedelta(hours=settings["AFTERSALES_SELLER_RESPONSE_HOURS"])
         self.ship = timedelta(days=settings["AFTERSALES_BUYER_SHIP_DAYS"])
         self.receipt = timedelta(days=settings["AFTERSALES_SELLER_RECEIPT_DAYS"])
@@ -146,14 +146,6 @@ class Bare:
                 "case_id": case_id, "line_id": order.line_id, "amount": AMOUNT, "currency": "CNY", "payer": "seller",
                 "status": "pending", "idempotency_key": f"case-{case_id}-refund-5", "provider": "manual",
                 "adjustments": [], "created_at": now}).inserted_primary_key[0]
-            message_id = c.execute(insert(self.outbox), {
-                "topic": "issue_refund", "payload": {"refund_id": refund_id}, "created_at": now,
-                "attempts": 0}).inserted_primary_key[0]
-        with self.write() as c:  # the outbox delivery: claim, (the manual gateway does nothing), delivered
-            c.execute(update(self.outbox).where(self.outbox.c.id == message_id, self.outbox.c.delivered_at.is_(None))
-                      .values(claimed_until=now + timedelta(minutes=5), attempts=self.outbox.c.attempts + 1))
-        with self.write() as c:
-            c.execute(update(self.outbox).where(self.outbox.c.id == message_id).values(delivered_at=utcnow(), last_error=None))
         now = utcnow()
         with self.write() as c:
             c.execute(update(self.refunds).where(self.refunds.c.id == refund_id, self.refunds.c.status == "pending")

@@ -22,6 +22,7 @@ from aftersales.models import Case, CaseEvent, OrderLine, Refund, utcnow
 from tests.conftest import make_app, make_order, photos
 
 PROJECT = Path(__file__).resolve().parents[2]
+SLOW_PLUGINS = Path(__file__).resolve().parent / "slow_plugins"
 
 
 def race(app: Any, *actions: Callable[[], Any]) -> list[Any]:
@@ -153,19 +154,23 @@ def test_sweeper_killed_mid_batch_then_restarted_applies_nothing_twice(tmp_path)
         db.session.remove()
     if options:  # the PostgreSQL half: the schema travels in the URL
         database_url += ("&" if "?" in database_url else "?") + "options=" + options.replace("=", "%3D")
+    # Each timeout takes 5 ms (a test plugin), so a batch of 20 is open for 100 ms: long enough to
+    # be killed in the middle of one, whatever the speed of the machine.
     env = {**os.environ, "AFTERSALES_DATABASE_URL": database_url, "AFTERSALES_INSTANCE_PATH": str(tmp_path / "instance"),
-           "AFTERSALES_SECRET_KEY": "sweeper-test-secret-key-123", "AFTERSALES_PLUGINS_DIR": "",
+           "AFTERSALES_SECRET_KEY": "sweeper-test-secret-key-123", "AFTERSALES_PLUGINS_DIR": str(SLOW_PLUGINS),
            "AFTERSALES_LOAD_ENTRY_POINTS": "0", "FLASK_APP": "wsgi"}
     sweeper = subprocess.Popen([sys.executable, "-m", "flask", "aftersales", "sweep", "--batch", "20"],
                                cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with app.app_context():
         deadline = time.monotonic() + 60
         while _approvals() < 30 and time.monotonic() < deadline and sweeper.poll() is None:
-            time.sleep(0.02)
+            time.sleep(0.01)
+        time.sleep(0.05)  # into the next batch
         sweeper.send_signal(signal.SIGKILL)
         sweeper.wait()
         applied_before = _approvals()
     assert 0 < applied_before < 300, f"the sweeper should have been killed mid-batch: {sweeper.stderr.read()!r}"
+    assert applied_before % 20 == 0, "a batch is one transaction: the killed one left nothing of itself"
     finished = subprocess.run([sys.executable, "-m", "flask", "aftersales", "sweep"], cwd=PROJECT, env=env,
                               capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr

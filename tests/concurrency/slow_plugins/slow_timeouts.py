@@ -1,0 +1,12 @@
+"""A test plugin that makes each timeout the sweeper applies take 5 ms, so a sweeper process can be
+killed while a batch is open (tests/concurrency/test_races.py). Not a real-world plugin."""
+import time
+
+from aftersales import hookimpl
+
+
+@hookimpl
+def aftersales_check_action(case, actor, trigger, data):
+    if actor == "system":
+        time.sleep(0.005)
+    return None
