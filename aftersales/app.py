@@ -74,6 +74,10 @@ class AfterSales:
 
         app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["AFTERSALES_RATELIMIT_STORAGE_URI"])
         app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+        # Redis down must not take the buyers' order lookup down with it: count in this process's
+        # memory until the storage answers again (limits still hold, per worker), and log.
+        app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+        app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
         # The limiter is shared by every app in the process and remembers the last app's
         # switch; each app says its own.
         app.config.setdefault("RATELIMIT_ENABLED", True)

@@ -12,6 +12,7 @@ would then see the pages of whoever logged in last, and access checks could not 
 from __future__ import annotations
 
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -840,3 +841,38 @@ def test_evidence_is_not_reachable_as_a_static_file(site):
         response = client.get(url)
         assert response.status_code == 404, url
         assert world.photo_bytes not in response.get_data()
+
+
+def _lookups(app: Any, count: int) -> list[int]:
+    client = app.test_client()
+    return [client.post("/", data={"order_number": "T-GUESS", "email": f"guess{i}@example.com"}).status_code
+            for i in range(count)]
+
+
+def test_lookup_limits_are_shared_through_redis(tmp_path):
+    """Two workers (two apps) counting in one Redis: the second starts where the first stopped."""
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    uri = "redis://127.0.0.1:6379/15"
+    first = make_app(tmp_path / "a", WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=True, AFTERSALES_RATELIMIT_STORAGE_URI=uri)
+    limiter.reset()
+    try:
+        assert 429 not in _lookups(first, 4)
+        second = make_app(tmp_path / "b", WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=True, AFTERSALES_RATELIMIT_STORAGE_URI=uri)
+        assert 429 in _lookups(second, 4)  # 5 per minute per order number, counted across both
+    finally:
+        limiter.reset()
+
+
+def test_lookup_still_works_and_is_still_limited_when_redis_is_down(tmp_path):
+    app = make_app(tmp_path, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=True,
+                   AFTERSALES_RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")  # nothing listens there
+    statuses = _lookups(app, 8)
+    assert 500 not in statuses
+    assert statuses[0] == 404 and 429 in statuses, statuses  # answered ("no such order"), then limited
