@@ -1,10 +1,12 @@
 """The deadline sweeper: applies every due timeout exactly once, safely with several sweepers.
 
 Due cases are read and applied in batches, one transaction per batch (``BEGIN IMMEDIATE`` on
-SQLite; on PostgreSQL the batch's rows are locked ``FOR UPDATE SKIP LOCKED`` so several sweepers
-share the work), one savepoint per case. Each timeout goes through ``services.fire_timeout``,
-which re-checks the state and the deadline at apply time (an action committed first wins) and
-relies on the version compare-and-set everywhere. Memory stays flat however many are due.
+SQLite, so other writers wait for the batch; on PostgreSQL the batch's rows are locked
+``FOR UPDATE SKIP LOCKED``, so several sweepers share the work and a person acting on one of
+those cases waits for the batch). When a timeout of a batch fails, the batch is rolled back and
+applied again with one savepoint per case. Each timeout goes through ``services.fire_timeout``,
+which re-checks the state and the deadline at apply time (an action committed first wins).
+Memory stays flat however many are due.
 """
 from __future__ import annotations
 
@@ -84,12 +86,13 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
 def _sweep_batch_whole(
     now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport
 ) -> tuple[datetime, int] | None:
-    """The fast path: every due case of the batch in one transaction and one flush."""
+    """The fast path: every due case of the batch in one transaction, written by one flush
+    (plus any a plugin's hooks cause)."""
     with write_transaction():
         cases = due_cases(now, batch_size, position)
         if not cases:
             return None
-        last = (cases[-1].due_at, cases[-1].id)  # before firing moves the deadlines on
+        last = _furthest(cases)  # before firing moves the deadlines on
         fired = [services.fire_timeout(case, now, flush=False) for case in cases]
         db.session.flush()
     report.applied += sum(fired)
@@ -105,10 +108,16 @@ def _sweep_batch_case_by_case(
         cases = due_cases(now, batch_size, position)
         if not cases:
             return None
-        last = (cases[-1].due_at, cases[-1].id)
+        last = _furthest(cases)
         for case in cases:
             _apply_one(case, now, report)
     return last  # type: ignore[return-value]
+
+
+def _furthest(cases: list[Case]) -> tuple[datetime, int]:
+    """Where the next batch starts: after the furthest ``(due_at, id)`` read. (On PostgreSQL a row
+    locked after waiting comes back as it is now, so the last row is not always the furthest.)"""
+    return max((case.due_at, case.id) for case in cases)  # type: ignore[return-value]
 
 
 def _apply_one(case: Case, now: datetime, report: SweepReport) -> None:
@@ -116,7 +125,7 @@ def _apply_one(case: Case, now: datetime, report: SweepReport) -> None:
     try:
         with db.session.begin_nested():
             applied = services.fire_timeout(case, now)
-    except StaleDataError:  # someone else changed it first (SQLite: between batches)
+    except StaleDataError:  # someone else changed it first (should not happen while the batch holds it)
         report.skipped += 1
         return
     except Exception as error:  # noqa: BLE001 - one bad case must not stop every other timeout
@@ -132,10 +141,16 @@ def _apply_one(case: Case, now: datetime, report: SweepReport) -> None:
 
 def sweep_forever(
     interval_seconds: float, report_to: Callable[[SweepReport], None],
-    stop: Callable[[], bool] = lambda: False, batch_size: int | None = None,
+    stop: Callable[[], bool] = lambda: False, batch_size: int | None = None, now: datetime | None = None,
 ) -> None:
-    """``flask aftersales sweep --loop``: sweep, sleep, repeat until ``stop()``."""
+    """``flask aftersales sweep --loop``: sweep, sleep, repeat until ``stop()``. A sweep that fails
+    as a whole (the database away) is reported and the loop goes on. ``now``: for tests."""
     while not stop():
-        report_to(sweep(batch_size=batch_size))
+        try:
+            report_to(sweep(now=now, batch_size=batch_size))
+        except Exception as error:  # noqa: BLE001 - e.g. the database restarting: try again next time
+            db.session.rollback()
+            log.error("sweep failed, retrying in %s s: %s", interval_seconds, error, exc_info=True)
+            report_to(SweepReport(failed=1, errors=[f"sweep: {error}"]))
         db.session.remove()
         time.sleep(interval_seconds)

@@ -54,6 +54,22 @@ def get_case(case_id: int) -> Case:
     return case
 
 
+_CASE_FOR_UPDATE = select(Case).where(Case.id == bindparam("case_id")).with_for_update()
+
+
+def _case_for_update(case_id: int) -> Case:
+    """The case, for a transaction that changes it. On PostgreSQL its row is locked first, so
+    every writer takes the case before the order line (the sweeper, refunds and actions alike)
+    and two of them wait for each other instead of deadlocking; SQLite's ``BEGIN IMMEDIATE``
+    already lets one writer in at a time."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return get_case(case_id)
+    case = db.session.execute(_CASE_FOR_UPDATE, {"case_id": case_id}, execution_options={"populate_existing": True}).scalar_one_or_none()
+    if case is None:
+        raise NotFound(_("No such case."))
+    return case
+
+
 #: What other cases say about a line, built once (a statement rebuilt per call costs more than
 #: the query): units covered by cases that hold them, and how many cases are open. Covered
 #: means in an open case, or refunded by a completed one; a completed exchange or repair gave the
@@ -205,7 +221,7 @@ def act(
     now = now or utcnow()
     try:
         with write_transaction():
-            case = get_case(case_id)
+            case = _case_for_update(case_id)
             if expected_version is not None and case.version != expected_version:
                 raise CaseChanged(case.id, _("This case changed while you were looking at it; here is what happened."))
             _transition(runtime, case, actor, actor_id, trigger, data, now)
@@ -702,7 +718,7 @@ def create_refund(
         return _replayed(existing, case_id, amount)
     try:
         with write_transaction():
-            case = get_case(case_id)
+            case = _case_for_update(case_id)
             if case.is_terminal:
                 raise RefundRefused(_("This case has ended; open a new request for another refund."))
             refund = _insert_refund(case, case.line, amount, payer, idempotency_key, now)
@@ -759,6 +775,8 @@ def settle_refund(
                     return refund  # a repeated provider callback
                 raise RefundRefused(_("This refund was already settled as %(status)s.", status=refund.status))
             case = refund.case
+            if db.session.get_bind().dialect.name == "postgresql":
+                case = _case_for_update(refund.case_id)  # the case before the line, as every writer
             refund.status, refund.settled_at = status, now
             refund.provider_reference = reference or refund.provider_reference
             if status == "failed":
@@ -809,7 +827,7 @@ def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = 
     runtime = current()
     now = now or utcnow()
     with write_transaction():
-        case = get_case(case_id)
+        case = _case_for_update(case_id)
         if case.state != "refunding":
             raise NotAllowed(_("Only a case that is being refunded can retry its refund."))
         if any(r.status == "pending" for r in case.refunds):
@@ -853,7 +871,7 @@ def rate_case(case_id: int, rating: int, comment: str = "", now: datetime | None
         raise InvalidInput(_("Choose a rating from 1 to 5."), field="rating")
     comment = _clean_text(comment, "comment", required=False)
     with write_transaction():
-        case = get_case(case_id)
+        case = _case_for_update(case_id)
         if not case.is_terminal:
             raise NotAllowed(_("You can rate the outcome once the case has ended."))
         if case.rating is not None:

@@ -2,9 +2,10 @@
 
 Cases come in deadline order (the most urgent first, cases without a deadline last, ties by
 number). A page is fetched by its position in that order (``after`` / ``before`` the first or last
-case of the neighbouring page), never by OFFSET, so page 1 000 costs what page 1 costs: each
-query reads its 50 rows from the index ``ix_cases_open_queue`` (or ``ix_cases_shop_state_due``
-when a state is chosen). The count above the table stops at :data:`COUNT_CAP`: beyond it the
+case of the neighbouring page), never by OFFSET, so page 1 000 costs what page 1 costs: a shop's
+queue reads its 50 rows straight from the index ``ix_cases_open_queue`` (or
+``ix_cases_shop_state_due`` when a state is chosen; platform staff's all-shops queue from
+``ix_cases_open_due``). The count above the table stops at :data:`COUNT_CAP`: beyond it the
 page says "more than 1,000" instead of counting every row of a large shop on every visit.
 """
 from __future__ import annotations
@@ -108,7 +109,9 @@ class QueuePage:
 
     @property
     def is_first(self) -> bool:
-        return self.prev_before is None
+        """The first page of the queue (else a "First page" link is shown, even on an empty page
+        reached by an old link)."""
+        return self.prev_before is None and self.filters.after is None
 
 
 def seller_action_states(actor: str = "seller") -> set[str]:
@@ -191,7 +194,7 @@ def seller_queue(staff: Any, filters: QueueFilters) -> QueuePage:
         has_prev = filters.after is not None and bool(items)
     _load_lines(items)
     cap = COUNT_CAP
-    total = db.session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery()))
+    total = db.session.scalar(select(func.count()).select_from(query.with_only_columns(Case.id).limit(cap + 1).subquery()))
     return QueuePage(
         items=items, total=int(total or 0), cap=cap, filters=filters,
         next_after=QueuePosition.of(items[-1]).token() if has_next and items else None,

@@ -118,6 +118,35 @@ def test_sweeper_and_buyer_racing_past_the_deadline_the_committed_one_wins(tmp_p
         assert triggers == ["request", "approve", "ship_return"]
 
 
+def test_seller_approving_while_a_sweep_auto_approves_into_refunding_one_wins_and_pays_once(tmp_path):
+    """Both approvals claim the refund against the line: whoever holds the case first wins, the
+    other waits and then finds it changed. (Taking line and case in different orders would let
+    PostgreSQL deadlock them instead.)"""
+    app = make_app(tmp_path)
+    with app.app_context():
+        cases = []
+        for _ in range(10):
+            line = make_order(unit_price=10000).lines[0]
+            case = services.open_case(line.id, "refund_only", "quality", evidence=photos())
+            cases.append((case.id, case.version))
+        due = case.due_at
+        db.session.remove()
+    later = due + timedelta(seconds=1)
+    results = race(app, lambda: sweep(now=later, batch_size=5),
+                   *[lambda case_id=case_id, version=version: services.act(
+                       case_id, "seller", "approve", expected_version=version, now=later).state
+                     for case_id, version in cases])
+    report, sellers = results[0], results[1:]
+    assert not isinstance(report, Exception), report
+    assert all(r == "refunding" or isinstance(r, CaseChanged) for r in sellers), sellers
+    assert report.applied + sum(r == "refunding" for r in sellers) == 10, (report, sellers)
+    with app.app_context():
+        for case_id, _version in cases:
+            assert events_of(case_id) == ["request", "approve"]
+            assert db.session.scalar(select(func.count(Refund.id)).where(Refund.case_id == case_id)) == 1
+        assert {line.refund_committed for line in db.session.scalars(select(OrderLine))} == {10000}
+
+
 def test_four_sweepers_over_1000_due_cases_apply_each_timeout_once(tmp_path):
     app = make_app(tmp_path)
     with app.app_context():

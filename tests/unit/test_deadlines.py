@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from aftersales import hookimpl, services
-from aftersales.deadlines import sweep
+from aftersales.deadlines import sweep, sweep_forever
 from aftersales.errors import NotAllowed
 from aftersales.extensions import db
 from aftersales.models import Case, CaseEvent
@@ -175,3 +175,27 @@ def test_apply_timeout_rechecks_the_deadline(order_factory):
     assert services.apply_timeout(case.id, NOW + HOUR) is False
     assert services.apply_timeout(case.id, NOW + 48 * HOUR) is True
     assert services.apply_timeout(case.id, NOW + 48 * HOUR) is False  # now in awaiting_return, not due
+
+
+def test_sweep_loop_outlives_a_failing_sweep(order_factory):
+    """``sweep --loop`` runs as a service: a sweep that fails (here the table is briefly away, as
+    in a botched migration or a database restart) is reported and the next sweep goes on."""
+    case_id = open_return(order_factory).id
+    db.session.commit()
+    reports = []
+    rounds = iter(range(3))
+
+    def stop() -> bool:
+        round_number = next(rounds, None)
+        with db.engine.begin() as connection:
+            if round_number == 0:
+                connection.exec_driver_sql("ALTER TABLE cases RENAME TO cases_away")
+            elif round_number == 1:
+                connection.exec_driver_sql("ALTER TABLE cases_away RENAME TO cases")
+        return round_number is None or round_number >= 2
+
+    sweep_forever(0, reports.append, stop=stop, now=NOW + 48 * HOUR)
+    assert [report.failed for report in reports] == [1, 0]
+    assert reports[0].errors and reports[0].errors[0].startswith("sweep: ")
+    assert reports[1].applied == 1
+    assert reload(case_id).state == "awaiting_return"

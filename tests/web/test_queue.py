@@ -121,6 +121,15 @@ def test_a_short_way_back_shows_the_first_page(web_app, small_pages):
     assert link(page, "prev") is None and link(page, "next") is not None
 
 
+def test_a_page_past_the_end_offers_the_first_page(web_app, small_pages):
+    ids = open_cases(dated=3)
+    seller = login(web_app, "seller@example.com")
+    last = db.session.get(Case, queue_order(ids)[-1])
+    page = seller.get(f"/seller/?after={QueuePosition.of(last).token()}").text  # an old link: nothing after it now
+    assert queue_ids(page) == [] and "No cases match." in page
+    assert 'href="/seller/">« First page' in page
+
+
 def test_filters_are_kept_on_every_page(web_app, small_pages):
     refunds = open_cases(dated=7, kind="refund_only")
     open_cases(dated=6, kind="return_refund")
