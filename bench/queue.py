@@ -5,8 +5,9 @@ Two databases are built with bulk inserts (Core ``insert()`` executemany; no ser
 to the logged-in seller's shop, 80 % are open (requested ... refunding, deadlines spread over
 -10..+10 days, refunding without one), the rest completed or cancelled.
 
-For the first page and a deep page (``--deep-page``, default 1000, or the last full page when
-the database has fewer) the seller's browser (Flask test client, logged in) GETs the page
+For the first page and a deep page at the same relative depth in both databases (``--deep-at``,
+default 0.7: page 1 004 of 1 436 at 100 000 cases, page 10 of 15 at 1 000; so both deep pages
+list cases with deadlines, like page 1, and compare like with like) the seller's browser (Flask test client, logged in) GETs the page
 ``--repeat`` times: median milliseconds and the SQL statements of one request (counted with a
 SQLAlchemy ``before_cursor_execute`` listener), with the time of each statement. The queue pages
 by keyset (``?after=<position of the previous page's last case>``, the URL its "Next" link
@@ -214,7 +215,7 @@ def run_size(args: Any, cases: int) -> SizeResult:
         open_in_shop, seconds = build(app, cases)
         create_seller(app)
         pages = max(1, -(-open_in_shop // PER_PAGE))
-        deep = max(1, min(args.deep_page, open_in_shop // PER_PAGE))  # a full page: the last full one if fewer
+        deep = max(1, min(int(open_in_shop / PER_PAGE * args.deep_at), open_in_shop // PER_PAGE))  # a full page
         client = app.test_client()
         assert client.post("/staff/login", data={"email": "seller@example.com", "password": PASSWORD}).status_code == 302
         from aftersales.extensions import db
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     add_database_option(parser)
     parser.add_argument("--small", type=int, default=1000, help="cases in the small database (default 1000)")
     parser.add_argument("--large", type=int, default=100_000, help="cases in the large database (default 100000)")
-    parser.add_argument("--deep-page", type=int, default=1000, help="the deep page (default 1000; the last full page if fewer)")
+    parser.add_argument("--deep-at", type=float, default=0.7,
+                        help="how deep the deep page is, as a fraction of the pages (default 0.7)")
     parser.add_argument("--repeat", type=int, default=15, help="timed requests per page (default 15)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests per page first (default 2)")
     parser.add_argument("--explain", action="store_true", help="print the plan of the deep page's row query")
