@@ -227,12 +227,13 @@ class Case(db.Model):
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         # The seller queue reads its pages in deadline order straight from these (keyset
         # pagination, aftersales/web/queue.py): open cases of a shop, of every shop (platform
-        # staff), and a shop's cases in one state.
+        # staff), and cases in one state, of a shop or of every shop.
         Index("ix_cases_open_queue", "shop_id", "due_at", "id",
               sqlite_where=text("open_line_id IS NOT NULL"), postgresql_where=text("open_line_id IS NOT NULL")),
         Index("ix_cases_open_due", "due_at", "id",
               sqlite_where=text("open_line_id IS NOT NULL"), postgresql_where=text("open_line_id IS NOT NULL")),
         Index("ix_cases_shop_state_due", "shop_id", "state", "due_at", "id"),
+        Index("ix_cases_state_due", "state", "due_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -249,7 +250,7 @@ class Case(db.Model):
     quantity: Mapped[int] = mapped_column(Integer)
     amount: Mapped[int] = mapped_column(BigInteger)  # requested refund, 0 for exchange/repair
     currency: Mapped[str] = mapped_column(String(3))
-    state: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     due_trigger: Mapped[str | None] = mapped_column(String(64))
