@@ -39,3 +39,16 @@ def test_case_due_at_is_indexed(tmp_path):
     with app.app_context():
         indexes = inspect(db.engine).get_indexes("cases")
     assert any(index["column_names"] == ["due_at"] for index in indexes)
+
+
+def test_every_migration_downgrades_and_upgrades_again(tmp_path):
+    from flask_migrate import downgrade
+
+    app = migrated_app(tmp_path)
+    with app.app_context():
+        downgrade(revision="base")
+        assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        upgrade()
+        with db.engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, db.metadata) == []
