@@ -203,5 +203,6 @@ def test_queue_pages_read_their_rows_from_an_index_without_sorting(web_app, smal
         for statement, parameters in statements:
             plan = " | ".join(row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
             assert "TEMP B-TREE" not in plan, f"{statement}\n{parameters}\n{plan}"
-            assert any(index in plan for index in ("ix_cases_open_queue", "ix_cases_shop_state_due",
-                                                   "ix_cases_open_due", "ix_cases_state_due")), plan
+            # Which index depends on the planner's guesses (ix_cases_due_at also yields (due_at, id)
+            # order); that the rows come from one, in order, is what keeps a page's cost flat.
+            assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
