@@ -2,6 +2,8 @@
 always asks exactly what the service layer will require."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
@@ -89,8 +91,14 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
         return None
     try:
         return parse_money(raw, currency)
-    except ValueError as error:
-        field.errors = list(field.errors) + [str(error)]
+    except ValueError:
+        digits = minor_unit_digits(currency)
+        if re.fullmatch(r"-?\d+(\.\d+)?", raw):
+            message = _("%(currency)s amounts have at most %(digits)d decimal places.", currency=currency, digits=digits)
+        else:
+            example = format_money(1250 if digits else 12, currency).split(" ")[0]
+            message = _("Write the amount as a number, for example %(example)s.", example=example)
+        field.errors = list(field.errors) + [message]
         return None
 
 

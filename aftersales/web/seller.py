@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import wraps
 from typing import Any, Callable
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
@@ -68,6 +68,7 @@ def logout():
 def queue():
     filters = QueueFilters.from_args(request.args)
     page = seller_queue(current_user, filters)
+    session[QUEUE_VIEW] = request.full_path.rstrip("?")  # the case page's way back: same filters, same page
     return render_template("seller/queue.html", page=page, filters=filters, now=utcnow())
 
 
@@ -75,6 +76,18 @@ def queue():
 @staff_required("seller", "platform")
 def case(case_id: int):
     return _case_page(staff_case_or_404(case_id))
+
+
+QUEUE_VIEW = "aftersales_queue_view"
+
+
+def queue_view_url() -> str:
+    """The queue as this person last saw it (filters, page), else the queue's first page."""
+    queue_url = url_for(".queue")
+    last = session.get(QUEUE_VIEW)
+    if isinstance(last, str) and last.startswith(queue_url) and "//" not in last and len(last) < 1000:
+        return last
+    return queue_url
 
 
 def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: NoteForm | None = None):
@@ -86,7 +99,7 @@ def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: Not
     return render_template(
         "seller/case.html", case=case, actions=action_views(case, "seller", failed), notices=services.case_notices(case, "seller"),
         note_form=note_form or NoteForm(formdata=None), paid_form=MarkPaidForm(formdata=None),
-        refundable=services.refundable(case.line), now=utcnow(),
+        refundable=services.refundable(case.line), now=utcnow(), back_url=queue_view_url(),
     ), status
 
 
@@ -122,13 +135,19 @@ def mark_paid(refund_id: int):
         abort(404)
     case = staff_case_or_404(refund.case_id)
     form = MarkPaidForm()
-    if form.validate_on_submit():
-        try:
-            services.mark_refund_paid(refund.id, current_user.id, form.reference.data or "")
-        except DomainError as error:
-            flash(str(error), "error")
-        else:
-            flash(_("The refund is recorded as paid."), "success")
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            flash(" ".join(str(error) for error in errors), "error")
+        return redirect(url_for(".case", case_id=case.id))
+    if refund.status != "pending":  # a second tab, or a provider's answer came first
+        flash(_("This refund was already settled: nothing was recorded twice."), "info")
+        return redirect(url_for(".case", case_id=case.id))
+    try:
+        services.mark_refund_paid(refund.id, current_user.id, (form.reference.data or "").strip())
+    except DomainError as error:
+        flash(str(error), "error")
+    else:
+        flash(_("The refund is recorded as paid."), "success")
     return redirect(url_for(".case", case_id=case.id))
 
 

@@ -118,6 +118,17 @@ STAFF_PAYER_LABELS = {
     "insurer": lazy_("The buyer's shipping insurance pays"),
 }
 
+#: Staff's words for a refund: who bears its cost, and where it stands.
+REFUND_PAYER_LABELS = {
+    "seller": lazy_("paid by the shop"),
+    "platform": lazy_("paid by the platform"),
+}
+REFUND_STATUS_LABELS = {
+    "pending": lazy_("waiting to be paid"),
+    "succeeded": lazy_("paid"),
+    "failed": lazy_("failed"),
+}
+
 PAYER_LABELS = {
     "buyer": lazy_("You pay the return shipping"),
     "seller": lazy_("The seller pays the return shipping"),

@@ -208,11 +208,15 @@ def test_refund_only_for_a_faulty_item_is_approved_paid_and_shown_refunded(web_a
     assert case_row(case_id).state == "refunding"
     assert "Refund of 100.00 CNY: being paid" in buyer.get(f"/cases/{case_id}").text
 
+    staff_page = seller.get(f"/seller/cases/{case_id}").text
+    assert "Refund of 100.00 CNY to the buyer, paid by the shop: waiting to be paid" in staff_page
+
     mark_paid(seller, case_id)
     page = buyer.get(f"/cases/{case_id}").text
     assert state_text(page) == "Refunded"
     assert "Refund of 100.00 CNY: refunded" in page
     assert case_row(case_id).state == "completed"
+    assert "Refund of 100.00 CNY to the buyer, paid by the shop: paid" in seller.get(f"/seller/cases/{case_id}").text
 
     rated = buyer.post(f"/cases/{case_id}/rate", data={"rating": "5", "comment": "Quick."})
     assert rated.status_code == 302
@@ -927,3 +931,35 @@ def test_rate_limits_are_on_by_default_even_after_an_app_without_them(tmp_path):
                 for n in range(11)]
     limiter.reset()
     assert statuses == [404] * 10 + [429]
+
+
+def test_marking_a_refund_paid_refuses_an_overlong_reference_and_a_second_time_says_so(web_app):
+    order = recent_order()
+    _, case_id = open_through_the_page(web_app, order, "refund_only", "quality", amount="100.00")
+    seller = login(web_app, "seller@example.com")
+    act_ok(seller, "seller", case_id, "approve")
+    refund_id = re.findall(r'action="/seller/refunds/(\d+)/paid"', seller.get(f"/seller/cases/{case_id}").text)[0]
+
+    response = seller.post(f"/seller/refunds/{refund_id}/paid", data={"reference": "X" * 5000})
+    page = seller.get(response.headers["Location"]).text
+    assert "flash-error" in page and "200" in page  # the length limit, said
+    assert db.session.get(Refund, int(refund_id)).status == "pending"
+
+    assert seller.post(f"/seller/refunds/{refund_id}/paid", data={"reference": "BANK-1"}).status_code == 302
+    again = seller.post(f"/seller/refunds/{refund_id}/paid", data={"reference": "BANK-1"})  # a second tab
+    assert "already settled" in seller.get(again.headers["Location"]).text
+    db.session.expire_all()
+    assert db.session.get(Refund, int(refund_id)).provider_reference == "BANK-1"
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("abc", "Write the amount as a number, for example 12.50."),
+    ("1.234", "CNY amounts have at most 2 decimal places."),
+])
+def test_a_badly_written_amount_is_explained_in_words(web_app, typed, message):
+    order = recent_order()
+    buyer = buyer_client(web_app, order)
+    response = ask(buyer, order, "refund_only", "quality", amount=typed, evidence=[photo()])
+    assert response.status_code in (200, 400, 422)
+    assert message in response.text
+    assert "not an amount" not in response.text

@@ -206,3 +206,18 @@ def test_queue_pages_read_their_rows_from_an_index_without_sorting(web_app, smal
             # Which index depends on the planner's guesses (ix_cases_due_at also yields (due_at, id)
             # order); that the rows come from one, in order, is what keeps a page's cost flat.
             assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+
+
+def test_the_case_page_leads_back_to_the_queue_as_it_was_left(web_app, small_pages):
+    open_cases(dated=7, kind="refund_only")
+    seller = login(web_app, "seller@example.com")
+    first = seller.get("/seller/?kind=refund_only").text
+    second_url = link(first, "next")
+    second = seller.get(second_url).text
+    case_id = queue_ids(second)[0]
+    page = seller.get(f"/seller/cases/{case_id}").text
+    back = re.search(r'<a href="([^"]+)">← Cases</a>', page)
+    assert back and html.unescape(back.group(1)) == second_url
+    # Another staff member's browser has no queue view yet: the first page.
+    other = login(web_app, "seller@example.com")
+    assert '<a href="/seller/">← Cases</a>' in other.get(f"/seller/cases/{case_id}").text
