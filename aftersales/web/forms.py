@@ -192,7 +192,9 @@ def request_form_class(
         "kind": HiddenField(default=next(iter(kinds))),
         "reason": SelectField(lazy_("Why?"), choices=choices(reasons)),
         "quantity": IntegerField(lazy_("How many units?"), default=1,
-                                 validators=[InputRequired(), NumberRange(min=1, max=max(max_quantity, 1))]),
+                                 validators=[InputRequired(), NumberRange(min=1, max=max(max_quantity, 1), message=(
+                                     lazy_("This line has one unit to ask about.") if max_quantity <= 1
+                                     else lazy_("Choose from 1 to %(max)d units.")))]),
         "description": TextAreaField(lazy_("Tell the seller what happened"), validators=[Optional(), Length(max=2000)]),
         "evidence": MultipleFileField(lazy_("Photos (JPEG, PNG or WebP)"),
                                       render_kw={"accept": "image/jpeg,image/png,image/webp"}),

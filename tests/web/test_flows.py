@@ -963,3 +963,15 @@ def test_a_badly_written_amount_is_explained_in_words(web_app, typed, message):
     assert response.status_code in (200, 400, 422)
     assert message in response.text
     assert "not an amount" not in response.text
+
+
+def test_too_many_units_are_refused_in_words(web_app):
+    order = recent_order()  # one unit on the line
+    buyer = buyer_client(web_app, order)
+    response = ask(buyer, order, "refund_only", "quality", quantity=3, amount="10.00", evidence=[photo()])
+    assert "This line has one unit to ask about." in response.text
+    assert "between 1 and 1" not in response.text
+    three = recent_order(quantity=3)
+    buyer = buyer_client(web_app, three)
+    response = ask(buyer, three, "refund_only", "quality", quantity=5, amount="10.00", evidence=[photo()])
+    assert "Choose from 1 to 3 units." in response.text
