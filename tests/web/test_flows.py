@@ -975,3 +975,13 @@ def test_too_many_units_are_refused_in_words(web_app):
     buyer = buyer_client(web_app, three)
     response = ask(buyer, three, "refund_only", "quality", quantity=5, amount="10.00", evidence=[photo()])
     assert "Choose from 1 to 3 units." in response.text
+
+
+def test_the_published_workflow_speaks_in_words(web_app):
+    page = web_app.test_client().get("/workflow?category=books&kind=return_refund").text
+    assert re.search(r"<title>\s*How requests are handled", page)
+    assert "<h2>" not in page.split("</title>")[0]  # the title is text, not the rest of the page
+    assert "Waiting for the seller&#39;s answer: after 2 days without an answer, the request is approved automatically." in page
+    body = page.split("<main", 1)[1]
+    for code in ("awaiting_return", "return_shipped", "within_window", ">system<", ">seller<", "confirm_receipt"):
+        assert code not in body, code
