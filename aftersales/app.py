@@ -82,6 +82,10 @@ class AfterSales:
         # switch; each app says its own.
         app.config.setdefault("RATELIMIT_ENABLED", True)
         limiter.init_app(app)
+        # One limiter object serves every app of the process (its limits decorate our views); an
+        # app's storage starts out healthy even if an earlier app's Redis was found down.
+        if getattr(limiter, "_storage_dead", False):
+            limiter._storage_dead = False
         register_blueprints(app, app.config.get("AFTERSALES_URL_PREFIX") or "")
         app.cli.add_command(aftersales_cli)
         return runtime

@@ -29,7 +29,7 @@ def race(app: Any, *actions: Callable[[], Any]) -> list[Any]:
     """Run the actions at the same moment, each in its own thread, app context and connection.
     Returns what each returned or raised."""
     results: list[Any] = [None] * len(actions)
-    start = threading.Barrier(len(actions))
+    start = threading.Barrier(len(actions), timeout=60)  # a thread that died early fails the race, not hangs it
 
     def run(index: int, action: Callable[[], Any]) -> None:
         with app.app_context():
@@ -49,6 +49,13 @@ def race(app: Any, *actions: Callable[[], Any]) -> list[Any]:
     return results
 
 
+def recent_order(**options: Any):
+    """An order delivered two days ago by the real clock: these races run on the real clock (no
+    ``now=``), so an order dated from the fixed test NOW would fall out of its windows one day."""
+    options.setdefault("delivered", utcnow() - timedelta(days=2))
+    return make_order(**options)
+
+
 def events_of(case_id: int) -> list[str]:
     db.session.expire_all()
     return [e.trigger for e in db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id))]
@@ -57,7 +64,7 @@ def events_of(case_id: int) -> list[str]:
 def test_approve_and_withdraw_at_the_same_moment_exactly_one_wins(tmp_path):
     app = make_app(tmp_path)
     with app.app_context():
-        case = services.open_case(make_order().lines[0].id, "return_refund", "no_reason")
+        case = services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
         case_id, version = case.id, case.version
         db.session.remove()
     results = race(
@@ -76,7 +83,7 @@ def test_approve_and_withdraw_at_the_same_moment_exactly_one_wins(tmp_path):
 def test_two_refunds_of_60_on_a_line_paid_100_only_one_succeeds(tmp_path):
     app = make_app(tmp_path)
     with app.app_context():
-        line = make_order(unit_price=10000).lines[0]
+        line = recent_order(unit_price=10000).lines[0]
         case = services.open_case(line.id, "refund_only", "quality", evidence=photos())
         case_id, line_id = case.id, line.id
         db.session.remove()
@@ -95,7 +102,7 @@ def test_two_refunds_of_60_on_a_line_paid_100_only_one_succeeds(tmp_path):
 def test_sweeper_and_buyer_racing_past_the_deadline_the_committed_one_wins(tmp_path):
     app = make_app(tmp_path)
     with app.app_context():
-        case = services.open_case(make_order().lines[0].id, "return_refund", "no_reason")
+        case = services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
         case = services.act(case.id, "seller", "approve")
         case_id, version, due = case.id, case.version, case.due_at
         db.session.remove()
@@ -126,7 +133,7 @@ def test_seller_approving_while_a_sweep_auto_approves_into_refunding_one_wins_an
     with app.app_context():
         cases = []
         for _ in range(10):
-            line = make_order(unit_price=10000).lines[0]
+            line = recent_order(unit_price=10000).lines[0]
             case = services.open_case(line.id, "refund_only", "quality", evidence=photos())
             cases.append((case.id, case.version))
         due = case.due_at
@@ -183,7 +190,7 @@ def test_sweeper_killed_mid_batch_then_restarted_applies_nothing_twice(tmp_path)
         db.session.remove()
     if options:  # the PostgreSQL half: the schema travels in the URL
         database_url += ("&" if "?" in database_url else "?") + "options=" + options.replace("=", "%3D")
-    # Each timeout takes 5 ms (a test plugin), so a batch of 20 is open for 100 ms: long enough to
+    # Each timeout takes 10 ms (a test plugin), so a batch of 20 is open for 200 ms: long enough to
     # be killed in the middle of one, whatever the speed of the machine.
     env = {**os.environ, "AFTERSALES_DATABASE_URL": database_url, "AFTERSALES_INSTANCE_PATH": str(tmp_path / "instance"),
            "AFTERSALES_SECRET_KEY": "sweeper-test-secret-key-123", "AFTERSALES_PLUGINS_DIR": str(SLOW_PLUGINS),

@@ -489,7 +489,7 @@ def test_large_piece_walked_through_the_pages_is_collected_and_refunded(furnitur
     order = web_order({**INSTALLED, **SOLD_WITH_INSTALLATION})
     buyer, case_id = ask_for(furniture_web, order, "return_refund", "installation_damage")
     seller = login(furniture_web, "seller@example.com")
-    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=utcnow().date().isoformat(), installer_name="Li")
+    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=(utcnow() + timedelta(days=1)).date().isoformat(), installer_name="Li")
     act_ok(seller, "seller", case_id, "record_visit", visit_result="needs_refund")
     page = seller.get(f"/seller/cases/{case_id}").text
     assert {"schedule_pickup", "reject", "offer"} <= forms_on(page) and "approve" not in forms_on(page)
@@ -515,7 +515,7 @@ def test_pages_ask_for_the_visit_day_as_a_date_and_the_result_as_a_choice(furnit
     page = seller.get(f"/seller/cases/{case_id}").text
     assert re.search(r'<input[^>]*id="schedule_visit-visit_date"[^>]*type="date"', page)
     assert '<label for="schedule_visit-installer_name">Installer</label>' in page
-    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=utcnow().date().isoformat(), installer_name="Li")
+    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=(utcnow() + timedelta(days=1)).date().isoformat(), installer_name="Li")
     page = seller.get(f"/seller/cases/{case_id}").text
     assert '<select id="record_visit-visit_result"' in page
     assert '<textarea id="record_visit-visit_report"' in page
@@ -529,7 +529,7 @@ def test_buyer_reads_the_visit_in_words_not_state_names(furniture_web):
     order = web_order(INSTALLED)
     buyer, case_id = ask_for(furniture_web, order, "repair", "installation_damage")
     seller = login(furniture_web, "seller@example.com")
-    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=utcnow().date().isoformat(), installer_name="Li")
+    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=(utcnow() + timedelta(days=1)).date().isoformat(), installer_name="Li")
     page = html.unescape(buyer.get(f"/cases/{case_id}").text)
     assert state_text(page) == "An installer visit is booked"
     assert "Our installer looks at the piece in your home and repairs it there if possible." in page
@@ -549,7 +549,7 @@ def test_a_piece_repaired_on_site_reads_completed_not_replacement_arrived(furnit
     order = web_order(INSTALLED)
     buyer, case_id = ask_for(furniture_web, order, "repair", "installation_damage")
     seller = login(furniture_web, "seller@example.com")
-    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=utcnow().date().isoformat(), installer_name="Li")
+    act_ok(seller, "seller", case_id, "schedule_visit", visit_date=(utcnow() + timedelta(days=1)).date().isoformat(), installer_name="Li")
     act_ok(seller, "seller", case_id, "record_visit", visit_result="repaired")
     assert state_text(buyer.get(f"/cases/{case_id}").text) == "Completed"
 

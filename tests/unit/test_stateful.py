@@ -339,7 +339,7 @@ class CaseLifecycle(RuleBasedStateMachine):
     def retry_refund(self, data) -> None:
         db.session.expire_all()
         waiting = [
-            case.id for case in db.session.scalars(select(Case).where(Case.state == "refunding"))
+            case.id for case in db.session.scalars(select(Case).where(Case.state == "refunding").order_by(Case.id))
             if not any(refund.status == "pending" for refund in case.refunds)
         ]
         if waiting and data.draw(MOSTLY, label="a case whose refund failed"):

@@ -218,7 +218,7 @@ def test_threads_sharing_one_machine_do_not_cross_talk():
             ("system", "refund_succeeded", "completed")]
     rejected_path = [("seller", "reject", "rejected"), ("buyer", "withdraw", "cancelled")]
     errors: list[str] = []
-    start = threading.Barrier(16)
+    start = threading.Barrier(16, timeout=60)
 
     def drive(index: int) -> None:
         steps = path if index % 2 else rejected_path
@@ -254,7 +254,7 @@ def test_threads_acting_on_different_cases_through_the_service_layer(tmp_path):
             case_ids.append(services.open_case(order.lines[0].id, "return_refund", "no_reason", now=NOW).id)
         db.session.remove()
     errors: list[BaseException] = []
-    start = threading.Barrier(len(case_ids))
+    start = threading.Barrier(len(case_ids), timeout=60)
 
     def work(case_id: int, rejects: bool) -> None:
         with app.app_context():

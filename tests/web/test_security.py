@@ -860,6 +860,9 @@ def test_lookup_limits_are_shared_through_redis(tmp_path):
             raise
         pytest.skip("no Redis on 127.0.0.1:6379")
     uri = "redis://127.0.0.1:6379/15"
+    # An earlier app in this process found its Redis down (the limiter object is shared).
+    _lookups(make_app(tmp_path / "down", WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=True,
+                      AFTERSALES_RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0"), 1)
     first = make_app(tmp_path / "a", WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=True, AFTERSALES_RATELIMIT_STORAGE_URI=uri)
     limiter.reset()
     try:
