@@ -97,6 +97,19 @@ def shop_app(tmp_path: Path, shop_name: str, return_address: str, **settings: An
     return app
 
 
+def plugin_shop_app(tmp_path: Path, shop_name: str, return_address: str, plugin: str, **settings: Any) -> Any:
+    """:func:`shop_app` with one shipped plugin of plugins/ on (and no other)."""
+    from aftersales.plugins import DEFAULT_PLUGINS_DIR
+
+    return shop_app(tmp_path, shop_name, return_address, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
+                    AFTERSALES_PLUGINS=plugin, **settings)
+
+
+def walk_screenshots(request: Any, folder: str) -> Screenshots:
+    """Each walk's pages in their own folder: artifacts/<folder>/<walk>/01-....png."""
+    return Screenshots(ARTIFACTS / folder / request.node.name.removeprefix("test_"))
+
+
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
     """Serve the app on a real loopback port in a thread; yields its base URL."""

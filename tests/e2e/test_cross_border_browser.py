@@ -18,9 +18,8 @@ import pytest
 from aftersales.extensions import db
 from aftersales.models import utcnow
 from aftersales.orders import LineInput
-from aftersales.plugins import DEFAULT_PLUGINS_DIR
 
-from .conftest import ARTIFACTS, LiveShop, Screenshots, serving, shop_app, skip_without_browser
+from .conftest import LiveShop, Screenshots, plugin_shop_app, serving, skip_without_browser, walk_screenshots
 
 skip_without_browser()
 
@@ -43,8 +42,8 @@ class CrossBorderShop(LiveShop):
 def live_shop(tmp_path: Path) -> Iterator[CrossBorderShop]:
     """A cross-border shop: the plugin on, returns to a bonded warehouse, an order of two
     imported lines delivered two days ago and cleared by customs five days ago."""
-    app = shop_app(tmp_path, "Harbour Imports", "Domestic desk, 1 Shop Street", AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
-                   AFTERSALES_PLUGINS="cross_border", AFTERSALES_CROSS_BORDER_RETURN_ADDRESS=WAREHOUSE)
+    app = plugin_shop_app(tmp_path, "Harbour Imports", "Domestic desk, 1 Shop Street", "cross_border",
+                          AFTERSALES_CROSS_BORDER_RETURN_ADDRESS=WAREHOUSE)
     now = utcnow()
     cleared = (now - timedelta(days=5)).isoformat()
     with app.app_context():
@@ -65,8 +64,7 @@ def live_shop(tmp_path: Path) -> Iterator[CrossBorderShop]:
 
 @pytest.fixture
 def screenshots(request: Any) -> Screenshots:
-    """Each walk's pages in their own folder: artifacts/cross_border/<walk>/01-....png."""
-    return Screenshots(ARTIFACTS / "cross_border" / request.node.name.removeprefix("test_"))
+    return walk_screenshots(request, "cross_border")
 
 
 def pictures(folder: Path) -> tuple[Path, Path]:

@@ -18,9 +18,8 @@ import pytest
 from aftersales.extensions import db
 from aftersales.models import utcnow
 from aftersales.orders import LineInput
-from aftersales.plugins import DEFAULT_PLUGINS_DIR
 
-from .conftest import ARTIFACTS, RETURN_ADDRESS, LiveShop, Person, Screenshots, serving, shop_app, skip_without_browser
+from .conftest import LiveShop, Person, RETURN_ADDRESS, Screenshots, plugin_shop_app, serving, skip_without_browser, walk_screenshots
 
 skip_without_browser()
 
@@ -35,8 +34,7 @@ SELLER_CLICK_BUDGET = 6
 @pytest.fixture
 def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
     """An electronics shop with the plugin on and a phone delivered a day ago."""
-    app = shop_app(tmp_path, "Volt Electronics", RETURN_ADDRESS, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
-                   AFTERSALES_PLUGINS="electronics_grading")
+    app = plugin_shop_app(tmp_path, "Volt Electronics", RETURN_ADDRESS, "electronics_grading")
     with app.app_context():
         order = make_order(shop="shop", delivered=utcnow() - timedelta(days=1), lines=[
             LineInput(1, PHONE, "electronics", 1, 499900, attributes={"portable": True, "serial": "SNX-0042"}),
@@ -51,8 +49,7 @@ def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
 
 @pytest.fixture
 def screenshots(request: Any) -> Screenshots:
-    """Each walk's pages in their own folder: artifacts/electronics/<walk>/01-....png."""
-    return Screenshots(ARTIFACTS / "electronics" / request.node.name.removeprefix("test_"))
+    return walk_screenshots(request, "electronics")
 
 
 def state_is(page: Any, text: str) -> None:

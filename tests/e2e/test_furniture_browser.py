@@ -18,9 +18,8 @@ import pytest
 from aftersales.extensions import db
 from aftersales.models import utcnow
 from aftersales.orders import LineInput
-from aftersales.plugins import DEFAULT_PLUGINS_DIR
 
-from .conftest import ARTIFACTS, LiveShop, Screenshots, serving, shop_app, skip_without_browser
+from .conftest import LiveShop, Screenshots, plugin_shop_app, serving, skip_without_browser, walk_screenshots
 
 skip_without_browser()
 
@@ -37,8 +36,7 @@ SELLER_CLICK_BUDGET = 7
 @pytest.fixture
 def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
     """A furniture shop with the plugin on and one bookshelf, delivered and assembled yesterday."""
-    app = shop_app(tmp_path, "Oak & Linen", "Warehouse 2, 5 Timber Lane, Suzhou", AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
-                   AFTERSALES_PLUGINS="furniture_installation")
+    app = plugin_shop_app(tmp_path, "Oak & Linen", "Warehouse 2, 5 Timber Lane, Suzhou", "furniture_installation")
     now = utcnow()
     with app.app_context():
         order = make_order(shop="shop", delivered=now - timedelta(days=1), lines=[
@@ -56,8 +54,7 @@ def live_shop(tmp_path: Path) -> Iterator[LiveShop]:
 
 @pytest.fixture
 def screenshots(request: Any) -> Screenshots:
-    """This walk's pages in their own folder: artifacts/furniture/<walk>/01-....png."""
-    return Screenshots(ARTIFACTS / "furniture" / request.node.name.removeprefix("test_"))
+    return walk_screenshots(request, "furniture")
 
 
 def split_panel_photo(folder: Path) -> Path:
