@@ -774,9 +774,7 @@ def settle_refund(
                 if refund.status == status:
                     return refund  # a repeated provider callback
                 raise RefundRefused(_("This refund was already settled as %(status)s.", status=refund.status))
-            case = refund.case
-            if db.session.get_bind().dialect.name == "postgresql":
-                case = _case_for_update(refund.case_id)  # the case before the line, as every writer
+            case = _case_for_update(refund.case_id)  # the case before the line, as every writer
             refund.status, refund.settled_at = status, now
             refund.provider_reference = reference or refund.provider_reference
             if status == "failed":
