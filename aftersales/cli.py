@@ -86,7 +86,7 @@ def plugins_command() -> None:
 def workflow_command(category: str, kind: str, output_format: str) -> None:
     """Show the workflow table of one category and kind as the running code sees it (plugins applied)."""
     workflow = current().workflow(category, kind)
-    click.echo(workflow.as_mermaid() if output_format == "mermaid" else workflow.as_text())
+    click.echo(workflow.as_mermaid(category) if output_format == "mermaid" else workflow.as_text(category))
 
 
 @aftersales_cli.command("import-orders")

@@ -158,6 +158,11 @@ def upload_dir(settings: Mapping[str, Any], instance_path: str | os.PathLike[str
     return directory
 
 
+def is_storage_key(value: object) -> bool:
+    """Whether ``value`` has the shape of a key :func:`store_photo` makes."""
+    return isinstance(value, str) and _KEY_PATTERN.fullmatch(value) is not None
+
+
 def evidence_path(storage_key: str, *, upload_dir: Path) -> Path:
     """Where the photo stored under ``storage_key`` lives.
 
@@ -165,7 +170,7 @@ def evidence_path(storage_key: str, *, upload_dir: Path) -> Path:
     tampered record cannot name any other file. Anything else is :class:`NotFound`, the same
     answer as for a photo that does not exist.
     """
-    if not isinstance(storage_key, str) or not _KEY_PATTERN.fullmatch(storage_key):
+    if not is_storage_key(storage_key):
         raise NotFound(_("There is no such photo."))
     return Path(upload_dir) / storage_key
 

@@ -43,19 +43,46 @@ def format_money(amount: int, currency: str) -> str:
     return f"{value:.{digits}f} {currency}"
 
 
+#: No amount of money this module handles comes near it (in minor units); larger input is a typo
+#: or an attack, and would overflow a 64-bit column.
+MAX_AMOUNT = 10**15
+
+#: Longer text is not an amount anyone writes (and would cost time to parse).
+_MAX_AMOUNT_TEXT = 40
+
+
+class AmountTooLarge(ValueError):
+    """An amount written correctly but beyond :data:`MAX_AMOUNT` minor units."""
+
+
 def parse_money(text: str, currency: str) -> int:
-    """``"123.45"`` → ``12345`` for a two-digit currency; refuses more digits than the currency has."""
+    """``"123.45"`` → ``12345`` for a two-digit currency; refuses more digits than the currency has.
+
+    Raises ``ValueError`` for anything that is not a plain finite amount (``1e999999`` included:
+    Decimal's own overflow never escapes), :class:`AmountTooLarge` beyond :data:`MAX_AMOUNT`.
+    """
     digits = minor_unit_digits(currency)
+    text = text.strip()
+    if len(text) > _MAX_AMOUNT_TEXT:
+        raise ValueError("not an amount: too long")
     try:
-        value = Decimal(text.strip())
+        value = Decimal(text)
+        if not value.is_finite():
+            raise ValueError(f"not an amount: {text!r}")
+        if value.adjusted() > 20:  # far beyond MAX_AMOUNT whatever the currency; keeps scaleb small
+            raise AmountTooLarge(f"{text!r} is far too large")
+        if value and value.adjusted() < -20:  # a speck, never whole minor units
+            raise ValueError(f"{currency} amounts have at most {digits} decimal places")
+        scaled = value.scaleb(digits)
+        whole = scaled == scaled.to_integral_value()
     except ArithmeticError as error:
         raise ValueError(f"not an amount: {text!r}") from error
-    if not value.is_finite():
-        raise ValueError(f"not an amount: {text!r}")
-    scaled = value.scaleb(digits)
-    if scaled != scaled.to_integral_value():
+    if not whole:
         raise ValueError(f"{currency} amounts have at most {digits} decimal places")
-    return int(scaled)
+    amount = int(scaled)
+    if abs(amount) > MAX_AMOUNT:
+        raise AmountTooLarge(f"{text!r} is far too large")
+    return amount
 
 
 def split_exact(total: int, weights: Sequence[int]) -> list[int]:

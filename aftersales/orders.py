@@ -6,7 +6,7 @@ checked completely before anything is written, and every problem is reported at 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -18,6 +18,7 @@ from .extensions import db
 from .i18n import _
 from .money import split_exact
 from .models import Order, OrderLine, Shop, utcnow
+from .textinput import clean_line
 
 
 @dataclass
@@ -207,7 +208,7 @@ def upsert_order(data: OrderInput | Mapping[str, Any], *, commit: bool = True) -
     A line already refunded cannot drop below what was refunded, and a line with cases
     cannot be removed.
     """
-    order_input = data if isinstance(data, OrderInput) else order_from_mapping(data)
+    order_input = _cleaned(data if isinstance(data, OrderInput) else order_from_mapping(data))
     problems = check_order(order_input)
     if problems:
         raise OrderProblems(problems)
@@ -215,6 +216,15 @@ def upsert_order(data: OrderInput | Mapping[str, Any], *, commit: bool = True) -
         with write_transaction():
             return _write_order(order_input)
     return _write_order(order_input)
+
+
+def _cleaned(order: OrderInput) -> OrderInput:
+    """The order's texts through the text rule (``aftersales.textinput``): the buyer looks the
+    order up by the same number and e-mail the pages clean."""
+    lines = [replace(line, title=clean_line(line.title), category=clean_line(line.category), sku=clean_line(line.sku))
+             for line in order.lines]
+    return replace(order, shop=clean_line(order.shop), number=clean_line(order.number),
+                   buyer_email=clean_line(order.buyer_email), buyer_name=clean_line(order.buyer_name), lines=lines)
 
 
 def _write_order(data: OrderInput) -> Order:

@@ -20,6 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, WorkflowError
+from .workflow import GENERAL_CATEGORY
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class PluginHost:
         self._categories: dict[str, tuple[str, ...] | None] = {}
         self._sources: dict[str, str] = {}
         self._subset_callers: dict[tuple[str, str], Any] = {}
+        self._declared: frozenset[str] | None = None
         self._lock = threading.Lock()
 
     # --- loading -------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class PluginHost:
         function = getattr(plugin, "aftersales_categories", None)
         if function is None:
             self._categories[name] = None
+            self._declared = None
             return
         try:
             categories = function()
@@ -119,6 +122,7 @@ class PluginHost:
             raise PluginError(name, "aftersales_categories", None,
                               f"plugin {name!r}: aftersales_categories must return a list of category names")
         self._categories[name] = tuple(categories or ())
+        self._declared = None
 
     # --- who serves what -----------------------------------------------------------------
     def loaded(self) -> list[tuple[str, Any]]:
@@ -129,12 +133,26 @@ class PluginHost:
         categories = self._categories.get(name)
         return categories is None or category in categories
 
+    def declared_categories(self) -> frozenset[str]:
+        """Every category some loaded plugin declares it serves."""
+        declared = self._declared
+        if declared is None:
+            declared = self._declared = frozenset(
+                c for name, _ in self.loaded() for c in (self._categories.get(name) or ()))
+        return declared
+
+    def category_key(self, category: str) -> str:
+        """The name a category's cached workflows, reasons and hook callers are kept under:
+        itself when a plugin declares it, else :data:`GENERAL_CATEGORY`. There are never more
+        keys than declared categories plus one."""
+        return category if category in self.declared_categories() else GENERAL_CATEGORY
+
     def caller(self, hook_name: str, category: str | None = None) -> Any:
         """The hook, without the plugins that don't serve ``category`` (all when None)."""
         hook = getattr(self.manager.hook, hook_name)
         if category is None:
             return hook
-        key = (hook_name, category)
+        key = (hook_name, self.category_key(category))
         with self._lock:
             caller = self._subset_callers.get(key)
             if caller is None:

@@ -17,7 +17,7 @@ class Runtime:
     def __init__(self, settings: Mapping[str, Any], plugins: PluginHost):
         self.settings = settings
         self.plugins = plugins
-        self.workflows = WorkflowRegistry(settings, plugins.apply_workflow)
+        self.workflows = WorkflowRegistry(settings, plugins.apply_workflow, plugins.category_key)
         self._reasons: dict[str, dict[str, Reason]] = {}
         self._wording: dict[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
@@ -38,8 +38,12 @@ class Runtime:
         return self.workflows.get(category, kind)
 
     def reasons(self, category: str) -> dict[str, Reason]:
-        """Core reasons plus the plugins' for this category, by code, in display order."""
-        cached = self._reasons.get(category)
+        """Core reasons plus the plugins' for this category, by code, in display order.
+
+        Kept per :meth:`PluginHost.category_key`: the categories no plugin declares share one
+        entry (asked of the plugins that serve every category, with the first such name)."""
+        key = self.plugins.category_key(category)
+        cached = self._reasons.get(key)
         if cached is not None:
             return cached
         reasons = {reason.code: reason for reason in core_reasons(self.settings)}
@@ -49,7 +53,7 @@ class Runtime:
                     raise TypeError(f"aftersales_reasons must return Reason values, got {reason!r}")
                 reasons[reason.code] = reason
         with self._lock:
-            self._reasons[category] = reasons
+            self._reasons[key] = reasons
         return reasons
 
 

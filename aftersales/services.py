@@ -36,6 +36,7 @@ from .fields import FormField
 from .i18n import _, lazy_
 from .models import Case, CaseEvent, Evidence, Note, Order, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
 from .runtime import Runtime, current
+from .textinput import clean_text
 from .workflow import INITIAL_STATE, CompiledWorkflow, Row, TransitionContext
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def open_case(
     :class:`InvalidInput` and a message the buyer understands."""
     runtime = current()
     now = now or utcnow()
-    data = dict(data or {})
+    data = {name: clean_text(value, multiline=True) if isinstance(value, str) else value
+            for name, value in (data or {}).items()}
     description = _clean_text(description, "description", required=False)
     try:
         with write_transaction():
@@ -328,8 +330,10 @@ def _transition(
 
 
 def _inputs_for(rows: Sequence[Row], data: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the inputs the row names; required ones must be present and not blank."""
+    """Only the inputs the row names; required ones must be present and not blank. Text goes
+    through the text rule (``aftersales.textinput``) first, whoever calls."""
     row = rows[0]
+    data = {name: clean_text(value, multiline=True) if isinstance(value, str) else value for name, value in data.items()}
     inputs: dict[str, Any] = {}
     for name in row.requires:
         value = data.get(name)
@@ -394,17 +398,12 @@ def _attach_evidence(case: Case, evidence: Iterable[Mapping[str, Any]], actor: s
 
 
 def _clean_text(value: Any, field: str, required: bool = True, limit: int = MAX_TEXT) -> str:
-    text = str(value or "").strip()
+    text = clean_text(value, multiline=True)
     if required and not text:
         raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=field.replace("_", " ")), field=field)
     if len(text) > limit:
         raise InvalidInput(_("Please keep \u201c%(field)s\u201d under %(limit)d characters.", field=field.replace("_", " "), limit=limit), field=field)
     return text
-
-
-#: No amount of money this module handles comes near it; larger input is a typo or an attack
-#: (and would overflow a 64-bit column).
-MAX_AMOUNT = 10**15
 
 
 def _amount(value: Any, field: str = "amount") -> int:
@@ -414,7 +413,7 @@ def _amount(value: Any, field: str = "amount") -> int:
         amount = int(value)
     except (TypeError, ValueError, OverflowError):
         raise InvalidInput(_("The amount is not a number."), field=field) from None
-    if abs(amount) > MAX_AMOUNT:
+    if abs(amount) > money.MAX_AMOUNT:
         raise InvalidInput(_("The amount is far too large."), field=field)
     if amount != value and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
         raise InvalidInput(_("Amounts are whole minor units (cents)."), field=field)
@@ -763,6 +762,8 @@ def settle_refund(
     ``failed`` (its amount is freed and staff are shown the failure)."""
     if status not in ("succeeded", "failed"):
         raise InvalidInput(_("A refund either succeeded or failed."), field="status")
+    reference = _clean_text(reference, "reference", required=False, limit=200) or None
+    message = _clean_text(message, "message", required=False)
     runtime = current()
     now = now or utcnow()
     try:

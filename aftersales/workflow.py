@@ -38,6 +38,11 @@ CORE_STATES = (
 ALL_KINDS = frozenset({"refund_only", "return_refund", "exchange", "repair"})
 GOODS_BACK = frozenset({"return_refund", "exchange", "repair"})
 REPLACEMENT = frozenset({"exchange", "repair"})
+#: The category every category that no plugin declares is built and cached as: they are all
+#: served by the same plugins (those that declare no categories), so they share one workflow per
+#: kind. Category names come from orders and query strings; a cache entry for each of them
+#: would let anyone grow the caches without bound.
+GENERAL_CATEGORY = "*"
 
 
 @dataclass(frozen=True)
@@ -451,8 +456,13 @@ class CompiledWorkflow:
         return self.deadlines.get(state)
 
     # --- describing --------------------------------------------------------------------
-    def as_text(self) -> str:
-        lines = [f"Workflow for category {self.category!r}, kind {self.kind!r}", ""]
+    def as_text(self, category: str | None = None) -> str:
+        """The table in words; ``category`` is the name asked for (the general workflow serves
+        every category no plugin declares, and says so)."""
+        lines = [f"Workflow for category {category or self.category!r}, kind {self.kind!r}"]
+        if self.category == GENERAL_CATEGORY:
+            lines.append("No loaded plugin declares this category: this is the core table with the plugins that serve every category.")
+        lines.append("")
         header = ("state", "actor", "trigger", "condition", "next", "from")
         table = [header]
         for row in self.rows:
@@ -473,7 +483,7 @@ class CompiledWorkflow:
         lines.append("Terminal states: " + ", ".join(s for s in self.states if s in TERMINAL_STATES))
         return "\n".join(lines)
 
-    def as_mermaid(self) -> str:
+    def as_mermaid(self, category: str | None = None) -> str:
         """A Mermaid ``stateDiagram-v2``, drawn by transitions' own GraphMachine."""
         from transitions.extensions import GraphMachine
 
@@ -494,7 +504,7 @@ class CompiledWorkflow:
             auto_transitions=False,
             graph_engine="mermaid",
             show_conditions=True,
-            title=f"{self.category} / {self.kind}",
+            title=f"{category or self.category} / {self.kind}",
         )
         token = _CaseToken(INITIAL_STATE)
         graph.add_model(token)
@@ -535,21 +545,29 @@ def _duration(value: timedelta) -> str:
 class WorkflowRegistry:
     """Builds each (category, kind) workflow once and hands out the cached result."""
 
-    def __init__(self, settings: Mapping[str, Any], apply_plugins: Callable[[WorkflowBuilder], None]):
+    def __init__(
+        self, settings: Mapping[str, Any], apply_plugins: Callable[[WorkflowBuilder], None],
+        category_key: Callable[[str], str] = lambda category: category,
+    ):
         self.settings = settings
         self.apply_plugins = apply_plugins
+        #: Maps a category to the one its workflows are built and cached for (see
+        #: ``PluginHost.category_key``): the cache holds at most (declared categories + 1) × kinds.
+        self.category_key = category_key
         self._cache: dict[tuple[str, str], CompiledWorkflow] = {}
         self._lock = threading.Lock()
 
     def get(self, category: str, kind: str) -> CompiledWorkflow:
-        key = (category, kind)
+        if kind not in ALL_KINDS:
+            raise WorkflowError(f"unknown case kind {kind!r}")
+        key = (self.category_key(category), kind)
         workflow = self._cache.get(key)
         if workflow is not None:
             return workflow
         with self._lock:
             workflow = self._cache.get(key)
             if workflow is None:
-                workflow = self._cache[key] = self.build(category, kind)
+                workflow = self._cache[key] = self.build(*key)
         return workflow
 
     def build(self, category: str, kind: str) -> CompiledWorkflow:

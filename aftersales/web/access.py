@@ -9,6 +9,11 @@ from ..models import Case, Order
 
 BUYER_ORDERS = "aftersales_buyer_orders"
 
+#: The URL converter for a row id: ids are 32-bit integer columns, so a larger number in a path
+#: is a 404 from the router instead of an overflow in the database.
+MAX_ROW_ID = 2**31 - 1
+ROW_ID = f"int(max={MAX_ROW_ID})"
+
 
 def grant_buyer(order: Order) -> None:
     """After a successful lookup the signed session cookie carries access to that order only."""

@@ -11,7 +11,7 @@ from ..extensions import db
 from ..i18n import _
 from ..models import Case, Order, OrderLine
 from ..money import format_money
-from .access import BUYER_ORDERS, buyer_case_or_404, buyer_order_or_404, grant_buyer
+from .access import ROW_ID, BUYER_ORDERS, buyer_case_or_404, buyer_order_or_404, grant_buyer
 from .actions import action_views, perform
 from .forms import LookupForm, RateForm, form_inputs, parsed_amount, request_form_class
 from .ratelimit import limiter, lookup_limits, order_number_key
@@ -42,7 +42,7 @@ def forget():
     return redirect(url_for(".lookup"))
 
 
-@buyer.get("/orders/<int:order_id>")
+@buyer.get(f"/orders/<{ROW_ID}:order_id>")
 def order(order_id: int):
     order = buyer_order_or_404(order_id)
     open_cases = {case.line_id: case for case in db.session.scalars(
@@ -57,7 +57,7 @@ def order(order_id: int):
                            entries=KIND_ENTRIES)
 
 
-@buyer.route("/orders/<int:order_id>/lines/<int:line_id>/request", methods=["GET", "POST"])
+@buyer.route(f"/orders/<{ROW_ID}:order_id>/lines/<{ROW_ID}:line_id>/request", methods=["GET", "POST"])
 def request_case(order_id: int, line_id: int):
     order = buyer_order_or_404(order_id)
     line = db.session.get(OrderLine, line_id)
@@ -134,7 +134,7 @@ def _discard(stored: list[dict]) -> None:
         evidence.discard(stored, upload_dir=evidence.upload_dir(current_app.config, current_app.instance_path))
 
 
-@buyer.get("/cases/<int:case_id>")
+@buyer.get(f"/cases/<{ROW_ID}:case_id>")
 def case(case_id: int):
     case = buyer_case_or_404(case_id)
     return _case_page(case)
@@ -154,7 +154,7 @@ def _deadline_words(case: Case) -> str | None:
     return deadline_outcome(case.state, case.due_trigger)
 
 
-@buyer.post("/cases/<int:case_id>/act/<trigger>")
+@buyer.post(f"/cases/<{ROW_ID}:case_id>/act/<trigger>")
 def act(case_id: int, trigger: str):
     case = buyer_case_or_404(case_id)
     result = perform(case, "buyer", case.order.buyer_email, trigger, url_for(".case", case_id=case.id))
@@ -163,7 +163,7 @@ def act(case_id: int, trigger: str):
     return result
 
 
-@buyer.post("/cases/<int:case_id>/rate")
+@buyer.post(f"/cases/<{ROW_ID}:case_id>/rate")
 def rate(case_id: int):
     case = buyer_case_or_404(case_id)
     form = RateForm()

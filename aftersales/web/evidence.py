@@ -15,6 +15,8 @@ evidence_files = Blueprint("aftersales_evidence", __name__)
 
 @evidence_files.get("/evidence/<storage_key>")
 def photo(storage_key: str):
+    if not evidence_store.is_storage_key(storage_key):  # never send an odd string to the database
+        abort(404)
     item = db.session.scalar(select(Evidence).where(Evidence.storage_key == storage_key))
     if item is None:
         abort(404)

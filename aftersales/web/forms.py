@@ -24,7 +24,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from ..fields import FormField
 from ..i18n import _, lazy_
-from ..money import format_money, minor_unit_digits, parse_money
+from ..money import AmountTooLarge, format_money, minor_unit_digits, parse_money
+from ..textinput import clean_text
 from .wording import FIELD_LABELS
 
 
@@ -38,38 +39,67 @@ except ImportError:  # pragma: no cover - older WTForms
         return [(str(value), text) for value, text in pairs]
 
 
+def _clean_one_line(value: Any) -> Any:
+    return clean_text(value, multiline=False) if isinstance(value, str) else value
+
+
+def _clean_multiline(value: Any) -> Any:
+    return clean_text(value, multiline=True) if isinstance(value, str) else value
+
+
+class CleanMeta(FlaskForm.Meta):
+    """Every text field of every form gets the text rule of ``aftersales.textinput`` as a filter,
+    so a NUL, a control character or a bidi override never reaches a validator, the service
+    layer or the database. Passwords are left exactly as typed (only their hash is kept), and so
+    are hidden fields: nobody types them, and each is checked against exact values (a version
+    number, a kind, a local path for ``next``), so tampering is refused rather than tidied."""
+
+    def bind_field(self, form: Any, unbound_field: Any, options: dict[str, Any]) -> Any:
+        field_class = unbound_field.field_class
+        if issubclass(field_class, StringField) and not issubclass(field_class, (PasswordField, HiddenField)):
+            rule = _clean_multiline if issubclass(field_class, TextAreaField) else _clean_one_line
+            options = dict(options, filters=(*unbound_field.kwargs.get("filters", ()), rule))
+        return super().bind_field(form, unbound_field, options)
+
+
+class Form(FlaskForm):
+    """The base of the module's forms: CSRF from Flask-WTF, text cleaned by :class:`CleanMeta`."""
+
+    Meta = CleanMeta
+
+
 def _email_shape(form: Any, field: Any) -> None:
     value = (field.data or "").strip()
     if "@" not in value or value.startswith("@") or value.endswith("@") or " " in value:
         raise ValidationError(_("Enter the e-mail address you ordered with."))
 
 
-class LookupForm(FlaskForm):
+class LookupForm(Form):
     order_number = StringField(lazy_("Order number"), validators=[DataRequired(), Length(max=64)])
     email = StringField(lazy_("E-mail address"), validators=[DataRequired(), Length(max=254), _email_shape])
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = StringField(lazy_("E-mail"), validators=[DataRequired(), Length(max=254)])
     password = PasswordField(lazy_("Password"), validators=[DataRequired(), Length(max=200)])
     next = HiddenField()
 
 
-class NoteForm(FlaskForm):
+class NoteForm(Form):
     body = TextAreaField(lazy_("Internal note (staff only)"), validators=[DataRequired(), Length(max=2000)])
 
 
-class RateForm(FlaskForm):
+class RateForm(Form):
     rating = RadioField(lazy_("How was it? (1 = poor, 5 = excellent)"), choices=choices((str(n), str(n)) for n in range(1, 6)),
                         validators=[InputRequired()])
     comment = TextAreaField(lazy_("Comment (optional)"), validators=[Optional(), Length(max=2000)])
 
 
-class MarkPaidForm(FlaskForm):
+class MarkPaidForm(Form):
     reference = StringField(lazy_("Payment reference (optional)"), validators=[Optional(), Length(max=200)])
 
 
-class VersionedForm(FlaskForm):
+class VersionedForm(Form):
     """Every form that changes a case carries the version the person saw."""
 
     expected_version = HiddenField(validators=[DataRequired()])
@@ -91,6 +121,9 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
         return None
     try:
         return parse_money(raw, currency)
+    except AmountTooLarge:
+        field.errors = list(field.errors) + [_("That amount is far too large.")]
+        return None
     except ValueError:
         digits = minor_unit_digits(currency)
         if re.fullmatch(r"-?\d+(\.\d+)?", raw):
@@ -203,4 +236,4 @@ def request_form_class(
         attributes["amount"] = money_field(lazy_("Refund amount"), currency, True, max_amount)
     for spec in plugin_fields:
         attributes.setdefault(spec.name, plugin_field(spec))
-    return type("RequestForm", (FlaskForm,), attributes)
+    return type("RequestForm", (Form,), attributes)

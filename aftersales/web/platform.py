@@ -9,18 +9,21 @@ from sqlalchemy.orm import joinedload
 from .. import services
 from ..extensions import db
 from ..models import Case, utcnow
-from .access import staff_case_or_404
+from .access import ROW_ID, staff_case_or_404
 from .actions import action_views, perform
 from .seller import staff_required
 
 platform = Blueprint("aftersales_platform", __name__, url_prefix="/platform")
+
+#: Pages beyond this are empty anyway (50 escalated cases a page); the OFFSET stays a small number.
+MAX_PAGE = 100_000
 
 
 @platform.get("/")
 @staff_required("platform")
 def queue():
     try:
-        page_number = max(int(request.args.get("page", 1)), 1)
+        page_number = min(max(int(request.args.get("page", 1)), 1), MAX_PAGE)
     except ValueError:
         page_number = 1
     query = (select(Case).where(Case.state == "escalated").options(joinedload(Case.line), joinedload(Case.shop))
@@ -29,7 +32,7 @@ def queue():
     return render_template("platform/queue.html", page=page, now=utcnow())
 
 
-@platform.get("/cases/<int:case_id>")
+@platform.get(f"/cases/<{ROW_ID}:case_id>")
 @staff_required("platform")
 def case(case_id: int):
     return _case_page(staff_case_or_404(case_id))
@@ -42,7 +45,7 @@ def _case_page(case: Case, failed=None, status: int = 200):
     ), status
 
 
-@platform.post("/cases/<int:case_id>/act/<trigger>")
+@platform.post(f"/cases/<{ROW_ID}:case_id>/act/<trigger>")
 @staff_required("platform")
 def act(case_id: int, trigger: str):
     case = staff_case_or_404(case_id)

@@ -19,12 +19,15 @@ from sqlalchemy.orm.attributes import set_committed_value
 from ..extensions import db
 from ..models import Case, OrderLine, utcnow
 from ..runtime import current
+from ..textinput import clean_line
 from ..workflow import ALL_KINDS, BASE_TABLE
 
 PER_PAGE = 50
 #: The queue counts its cases up to this many; a larger queue shows "more than COUNT_CAP".
 COUNT_CAP = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Case ids are 32-bit integers; a position beyond them is malformed, not an overflow.
+MAX_CASE_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class QueuePosition:
         due, _, case_id = token.partition(".")
         try:
             number = int(case_id)
-            if number < 1:
+            if not 1 <= number <= MAX_CASE_ID:
                 return None
             if due == "-":
                 return cls(None, number)
@@ -80,8 +83,8 @@ class QueueFilters:
         kind = args.get("kind", "")
         after = QueuePosition.parse(args.get("after"))
         return cls(
-            state=(args.get("state") or "")[:64], kind=kind if kind in ALL_KINDS else "",
-            category=(args.get("category") or "")[:64], mine=args.get("mine") == "1",
+            state=clean_line(args.get("state"))[:64], kind=kind if kind in ALL_KINDS else "",
+            category=clean_line(args.get("category"))[:64], mine=args.get("mine") == "1",
             overdue=args.get("overdue") == "1", after=after,
             before=None if after is not None else QueuePosition.parse(args.get("before")),
         )

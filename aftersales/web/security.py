@@ -23,6 +23,8 @@ def is_local_path(target: str | None) -> bool:
     """Only a path on this site ("/x", not "//evil", not "https://evil", not "/\\evil")."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return False
+    if not target.isprintable() or len(target) > 2000:  # CR/LF would split the Location header
+        return False
     parts = urlsplit(target)
     return not parts.scheme and not parts.netloc
 

@@ -14,7 +14,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _
 from ..models import Case, Refund, StaffUser, utcnow
-from .access import staff_case_or_404
+from .access import ROW_ID, staff_case_or_404
 from .actions import action_views, perform
 from .forms import LoginForm, MarkPaidForm, NoteForm
 from .queue import QueueFilters, seller_queue
@@ -72,7 +72,7 @@ def queue():
     return render_template("seller/queue.html", page=page, filters=filters, now=utcnow())
 
 
-@seller.get("/seller/cases/<int:case_id>")
+@seller.get(f"/seller/cases/<{ROW_ID}:case_id>")
 @staff_required("seller", "platform")
 def case(case_id: int):
     return _case_page(staff_case_or_404(case_id))
@@ -103,7 +103,7 @@ def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: Not
     ), status
 
 
-@seller.post("/seller/cases/<int:case_id>/act/<trigger>")
+@seller.post(f"/seller/cases/<{ROW_ID}:case_id>/act/<trigger>")
 @staff_required("seller", "platform")
 def act(case_id: int, trigger: str):
     case = staff_case_or_404(case_id)
@@ -113,7 +113,7 @@ def act(case_id: int, trigger: str):
     return result
 
 
-@seller.post("/seller/cases/<int:case_id>/notes")
+@seller.post(f"/seller/cases/<{ROW_ID}:case_id>/notes")
 @staff_required("seller", "platform")
 def add_note(case_id: int):
     case = staff_case_or_404(case_id)
@@ -127,7 +127,7 @@ def add_note(case_id: int):
     return redirect(url_for(".case", case_id=case.id) + "#notes")
 
 
-@seller.post("/seller/refunds/<int:refund_id>/paid")
+@seller.post(f"/seller/refunds/<{ROW_ID}:refund_id>/paid")
 @staff_required("seller", "platform")
 def mark_paid(refund_id: int):
     refund = db.session.get(Refund, refund_id)
@@ -151,7 +151,7 @@ def mark_paid(refund_id: int):
     return redirect(url_for(".case", case_id=case.id))
 
 
-@seller.post("/seller/cases/<int:case_id>/retry-refund")
+@seller.post(f"/seller/cases/<{ROW_ID}:case_id>/retry-refund")
 @staff_required("seller", "platform")
 def retry_refund(case_id: int):
     case = staff_case_or_404(case_id)

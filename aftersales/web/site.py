@@ -7,6 +7,7 @@ from sqlalchemy import text
 from ..errors import WorkflowError
 from ..extensions import db
 from ..runtime import current
+from ..textinput import clean_line
 from ..workflow import ALL_KINDS
 from . import TEMPLATES
 
@@ -17,7 +18,7 @@ KIND_ORDER = ("refund_only", "return_refund", "exchange", "repair")
 
 @site.get("/workflow")
 def workflow():
-    category = (request.args.get("category") or "books").strip()[:64]
+    category = clean_line(request.args.get("category"))[:64] or "books"
     kind = request.args.get("kind") or "return_refund"
     if kind not in ALL_KINDS or not category:
         abort(404)
