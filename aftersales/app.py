@@ -64,7 +64,7 @@ class AfterSales:
         for plugin in self.extra_plugins:
             plugins.register(plugin, getattr(plugin, "__name__", None), source="AfterSales(plugins=...)")
         plugins.load(app.config)
-        runtime = Runtime(app.config, plugins)
+        runtime = Runtime(app.config, plugins, app.instance_path)
         app.extensions["aftersales"] = runtime
 
         from .cli import aftersales_cli

@@ -63,6 +63,50 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
         sys.exit(1)
 
 
+@aftersales_cli.command("uploads")
+@click.option("--reconcile", is_flag=True,
+              help="Remove photo files that no evidence row names (older than AFTERSALES_UPLOAD_ORPHAN_GRACE_MINUTES), "
+                   "abandoned temporary files, and evidence rows whose file is missing.")
+@click.option("--dry-run", is_flag=True, help="With --reconcile: list what would be removed, remove nothing.")
+def uploads_command(reconcile: bool, dry_run: bool) -> None:
+    """The evidence photos folder: how many files and rows it has, and reconciling the two.
+
+    Files are written before their rows, so a process killed in between leaves a file that no
+    row names; a lost file leaves a row that names nothing. The sweeper reconciles every
+    AFTERSALES_UPLOAD_RECONCILE_MINUTES; this command does it now. Exits 1 when a dry run finds
+    something to remove.
+    """
+    require_schema()
+    from .reconcile import reconcile as reconcile_uploads
+
+    runtime = current()
+    if dry_run and not reconcile:
+        raise click.UsageError("--dry-run goes with --reconcile")
+    report = reconcile_uploads(runtime.settings, runtime.instance_path, dry_run=dry_run or not reconcile)
+    from . import evidence
+    from .models import Evidence
+
+    folder = evidence.upload_dir(runtime.settings, runtime.instance_path)
+    rows = db.session.scalar(select(func.count(Evidence.id)))
+    files = sum(1 for entry in folder.iterdir() if evidence.is_storage_key(entry.name))
+    click.echo(f"uploads folder {folder}: {files} photo files, {rows} evidence rows")
+    verb = "removed" if reconcile and not dry_run else "to remove"
+    for name in report.files_without_row:
+        click.echo(f"  file without a row ({verb}): {name}")
+    for name in report.temporary_files:
+        click.echo(f"  abandoned temporary file ({verb}): {name}")
+    for evidence_id, case_id, key in report.rows_without_file:
+        click.echo(f"  row without a file ({verb}): evidence {evidence_id} of case {case_id} ({key})")
+    for name in report.young_files_without_row:
+        click.echo(f"  file without a row, younger than the grace period (kept): {name}")
+    if report.clean:
+        click.echo("  nothing to remove")
+    elif not reconcile:
+        click.echo("  run with --reconcile to remove them")
+    if dry_run and not report.clean:
+        sys.exit(1)
+
+
 @aftersales_cli.command("plugins")
 def plugins_command() -> None:
     """List the loaded plugins: name, version, categories served, hooks implemented."""

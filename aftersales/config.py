@@ -69,8 +69,14 @@ class Defaults:
     # Evidence photos (aftersales/evidence.py). Stored outside static/, served only after a check.
     AFTERSALES_UPLOAD_DIR: str | None = None  # default: <instance folder>/uploads
     AFTERSALES_UPLOAD_MAX_BYTES = 8 * 1024 * 1024  # per file, as uploaded
-    AFTERSALES_UPLOAD_MAX_PIXELS = 40_000_000  # width x height, read from the header
+    AFTERSALES_UPLOAD_MAX_PIXELS = 25_000_000  # width x height, read from the header
+    AFTERSALES_UPLOAD_MAX_EDGE = 2560  # photos are stored at most this many pixels on their longer side
     AFTERSALES_UPLOAD_MAX_PER_CASE = 10
+    # Reconciling the uploads folder with the evidence rows (aftersales/reconcile.py): a file
+    # without a row is removed once older than the grace period; the sweeper reconciles every
+    # AFTERSALES_UPLOAD_RECONCILE_MINUTES (0: only `flask aftersales uploads --reconcile` does).
+    AFTERSALES_UPLOAD_ORPHAN_GRACE_MINUTES = 60
+    AFTERSALES_UPLOAD_RECONCILE_MINUTES = 60
 
 
 #: Environment variables that are not a plain ``AFTERSALES_<SETTING>`` copy.

@@ -24,6 +24,7 @@ from .errors import AfterSalesError
 from .database import write_transaction
 from .extensions import db
 from .models import Case, utcnow
+from .reconcile import ReconcileReport, reconcile_if_due
 from .runtime import current
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class SweepReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     outbox_delivered: int = 0
+    uploads: ReconcileReport | None = None  # when the sweep reconciled the uploads folder
 
 
 def due_cases(now: datetime, limit: int, after: tuple[datetime, int] | None = None) -> list[Case]:
@@ -80,6 +82,12 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
             break
         position = position_after
     report.outbox_delivered = services.deliver_outbox(now=now).delivered
+    try:
+        report.uploads = reconcile_if_due(runtime.settings, runtime.instance_path)
+    except Exception as error:  # noqa: BLE001 - the deadlines are applied; the folder waits for the next sweep
+        db.session.rollback()
+        log.error("reconciling the uploads folder failed: %s", error, exc_info=True)
+        report.errors.append(f"uploads: {error}")
     return report
 
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import secrets
 import struct
 import tempfile
+import threading
 import unicodedata
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Mapping
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from .errors import InvalidInput, NotFound
 from .i18n import _, ngettext
@@ -33,10 +36,11 @@ from .i18n import _, ngettext
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 #: How each format is re-encoded. No ``exif=`` or ``xmp=``: leaving them out is what strips them.
+#: Fast encoder settings: the time a photo costs is bounded by its pixels, never by ``optimize``.
 _SAVE_OPTIONS: dict[str, dict[str, Any]] = {
     "JPEG": {"quality": 85},
-    "PNG": {"optimize": True},
-    "WEBP": {"quality": 85},
+    "PNG": {"compress_level": 3},
+    "WEBP": {"quality": 85, "method": 2},
 }
 
 _KEY_BYTES = 32
@@ -72,8 +76,10 @@ def store_photo(
     max_bytes: int,
     max_pixels: int,
     label: str = "",
+    max_edge: int = 2560,
 ) -> dict[str, Any]:
-    """Check one upload, store a clean re-encoding of it, and return its evidence metadata.
+    """Check one upload, store a clean re-encoding of it (at most ``max_edge`` pixels on its
+    longer side), and return its evidence metadata.
 
     Raises :class:`EvidenceRefused` when the upload is empty, too large, has too many pixels,
     or is not a JPEG, PNG or WebP picture that decodes completely; nothing is written then.
@@ -88,9 +94,9 @@ def store_photo(
               photo=_shown(name), limit=_size(max_bytes)),
             status=413,
         )
-    with _decode(data, name, max_pixels) as image:
+    with DECODING, _decode(data, name, max_pixels, max_edge) as image:
         kind = image.format
-        encoded, (width, height) = _reencode(image)
+        encoded, (width, height) = _reencode(image, max_edge)
     storage_key = secrets.token_urlsafe(_KEY_BYTES)
     _write_atomically(Path(upload_dir) / storage_key, encoded)
     return {
@@ -129,11 +135,30 @@ def store_photos(
                 item.stream, item.filename, upload_dir=directory, label=label,
                 max_bytes=int(settings["AFTERSALES_UPLOAD_MAX_BYTES"]),
                 max_pixels=int(settings["AFTERSALES_UPLOAD_MAX_PIXELS"]),
+                max_edge=int(settings["AFTERSALES_UPLOAD_MAX_EDGE"]),
             ))
     except BaseException:
         discard(stored, upload_dir=directory)
         raise
     return stored
+
+
+@contextmanager
+def undone_on_error(settings: Mapping[str, Any], instance_path: str | os.PathLike[str]) -> Iterator[list[dict[str, Any]]]:
+    """A list to put the metadata of photos stored for one write in; if the block raises
+    anything at all (a refusal, a database error, a lost connection), their files are deleted
+    again, so no file outlives a write that did not happen::
+
+        with evidence.undone_on_error(app.config, app.instance_path) as stored:
+            stored += evidence.store_photos(files, ...)
+            services.open_case(..., evidence=stored)
+    """
+    stored: list[dict[str, Any]] = []
+    try:
+        yield stored
+    except BaseException:
+        discard(stored, upload_dir=upload_dir(settings, instance_path))
+        raise
 
 
 def check_photo_count(count: int, *, max_per_case: int) -> None:
@@ -202,12 +227,16 @@ def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """The fully decoded picture, or :class:`EvidenceRefused`.
+def _decode(data: bytes, name: str, max_pixels: int, max_edge: int) -> Image.Image:
+    """The decoded picture, at most a little over ``max_edge`` on its longer side for a JPEG, or
+    :class:`EvidenceRefused`.
 
     Pillow may only try the three accepted formats, so no other parser ever sees the bytes.
     The pixel count comes from the header and is checked before any pixel is decoded; Pillow's
-    own decompression-bomb guard (a warning, then an error) is refused the same way.
+    own decompression-bomb guard (a warning, then an error) is refused the same way. A JPEG is
+    decoded straight at a reduced scale (libjpeg's DCT scaling: 1/2, 1/4, 1/8), and one with more
+    than :data:`MAX_JPEG_SCANS` scans is refused unread, since each progressive scan is another
+    pass over every block of the picture (a few bytes each, so thousands fit in a small file).
     """
     not_a_photo = EvidenceRefused(_("%(photo)s is not a JPEG, PNG or WebP photo.", photo=_shown(name)))
     too_many_pixels = EvidenceRefused(_(
@@ -227,9 +256,13 @@ def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
                     raise not_a_photo
                 if probe.width * probe.height > max_pixels:
                     raise too_many_pixels
+                if probe.format == "JPEG" and jpeg_scan_count(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+                    raise damaged
                 probe.verify()
             # verify() leaves the image unusable; decoding needs a fresh one.
             image = Image.open(io.BytesIO(data), formats=formats)
+            if image.format == "JPEG":
+                image.draft(None, _fitted(image.size, max_edge))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise too_many_pixels from error
@@ -240,39 +273,164 @@ def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-# --- re-encoding -----------------------------------------------------------------------------
-def _reencode(image: Image.Image) -> tuple[bytes, tuple[int, int]]:
-    """A fresh file in the same format, turned upright, with no EXIF, XMP or text chunks,
-    and its size as stored.
+def _fitted(size: tuple[int, int], max_edge: int) -> tuple[int, int]:
+    """``size`` scaled down (never up) so that its longer side is ``max_edge``."""
+    width, height = size
+    ratio = min(1.0, max_edge / max(width, height, 1))
+    return max(1, math.ceil(width * ratio)), max(1, math.ceil(height * ratio))
 
-    Only the pixels, the palette's transparency and the colour profile (ICC, which says how to
-    show the colours and nothing about the buyer) are carried over. Animated pictures keep
-    their first frame: evidence is a still photo.
+
+#: One photo is decoded at a time in a process (a gunicorn worker's threads take turns), so a
+#: worker holds at most one decoded picture (about 4 bytes a pixel, a few times over while it is
+#: resized) however many uploads arrive at once.
+DECODING = threading.Lock()
+
+#: A baseline JPEG has one scan per component group, a progressive one about ten; cameras and
+#: image tools stay well below this.
+MAX_JPEG_SCANS = 32
+
+
+def jpeg_scan_count(data: bytes, stop_after: int) -> int:
+    """How many scans (SOS segments) the JPEG ``data`` holds, counting no further than one more
+    than ``stop_after``.
+
+    Walks the marker segments by their lengths, so bytes inside EXIF or ICC segments are never
+    taken for markers; inside entropy-coded data a 0xFF is only a marker when the next byte is
+    neither 0x00 (a stuffed byte) nor a restart marker.
+    """
+    position, scans, size = 2, 0, len(data)
+    while position + 1 < size:
+        if data[position] != 0xFF:
+            position = data.find(b"\xff", position)
+            if position < 0:
+                break
+            continue
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # stuffed byte, TEM, restarts
+            position += 2
+        elif marker == 0xD9:  # end of image
+            break
+        else:
+            if marker == 0xDA:
+                scans += 1
+                if scans > stop_after:
+                    break
+            if position + 4 > size:
+                break
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return scans
+
+
+# --- re-encoding -----------------------------------------------------------------------------
+def _reencode(image: Image.Image, max_edge: int) -> tuple[bytes, tuple[int, int]]:
+    """A fresh file in the same format, at most ``max_edge`` pixels on its longer side, turned
+    upright, in sRGB, with no EXIF, XMP, ICC or text chunks, and its size as stored.
+
+    Only the pixels and their transparency are carried over: a colour profile is applied (the
+    colours converted to sRGB) and then dropped, since a profile is free-form data a hidden
+    message could travel in. Animated pictures keep their first frame: evidence is a still photo.
+    Encoders run at their fast settings (no ``optimize``): the cost of a photo is then bounded by
+    its pixels, which ``max_edge`` bounds.
     """
     kind = image.format
-    upright = _upright(image)
-    if kind == "JPEG" and upright.mode not in ("L", "RGB"):
-        # CMYK JPEGs are shown inconsistently by browsers; RGB looks the same everywhere.
-        upright = upright.convert("RGB")
-    clean = upright.copy()
-    clean.info = {key: upright.info[key] for key in ("transparency",) if key in upright.info}
-    options = dict(_SAVE_OPTIONS[kind])
-    if icc_profile := image.info.get("icc_profile"):
-        options["icc_profile"] = icc_profile
+    profile = image.info.get("icc_profile")
+    picture = _resizable(image)
+    if max(picture.size) > max_edge:  # in place: the decoded picture is ours alone
+        picture.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if profile:
+        picture = _to_srgb(picture, profile)
+    picture = _upright(_plain(picture), image)
+    if kind == "JPEG" and picture.mode not in ("L", "RGB"):
+        picture = picture.convert("RGB")
+    clean = Image.new(picture.mode, picture.size)
+    clean.paste(picture)
     buffer = io.BytesIO()
-    clean.save(buffer, format=kind, **options)
+    clean.save(buffer, format=kind, **_SAVE_OPTIONS[kind])
     return buffer.getvalue(), clean.size
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """The picture rotated as its EXIF orientation says, since that tag is about to be dropped.
+def _resizable(image: Image.Image) -> Image.Image:
+    """The picture in a mode Pillow resizes smoothly and colour-converts: palette, one-bit and
+    transparent-key pictures become L/RGB(A), 16-bit greyscale becomes 8-bit; CMYK stays CMYK
+    until its colour profile has been applied."""
+    mode = image.mode
+    if mode in ("1", "P", "PA") or "transparency" in image.info:
+        has_alpha = mode == "PA" or "transparency" in image.info
+        grey = mode == "1" or (mode == "L" and has_alpha)
+        return image.convert(("LA" if grey else "RGBA") if has_alpha else ("L" if grey else "RGB"))
+    if mode.startswith("I") or mode == "F":
+        if _is_16_bit(image):
+            return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+        return image.convert("L")
+    return image
 
-    A broken EXIF block should not cost the buyer their evidence, so it is then ignored.
+
+def _plain(image: Image.Image) -> Image.Image:
+    """The picture in L, LA, RGB or RGBA: the modes every encoder handles."""
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    return image.convert("RGBA" if "A" in image.mode or "a" in image.mode else "RGB")
+
+
+def _is_16_bit(image: Image.Image) -> bool:
+    low, high = image.getextrema()
+    return high > 255
+
+
+def _to_srgb(image: Image.Image, profile: bytes) -> Image.Image:
+    """``image`` with its colours converted from ``profile`` to sRGB (alpha kept). A profile
+    that can't be read is ignored: the pixels are then kept as they are."""
+    from PIL import ImageCms
+
+    alpha = image.getchannel("A") if image.mode in ("LA", "RGBA") else None
+    colour = image.convert("RGB") if image.mode in ("LA", "RGBA") else image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        converted = ImageCms.profileToProfile(colour, source, _srgb_profile(), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+    if converted is None:
+        return image
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
+
+
+_SRGB: Any = None
+
+
+def _srgb_profile() -> Any:
+    global _SRGB
+    if _SRGB is None:
+        from PIL import ImageCms
+
+        _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return _SRGB
+
+
+def _upright(image: Image.Image, source: Image.Image) -> Image.Image:
+    """The picture rotated as ``source``'s EXIF orientation says, since that tag is about to be
+    dropped. A broken EXIF block should not cost the buyer their evidence, so it is then ignored.
     """
     try:
-        return ImageOps.exif_transpose(image)
+        orientation = source.getexif().get(ExifTags.Base.Orientation, 1)
     except _DECODE_ERRORS:
         return image
+    method = _ORIENTATION_TRANSPOSE.get(orientation)
+    return image.transpose(method) if method is not None else image
+
+
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 # --- storing ---------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from .workflow import CompiledWorkflow, WorkflowRegistry
 class Runtime:
     """Stored in ``app.extensions["aftersales"]``; the service layer reaches it via :func:`current`."""
 
-    def __init__(self, settings: Mapping[str, Any], plugins: PluginHost):
+    def __init__(self, settings: Mapping[str, Any], plugins: PluginHost, instance_path: str = "instance"):
         self.settings = settings
         self.plugins = plugins
+        self.instance_path = instance_path  # the app's instance folder (uploads live there by default)
         self.workflows = WorkflowRegistry(settings, plugins.apply_workflow, plugins.category_key)
         self._reasons: dict[str, dict[str, Reason]] = {}
         self._wording: dict[str, dict[str, Any]] | None = None

@@ -32,6 +32,9 @@ def app_settings(tmp_path: Path, **config: Any) -> dict[str, Any]:
         **database_settings(tmp_path),
         "AFTERSALES_PLUGINS_DIR": [],
         "AFTERSALES_LOAD_ENTRY_POINTS": False,
+        # Many tests record photos by metadata alone (photos() below), rows without files on
+        # purpose; the sweeper would reconcile them away. tests/unit/test_reconcile.py turns it on.
+        "AFTERSALES_UPLOAD_RECONCILE_MINUTES": 0,
     }
     settings.update(config)
     return settings

@@ -97,22 +97,20 @@ def perform(case: Case, role: str, actor_id: str | None, trigger: str, done_url:
         expected = int(form.expected_version.data)
     except (TypeError, ValueError):
         expected = -1
-    stored: list[dict] = []
     try:
-        if "evidence" in form:
-            stored = evidence.store_photos(
-                request.files.getlist(form.evidence.name), settings=current_app.config,
-                instance_path=current_app.instance_path, already=len(case.evidence),
-            )
-            if stored:
-                inputs["evidence"] = stored
-        services.act(case.id, actor, trigger, actor_id=actor_id, expected_version=expected, **inputs)
+        with evidence.undone_on_error(current_app.config, current_app.instance_path) as stored:
+            if "evidence" in form:
+                stored += evidence.store_photos(
+                    request.files.getlist(form.evidence.name), settings=current_app.config,
+                    instance_path=current_app.instance_path, already=len(case.evidence),
+                )
+                if stored:
+                    inputs["evidence"] = stored
+            services.act(case.id, actor, trigger, actor_id=actor_id, expected_version=expected, **inputs)
     except CaseChanged:
-        _discard(stored)
         flash(_("This case changed while you were looking at it — here is what happened. Nothing was done twice."), "warning")
         return redirect(done_url)
     except InvalidInput as error:
-        _discard(stored)
         view.status = getattr(error, "status", 400)
         target = getattr(form, getattr(error, "field", None) or "", None)
         if target is not None and hasattr(target, "errors"):
@@ -121,13 +119,7 @@ def perform(case: Case, role: str, actor_id: str | None, trigger: str, done_url:
             flash(str(error), "error")
         return view
     except DomainError as error:
-        _discard(stored)
         flash(str(error), "error")
         return redirect(done_url)
     flash(_("Done: %(action)s.", action=view.label), "success")
     return redirect(done_url)
-
-
-def _discard(stored: list[dict]) -> None:
-    if stored:
-        evidence.discard(stored, upload_dir=evidence.upload_dir(current_app.config, current_app.instance_path))

@@ -107,17 +107,16 @@ REQUEST_CORE_FIELDS = ("csrf_token", "evidence", "kind", "reason", "quantity", "
 
 def _open_case(form, line: OrderLine, kind: str, amount: int | None, extra: dict):
     """Store the photos, open the case; (redirect, 302) or (None, status) with errors on the form."""
-    stored: list[dict] = []
     try:
-        stored = evidence.store_photos(request.files.getlist(form.evidence.name), settings=current_app.config,
-                                       instance_path=current_app.instance_path)
-        case = services.open_case(
-            line.id, kind, form.reason.data, quantity=form.quantity.data, amount=amount,
-            description=form.description.data or "", evidence=stored, data=extra,
-            actor_id=line.order.buyer_email,
-        )
+        with evidence.undone_on_error(current_app.config, current_app.instance_path) as stored:
+            stored += evidence.store_photos(request.files.getlist(form.evidence.name), settings=current_app.config,
+                                            instance_path=current_app.instance_path)
+            case = services.open_case(
+                line.id, kind, form.reason.data, quantity=form.quantity.data, amount=amount,
+                description=form.description.data or "", evidence=stored, data=extra,
+                actor_id=line.order.buyer_email,
+            )
     except DomainError as error:
-        _discard(stored)
         name = getattr(error, "field", None) or ""
         field = getattr(form, "evidence" if name == "photos" else name, None)
         if field is not None and hasattr(field, "errors") and field.name != "csrf_token":
@@ -127,11 +126,6 @@ def _open_case(form, line: OrderLine, kind: str, amount: int | None, extra: dict
         return None, getattr(error, "status", 400)
     flash(_("Your request was sent. The seller answers within the time shown below."), "success")
     return redirect(url_for(".case", case_id=case.id)), 302
-
-
-def _discard(stored: list[dict]) -> None:
-    if stored:
-        evidence.discard(stored, upload_dir=evidence.upload_dir(current_app.config, current_app.instance_path))
 
 
 @buyer.get(f"/cases/<{ROW_ID}:case_id>")

@@ -27,7 +27,7 @@ from aftersales.evidence import (
 )
 
 MAX_BYTES = 8 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = 25_000_000
 MAKE = 0x010F
 ORIENTATION = 0x0112
 
@@ -128,11 +128,17 @@ def test_a_png_named_photo_jpg_is_stored_as_png(folder):
     assert metadata["content_type"] == "image/png"
 
 
-def test_palette_png_with_transparency_is_accepted(folder):
-    metadata = store(picture("PNG", mode="P", transparency=0), "sticker.png", folder)
+def test_palette_png_with_transparency_is_accepted_and_keeps_its_transparent_pixels(folder):
+    sticker = Image.new("P", (8, 4), 1)
+    sticker.putpalette([0, 0, 0, 200, 30, 30] + [0, 0, 0] * 254)
+    sticker.paste(0, (0, 0, 4, 4))  # the left half is palette entry 0, declared transparent
+    buffer = io.BytesIO()
+    sticker.save(buffer, "PNG", transparency=0)
+    metadata = store(buffer.getvalue(), "sticker.png", folder)
 
-    stored = Image.open(evidence_path(metadata["storage_key"], upload_dir=folder))
-    assert stored.mode == "P" and "transparency" in stored.info
+    stored = Image.open(evidence_path(metadata["storage_key"], upload_dir=folder)).convert("RGBA")
+    assert stored.getpixel((0, 0))[3] == 0
+    assert stored.getpixel((7, 0)) == (200, 30, 30, 255)
 
 
 def test_cmyk_jpeg_is_stored_as_rgb(folder):
@@ -332,7 +338,7 @@ def test_store_photos_applies_the_byte_and_pixel_settings(tmp_path):
 # --- where files live --------------------------------------------------------------------------
 def test_default_settings():
     assert settings()["AFTERSALES_UPLOAD_MAX_BYTES"] == 8 * 1024 * 1024
-    assert settings()["AFTERSALES_UPLOAD_MAX_PIXELS"] == 40_000_000
+    assert settings()["AFTERSALES_UPLOAD_MAX_PIXELS"] == 25_000_000
     assert settings()["AFTERSALES_UPLOAD_MAX_PER_CASE"] == 10
     assert settings()["AFTERSALES_UPLOAD_DIR"] is None
 
