@@ -12,6 +12,7 @@ from . import config as settings_module
 from . import models  # noqa: F401  (registers the tables on db.metadata)
 from .database import configure_engine
 from .extensions import babel, csrf, db, login_manager, migrate
+from .logs import configure_logging
 from .plugins import PluginHost
 from .runtime import Runtime
 
@@ -57,6 +58,8 @@ class AfterSales:
         csrf.init_app(app)
         login_manager.init_app(app)
         login_manager.login_view = "aftersales_seller.login"
+        # A login cookie used from another address or browser than it was issued to is dropped.
+        login_manager.session_protection = "strong"
         babel.init_app(app, locale_selector=_select_locale)
         app.jinja_env.globals.setdefault("get_locale", get_locale)
 
@@ -110,6 +113,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_pyfile("aftersales.cfg", silent=True)
     app.config.update(settings_module.from_environment(settings_module.environment(), app.config))
     app.config.update(config)
+    configure_logging(app.config)
     AfterSales(app, plugins=config.get("AFTERSALES_EXTRA_PLUGINS"))
     _trust_proxy_headers(app)
     return app
@@ -129,13 +133,18 @@ def _trust_proxy_headers(app: Flask) -> None:
 
 @login_manager.user_loader
 def _load_staff(user_id: str) -> Any:
+    """The staff member a login cookie names, if the cookie is still good: the account is active
+    and the cookie's session generation is the account's (see ``StaffUser.end_sessions``)."""
     from .models import StaffUser
+    from .web.access import MAX_ROW_ID
 
-    try:
-        staff = db.session.get(StaffUser, int(user_id))
-    except ValueError:
+    staff_id, _, generation = str(user_id).partition(".")
+    if not (staff_id.isdigit() and generation.isdigit()) or int(staff_id) > MAX_ROW_ID:
         return None
-    return staff if staff is not None and staff.active else None
+    staff = db.session.get(StaffUser, int(staff_id))
+    if staff is None or not staff.active or (staff.session_generation or 0) != int(generation):
+        return None
+    return staff
 
 
 def _normalise_database_url(url: str) -> str:

@@ -243,6 +243,49 @@ def create_staff_command(email: str, name: str, shop_slug: str | None, role: str
     click.echo(f"created {staff.role} {staff.email}" + (f" for shop {shop_slug}" if shop_slug else ""))
 
 
+@aftersales_cli.command("deactivate-staff")
+@click.option("--email", required=True, help="Login e-mail of the staff member.")
+def deactivate_staff_command(email: str) -> None:
+    """Stop a staff login: it can no longer log in, and every session it has ends at once."""
+    require_schema()
+    from .staff import StaffProblem, set_active
+
+    try:
+        staff = set_active(email, False)
+    except StaffProblem as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"deactivated {staff.email}; its sessions have ended")
+
+
+@aftersales_cli.command("reactivate-staff")
+@click.option("--email", required=True, help="Login e-mail of the staff member.")
+def reactivate_staff_command(email: str) -> None:
+    """Let a deactivated staff login log in again (sessions from before stay ended)."""
+    require_schema()
+    from .staff import StaffProblem, set_active
+
+    try:
+        staff = set_active(email, True)
+    except StaffProblem as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"reactivated {staff.email}; it logs in with its password")
+
+
+@aftersales_cli.command("set-staff-password")
+@click.option("--email", required=True, help="Login e-mail of the staff member.")
+@click.password_option(help="The new password (asked for twice when not given).")
+def set_staff_password_command(email: str, password: str) -> None:
+    """Give a staff login a new password; every session it has ends (log in again with it)."""
+    require_schema()
+    from .staff import StaffProblem, set_password
+
+    try:
+        staff = set_password(email, password)
+    except StaffProblem as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"new password set for {staff.email}; its sessions have ended")
+
+
 @aftersales_cli.command("create-shop")
 @click.option("--slug", required=True, help="Short unique name used in imports and URLs, e.g. my-shop.")
 @click.option("--name", required=True, help="Shop name shown to buyers.")

@@ -54,6 +54,9 @@ class Defaults:
     AFTERSALES_LOOKUP_LIMIT_PER_CLIENT = "10 per minute"
     AFTERSALES_LOOKUP_LIMIT_PER_ORDER = "5 per minute"
     AFTERSALES_RATELIMIT_STORAGE_URI = "memory://"
+    # Failed staff logins (wrong password or unknown e-mail), per client address and per e-mail.
+    AFTERSALES_LOGIN_LIMIT_PER_CLIENT = "30 per 15 minutes"
+    AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT = "10 per 15 minutes"
     # Set when served over HTTPS: cookies get the Secure flag.
     AFTERSALES_HTTPS = False
     # Behind a reverse proxy (standalone app only): how many proxies in front of the app set
@@ -61,6 +64,10 @@ class Defaults:
     AFTERSALES_PROXY_FIX_X_FOR = 0
     AFTERSALES_PROXY_FIX_X_PROTO = 0
     AFTERSALES_PROXY_FIX_X_HOST = 0
+
+    # Logging of the standalone app (aftersales/logs.py): to standard error, this level and format.
+    AFTERSALES_LOG_LEVEL = "INFO"
+    AFTERSALES_LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
     # Sweeper: how many due cases one transaction claims.
     AFTERSALES_SWEEP_BATCH = 200

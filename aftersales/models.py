@@ -24,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
@@ -88,6 +88,9 @@ class StaffUser(db.Model):
     role: Mapped[str] = mapped_column(String(16), default="seller")
     password_hash: Mapped[str] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Part of every login cookie; a new password, deactivation and logout move it on, so every
+    #: cookie issued before (a copy included) logs nobody in any more.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     shop: Mapped[Shop | None] = relationship()
@@ -97,6 +100,17 @@ class StaffUser(db.Model):
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+    def end_sessions(self) -> None:
+        """Every login cookie of this account stops working (logout, on every device)."""
+        self.session_generation = (self.session_generation or 0) + 1
+
+    @validates("active", "password_hash")
+    def _end_sessions_on_change(self, key: str, value: Any) -> Any:
+        before = getattr(self, key)  # loads an expired value: a change is always seen
+        if before is not None and before != value:
+            self.end_sessions()
+        return value
 
     # Flask-Login protocol
     @property
@@ -112,7 +126,8 @@ class StaffUser(db.Model):
         return False
 
     def get_id(self) -> str:
-        return str(self.id)
+        """``<id>.<session generation>``: what the login cookie carries (see :meth:`end_sessions`)."""
+        return f"{self.id}.{self.session_generation or 0}"
 
 
 class Order(db.Model):
@@ -131,6 +146,9 @@ class Order(db.Model):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Part of every buyer's access grant to this order; "forget this order" and a new buyer
+    #: e-mail move it on, so grants issued before (copied cookies included) open nothing.
+    buyer_access_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -138,6 +156,13 @@ class Order(db.Model):
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.position", cascade="all, delete-orphan"
     )
+
+    @validates("buyer_email")
+    def _revoke_access_on_new_email(self, key: str, value: Any) -> Any:
+        before = getattr(self, key)
+        if before is not None and before != value:
+            self.buyer_access_generation = (self.buyer_access_generation or 0) + 1
+        return value
 
     @property
     def is_shipped(self) -> bool:

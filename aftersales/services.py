@@ -787,6 +787,8 @@ def settle_refund(
                 )
                 _money_event(case, actor, actor_id, "refund_failed", refund, refund.failure_reason, now)
                 _complete_when_paid(runtime, case, now)
+                log.warning("refund %s of case %s (%s %s, %s) failed: %s", refund.id, case.id, refund.amount,
+                            refund.currency, refund.provider, refund.failure_reason)
             else:
                 paid_by = _("Marked as paid by staff.") if actor != "system" else ""
                 note = " ".join(part for part in (paid_by, reference or "") if part)

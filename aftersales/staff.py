@@ -8,6 +8,7 @@ from .errors import InvalidInput
 from .extensions import db
 from .i18n import _
 from .models import Shop, StaffUser
+from .textinput import clean_line
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -17,7 +18,7 @@ class StaffProblem(InvalidInput):
 
 
 def create_staff(*, email: str, password: str, name: str = "", shop_slug: str | None = None, role: str | None = None) -> StaffUser:
-    email = (email or "").strip().lower()
+    email = clean_line(email).lower()
     role = role or ("seller" if shop_slug else "platform")
     if "@" not in email:
         raise StaffProblem(_("%(email)s is not an e-mail address.", email=email), field="email")
@@ -38,4 +39,39 @@ def create_staff(*, email: str, password: str, name: str = "", shop_slug: str | 
         staff = StaffUser(email=email, name=name or email, role=role, shop=shop)
         staff.set_password(password)
         db.session.add(staff)
+    return staff
+
+
+def end_sessions(staff_id: int) -> None:
+    """Log this account out everywhere: every login cookie issued so far stops working."""
+    with write_transaction():
+        staff = db.session.get(StaffUser, staff_id)
+        if staff is not None:
+            staff.end_sessions()
+
+
+def set_active(email: str, active: bool) -> StaffUser:
+    """Deactivate a staff login (its sessions end at once) or let it log in again (old cookies
+    stay dead: deactivation ended them)."""
+    with write_transaction():
+        staff = _staff_by_email(email)
+        staff.active = active
+    return staff
+
+
+def set_password(email: str, password: str) -> StaffUser:
+    """A new password; every session of the account ends (log in again with the new one)."""
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise StaffProblem(_("Use a password of at least %(n)d characters.", n=MIN_PASSWORD_LENGTH), field="password")
+    with write_transaction():
+        staff = _staff_by_email(email)
+        staff.set_password(password)
+    return staff
+
+
+def _staff_by_email(email: str) -> StaffUser:
+    address = clean_line(email).lower()
+    staff = db.session.scalar(select(StaffUser).where(StaffUser.email == address))
+    if staff is None:
+        raise StaffProblem(_("There is no staff login for %(email)s.", email=address), field="email")
     return staff

@@ -4,6 +4,9 @@ from __future__ import annotations
 from flask import abort, session
 from flask_login import current_user
 
+from sqlalchemy import select
+
+from ..database import write_transaction
 from ..extensions import db
 from ..models import Case, Order
 
@@ -16,27 +19,50 @@ ROW_ID = f"int(max={MAX_ROW_ID})"
 
 
 def grant_buyer(order: Order) -> None:
-    """After a successful lookup the signed session cookie carries access to that order only."""
-    orders = [i for i in session.get(BUYER_ORDERS, []) if i != order.id][-9:]
-    session[BUYER_ORDERS] = orders + [order.id]
+    """After a successful lookup the signed session cookie carries access to that order only:
+    its id and the order's access generation (see ``Order.buyer_access_generation``)."""
+    grants = [pair for pair in _grants() if pair[0] != order.id][-9:]
+    session[BUYER_ORDERS] = grants + [[order.id, order.buyer_access_generation or 0]]
 
 
-def buyer_order_ids() -> list[int]:
-    return list(session.get(BUYER_ORDERS, []))
+def _grants() -> list[list[int]]:
+    """The (order id, generation) pairs of the cookie; anything malformed is no grant."""
+    raw = session.get(BUYER_ORDERS)
+    if not isinstance(raw, list):
+        return []
+    return [[pair[0], pair[1]] for pair in raw
+            if isinstance(pair, list) and len(pair) == 2 and all(type(v) is int for v in pair)]
+
+
+def buyer_may_see(order_id: int) -> bool:
+    """Whether the cookie grants this order and the grant is still good (not forgotten since)."""
+    generation = dict(map(tuple, _grants())).get(order_id)
+    if generation is None:
+        return False
+    order = db.session.get(Order, order_id)
+    return order is not None and (order.buyer_access_generation or 0) == generation
+
+
+def forget_buyer_orders() -> None:
+    """"Forget this order": the orders of this cookie are closed to every grant issued so far
+    (copies of the cookie, other devices), then dropped from the cookie."""
+    order_ids = [order_id for order_id, _generation in _grants() if buyer_may_see(order_id)]
+    if order_ids:
+        with write_transaction():
+            for order in db.session.scalars(select(Order).where(Order.id.in_(order_ids))):
+                order.buyer_access_generation = (order.buyer_access_generation or 0) + 1
+    session.pop(BUYER_ORDERS, None)
 
 
 def buyer_order_or_404(order_id: int) -> Order:
-    if order_id not in buyer_order_ids():
+    if not buyer_may_see(order_id):
         abort(404)
-    order = db.session.get(Order, order_id)
-    if order is None:
-        abort(404)
-    return order
+    return db.session.get(Order, order_id)
 
 
 def buyer_case_or_404(case_id: int) -> Case:
     case = db.session.get(Case, case_id)
-    if case is None or case.order_id not in buyer_order_ids():
+    if case is None or not buyer_may_see(case.order_id):
         abort(404)
     return case
 

@@ -1,7 +1,7 @@
 """The buyer portal: find my order, ask for something on a line, follow the case."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from .. import evidence, services
@@ -11,7 +11,7 @@ from ..extensions import db
 from ..i18n import _
 from ..models import Case, Order, OrderLine
 from ..money import format_money
-from .access import ROW_ID, BUYER_ORDERS, buyer_case_or_404, buyer_order_or_404, grant_buyer
+from .access import ROW_ID, buyer_case_or_404, buyer_order_or_404, forget_buyer_orders, grant_buyer
 from .actions import action_views, perform
 from .forms import LookupForm, RateForm, form_inputs, parsed_amount, request_form_class
 from .ratelimit import limiter, lookup_limits, order_number_key
@@ -27,7 +27,7 @@ def lookup():
     """Find my order: number + e-mail. Not found and wrong e-mail give the same answer."""
     form = LookupForm()
     if form.validate_on_submit():
-        order = db.session.scalar(select(Order).where(Order.number == form.order_number.data.strip()))
+        order = db.session.scalar(select(Order).where(Order.number == form.order_number.data))
         if order is not None and order.buyer_email == form.email.data.strip().lower():
             grant_buyer(order)
             return redirect(url_for(".order", order_id=order.id))
@@ -38,7 +38,7 @@ def lookup():
 
 @buyer.post("/forget")
 def forget():
-    session.pop(BUYER_ORDERS, None)
+    forget_buyer_orders()
     return redirect(url_for(".lookup"))
 
 

@@ -8,7 +8,7 @@ from .. import evidence as evidence_store
 from ..errors import NotFound
 from ..extensions import db
 from ..models import Evidence
-from .access import buyer_order_ids, staff_can_see
+from .access import buyer_may_see, staff_can_see
 
 evidence_files = Blueprint("aftersales_evidence", __name__)
 
@@ -21,7 +21,7 @@ def photo(storage_key: str):
     if item is None:
         abort(404)
     case = item.case
-    if case.order_id not in buyer_order_ids() and not staff_can_see(case):
+    if not staff_can_see(case) and not buyer_may_see(case.order_id):
         abort(404)
     try:
         path = evidence_store.evidence_path(storage_key, upload_dir=evidence_store.upload_dir(current_app.config, current_app.instance_path))

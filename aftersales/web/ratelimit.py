@@ -1,13 +1,18 @@
-"""Rate limits on the order lookup (Flask-Limiter): per client and per order number.
+"""Rate limits (Flask-Limiter): the order lookup per client and per order number, failed staff
+logins per client and per account.
 
 The storage is a setting: ``memory://`` for one process, ``redis://host:6379`` when several
 workers must share the counts.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+
+from ..textinput import clean_line
 
 limiter = Limiter(key_func=get_remote_address)
 
@@ -19,5 +24,21 @@ def lookup_limits() -> dict[str, str]:
 
 def order_number_key() -> str:
     """Counts attempts on one order number, whoever makes them (guessing e-mails for an order)."""
-    number = (request.form.get("order_number") or "").strip().upper()[:64]
+    number = clean_line(request.form.get("order_number")).upper()[:64]
     return f"order:{number}"
+
+
+def login_limits() -> dict[str, str]:
+    config = current_app.config
+    return {"client": config["AFTERSALES_LOGIN_LIMIT_PER_CLIENT"], "account": config["AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT"]}
+
+
+def login_account_key() -> str:
+    """Counts failed logins for one e-mail, whoever tries it and whether or not it is staff's
+    (an unknown address is throttled the same, so the throttle tells nothing either)."""
+    return "login:" + clean_line(request.form.get("email")).lower()[:254]
+
+
+def failed_login(response: Any) -> bool:
+    """Only a refused password counts against the login limits (401)."""
+    return response.status_code == 401

@@ -1,26 +1,35 @@
 """The seller back office: log in, work the queue, act on cases, leave notes for the next shift."""
 from __future__ import annotations
 
+import functools
+import logging
+import math
+import secrets
+import time
 from functools import wraps
 from typing import Any, Callable
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .. import services
 from ..errors import DomainError
 from ..extensions import db
-from ..i18n import _
+from ..i18n import _, ngettext
 from ..models import Case, Refund, StaffUser, utcnow
+from ..staff import end_sessions
 from .access import ROW_ID, staff_case_or_404
 from .actions import action_views, perform
 from .forms import LoginForm, MarkPaidForm, NoteForm
 from .queue import QueueFilters, seller_queue
+from .ratelimit import failed_login, limiter, login_account_key, login_limits
 from .security import is_local_path
 
 seller = Blueprint("aftersales_seller", __name__)
+log = logging.getLogger(__name__)
 
 
 def staff_required(*roles: str) -> Callable:
@@ -40,12 +49,36 @@ def staff_required(*roles: str) -> Callable:
     return decorate
 
 
+def _login_paused(limit: Any) -> Response:
+    """The answer while the failed-login limit of this e-mail (or this client) is reached: the
+    account's owner reads that logins are paused and until when, whoever they are."""
+    minutes = max(1, math.ceil((limit.reset_at - time.time()) / 60))
+    log.warning("staff login paused for %s after too many failed attempts (%s)", limit.key, limit.limit)
+    form = LoginForm(formdata=None, next=request.form.get("next", ""))
+    form.email.data = request.form.get("email", "")
+    message = ngettext(
+        "Too many failed logins for this e-mail address: logging in with it is paused for %(num)d minute. "
+        "If these attempts were not yours, tell the person who manages your shop's logins.",
+        "Too many failed logins for this e-mail address: logging in with it is paused for %(num)d minutes. "
+        "If these attempts were not yours, tell the person who manages your shop's logins.",
+        minutes,
+    )
+    return make_response(render_template("seller/login.html", form=form, paused=message), 429)
+
+
 @seller.route("/staff/login", methods=["GET", "POST"])
+@limiter.limit(lambda: login_limits()["client"], methods=["POST"], deduct_when=failed_login, on_breach=_login_paused)
+@limiter.limit(lambda: login_limits()["account"], key_func=login_account_key, methods=["POST"],
+               deduct_when=failed_login, on_breach=_login_paused)
 def login():
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
-        staff = db.session.scalar(select(StaffUser).where(StaffUser.email == form.email.data.strip().lower()))
-        if staff is not None and staff.active and staff.check_password(form.password.data):
+        staff = db.session.scalar(select(StaffUser).where(StaffUser.email == form.email.data.lower()))
+        # The same password check whether or not the address is staff's, so the time of the answer
+        # does not tell which addresses are.
+        password_ok = check_password_hash(staff.password_hash if staff is not None else _unknown_account_hash(),
+                                          form.password.data)
+        if staff is not None and staff.active and password_ok:
             login_user(staff)
             target = form.next.data
             if not is_local_path(target):
@@ -56,8 +89,16 @@ def login():
     return render_template("seller/login.html", form=form), 400 if form.errors else 200
 
 
+@functools.cache
+def _unknown_account_hash() -> str:
+    """A hash no password matches, made like real ones (same method and cost)."""
+    return generate_password_hash(secrets.token_hex(16))
+
+
 @seller.post("/staff/logout")
 def logout():
+    if current_user.is_authenticated:
+        end_sessions(current_user.id)  # copies of the cookie stop working too
     logout_user()
     flash(_("You are logged out."), "success")
     return redirect(url_for(".login"))

@@ -17,12 +17,15 @@ from werkzeug.datastructures import FileStorage
 from aftersales.config import defaults
 from aftersales.errors import InvalidInput, NotFound
 from aftersales.evidence import (
+    MAX_JPEG_SCANS,
     EvidenceRefused,
     check_photo_count,
     discard,
     evidence_path,
+    jpeg_scan_count,
     store_photo,
     store_photos,
+    undone_on_error,
     upload_dir,
 )
 
@@ -380,3 +383,130 @@ def test_discard_removes_stored_photos_and_ignores_missing_or_foreign_keys(folde
 
     assert files_in(folder) == []
     assert outside.exists()
+
+
+# --- bounded work: big photos are scaled down, slow layouts refused ------------------------------
+def test_big_photo_is_stored_scaled_down_to_the_max_edge_keeping_its_shape(folder):
+    metadata = store(picture("JPEG", size=(3000, 1500)), "wide.jpg", folder, max_edge=1000)
+
+    stored = Image.open(evidence_path(metadata["storage_key"], upload_dir=folder))
+    assert (metadata["width"], metadata["height"]) == stored.size == (1000, 500)
+
+
+def test_photo_within_the_max_edge_keeps_its_size(folder):
+    metadata = store(picture("PNG", size=(300, 200)), "small.png", folder, max_edge=1000)
+
+    assert (metadata["width"], metadata["height"]) == (300, 200)
+
+
+def test_one_bit_noise_png_of_the_original_finding_is_stored_scaled_down_as_greyscale(folder):
+    """6 320 x 6 320 of 1-bit noise took 148 s to re-encode with optimize=True; it is now scaled
+    to the max edge and saved at fast settings (bench/uploads.py times it)."""
+    side = 3000
+    noise = Image.frombytes("1", (side, side), bytes(Image.effect_noise((side // 8, side), 128).tobytes()))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG")
+
+    metadata = store(buffer.getvalue(), "noise.png", folder, max_edge=800)
+
+    stored = Image.open(evidence_path(metadata["storage_key"], upload_dir=folder))
+    assert stored.size == (800, 800) and stored.mode == "L"
+
+
+def test_sixteen_bit_greyscale_png_keeps_its_brightness(folder):
+    grey = Image.new("I;16", (40, 30), 0x8000)  # half way up the 16-bit range
+    buffer = io.BytesIO()
+    grey.save(buffer, "PNG")
+
+    metadata = store(buffer.getvalue(), "scan.png", folder)
+
+    stored = Image.open(evidence_path(metadata["storage_key"], upload_dir=folder))
+    assert stored.mode == "L" and stored.getpixel((5, 5)) == 128
+
+
+def progressive_jpeg_with_scans(count: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated until it has ``count`` scans."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 140, 200)).save(buffer, "JPEG", quality=90, progressive=True)
+    data = buffer.getvalue()
+    last = data.rfind(b"\xff\xda")
+    scans = jpeg_scan_count(data, 10_000)
+    return data[:last] + data[last:-2] * (count - scans + 1) + data[-2:]
+
+
+def test_scan_count_reads_markers_not_bytes_inside_segments():
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[MAKE] = "\xff\xda" * 40  # would look like 40 scans to a naive byte search
+    Image.new("RGB", (16, 16), "red").save(buffer, "JPEG", exif=exif)
+
+    assert jpeg_scan_count(buffer.getvalue(), 1000) == 1
+    assert jpeg_scan_count(progressive_jpeg_with_scans(25), 1000) == 25
+
+
+def test_jpeg_with_more_scans_than_the_cap_is_refused_unread(folder):
+    accepted = store(progressive_jpeg_with_scans(MAX_JPEG_SCANS), "ok.jpg", folder)
+    assert accepted["content_type"] == "image/jpeg"
+
+    with pytest.raises(EvidenceRefused, match="could not be read"):
+        store(progressive_jpeg_with_scans(MAX_JPEG_SCANS + 1), "scans.jpg", folder)
+
+    assert files_in(folder) == [accepted["storage_key"]]
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])
+def test_colour_profile_is_applied_and_dropped(folder, kind):
+    """An ICC profile is free-form data (a hidden channel); the colours it describes are
+    converted to sRGB and the profile is not stored."""
+    from PIL import ImageCms
+
+    marker = b"hidden-message-in-the-profile"
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() + marker  # read by its header's size
+    data = picture(kind, icc_profile=profile)
+    assert Image.open(io.BytesIO(data)).info["icc_profile"] == profile  # (PNG keeps it compressed)
+
+    metadata = store(data, "photo", folder)
+
+    stored_bytes = evidence_path(metadata["storage_key"], upload_dir=folder).read_bytes()
+    assert "icc_profile" not in Image.open(io.BytesIO(stored_bytes)).info
+    assert marker not in stored_bytes
+
+
+def test_cmyk_jpeg_with_a_profile_that_does_not_fit_is_still_stored_as_rgb_without_it(folder):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # unreadable as CMYK: ignored
+    buffer = io.BytesIO()
+    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(buffer, "JPEG", quality=95, icc_profile=profile)
+
+    metadata = store(buffer.getvalue(), "print.jpg", folder)
+
+    stored = Image.open(evidence_path(metadata["storage_key"], upload_dir=folder))
+    assert stored.mode == "RGB" and "icc_profile" not in stored.info
+    red, green, blue = stored.getpixel((10, 10))
+    assert red > 200 and green < 60 and blue < 60  # full magenta and yellow: red
+
+
+def test_store_photos_applies_the_max_edge_setting(tmp_path):
+    stored = store_photos([upload(picture("JPEG", size=(600, 300)), "a.jpg")],
+                          settings=settings(AFTERSALES_UPLOAD_MAX_EDGE=200), instance_path=tmp_path)
+
+    assert (stored[0]["width"], stored[0]["height"]) == (200, 100)
+
+
+def test_undone_on_error_deletes_the_files_of_a_failed_write_whatever_the_error(tmp_path):
+    class DatabaseWentAway(Exception):
+        pass
+
+    with pytest.raises(DatabaseWentAway):
+        with undone_on_error(settings(), tmp_path) as stored:
+            stored += store_photos([upload(picture("PNG"), "a.png"), upload(picture("JPEG"), "b.jpg")],
+                                   settings=settings(), instance_path=tmp_path)
+            assert len(files_in(upload_dir(settings(), tmp_path))) == 2
+            raise DatabaseWentAway()
+
+    assert files_in(upload_dir(settings(), tmp_path)) == []
+
+    with undone_on_error(settings(), tmp_path) as stored:
+        stored += store_photos([upload(picture("PNG"), "a.png")], settings=settings(), instance_path=tmp_path)
+    assert files_in(upload_dir(settings(), tmp_path)) == [stored[0]["storage_key"]]
