@@ -56,7 +56,9 @@ def register_blueprints(app: Flask, url_prefix: str) -> None:
         app.register_error_handler(status, _error_page)
 
 
-def _error_page(error: Any) -> tuple[str, int]:
+def _error_page(error: Any) -> Any:
+    if getattr(error, "response", None) is not None:  # the error brought its own page (a paused login)
+        return error.response
     status = getattr(error, "code", 500) or 500
     messages = {
         400: _("The request could not be understood. Please go back and try again."),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import secrets
 import time
 from functools import wraps
@@ -52,8 +51,9 @@ def staff_required(*roles: str) -> Callable:
 def _login_paused(limit: Any) -> Response:
     """The answer while the failed-login limit of this e-mail (or this client) is reached: the
     account's owner reads that logins are paused and until when, whoever they are."""
-    minutes = max(1, math.ceil((limit.reset_at - time.time()) / 60))
-    log.warning("staff login paused for %s after too many failed attempts (%s)", limit.key, limit.limit)
+    minutes = max(1, round((limit.reset_at - time.time()) / 60))
+    log.warning("staff logins for %r from %s paused for %d minutes: more failed attempts than %s",
+                request.form.get("email", "")[:254], request.remote_addr, minutes, limit.limit)
     form = LoginForm(formdata=None, next=request.form.get("next", ""))
     form.email.data = request.form.get("email", "")
     message = ngettext(
