@@ -47,9 +47,12 @@ test: install-test
 		echo "SKIPPED the PostgreSQL half of the suite: no server answers (start one on 127.0.0.1:5432 or set AFTERSALES_TEST_POSTGRES_URL)"; \
 	fi
 
-# Production-style server: gunicorn with WORKERS processes on BIND, against AFTERSALES_DATABASE_URL
-# (default: SQLite in AFTERSALES_INSTANCE_PATH, else ./instance). See README "Production".
+# Production-style server: gunicorn with WORKERS processes of THREADS threads each on BIND, against
+# AFTERSALES_DATABASE_URL (default: SQLite in AFTERSALES_INSTANCE_PATH, else ./instance). Threads
+# keep a worker answering (/healthz, other pages) while one of its requests stores photos; see
+# README "Production" and bench/uploads.py.
 WORKERS ?= 4
+THREADS ?= 4
 BIND ?= 127.0.0.1:8000
 
 # Builds the app once before anything else, so a missing AFTERSALES_SECRET_KEY (or a bad
@@ -71,14 +74,14 @@ $(VENV)/.installed-serve: $(VENV)/.installed
 	touch $@
 
 .PHONY: serve
-## serve: install the serve extra, migrate, run gunicorn ($(WORKERS) workers on $(BIND)); needs AFTERSALES_SECRET_KEY
+## serve: install the serve extra, migrate, run gunicorn ($(WORKERS) workers x $(THREADS) threads on $(BIND)); needs AFTERSALES_SECRET_KEY
 serve: export AFTERSALES_INSTANCE_PATH := $(or $(AFTERSALES_INSTANCE_PATH),$(INSTANCE))
 serve: export FLASK_DEBUG := 0
 serve: export SERVE_PREFLIGHT := $(SERVE_PREFLIGHT)
 serve: $(VENV)/.installed-serve
 	@WORKERS=$(WORKERS) $(BIN)/python -c "$$SERVE_PREFLIGHT"
 	$(BIN)/flask db upgrade
-	exec $(BIN)/gunicorn --workers $(WORKERS) --bind $(BIND) --access-logfile - wsgi:app
+	exec $(BIN)/gunicorn --workers $(WORKERS) --threads $(THREADS) --bind $(BIND) --access-logfile - wsgi:app
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .hypothesis

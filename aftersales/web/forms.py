@@ -135,6 +135,9 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
         return None
 
 
+#: The largest whole number a form accepts: what a 32-bit database column holds.
+MAX_WHOLE_NUMBER = 2**31 - 1
+
 #: Inputs of the core rows; anything else is a plugin's and asked for as its FormField says.
 CORE_INPUTS = frozenset({"reason", "statement", "description", "note", "amount", "carrier", "tracking_number",
                          "received_quantity", "return_address", "payer", "evidence"})
@@ -151,7 +154,7 @@ def _core_field(name: str, currency: str, required: bool, defaults: Mapping[str,
     if name in ("carrier", "tracking_number"):
         return StringField(label, validators=presence + [Length(max=100)])
     if name == "received_quantity":
-        return IntegerField(label, validators=[Optional(), NumberRange(min=1)], default=defaults.get(name))
+        return IntegerField(label, validators=[Optional(), NumberRange(min=1, max=MAX_WHOLE_NUMBER)], default=defaults.get(name))
     if name == "payer":
         return SelectField(label, choices=choices([("seller", lazy_("The seller")), ("platform", lazy_("The platform"))]))
     if name == "evidence":
@@ -168,8 +171,9 @@ def plugin_field(spec: FormField) -> Any:
                            validators=presence, description=spec.help)
     if spec.type == "date":
         return DateField(spec.label, validators=presence, description=spec.help)
-    if spec.type == "number":
-        return IntegerField(spec.label, validators=presence, description=spec.help)
+    if spec.type == "number":  # within a 32-bit column, whatever the plugin keeps it in
+        return IntegerField(spec.label, validators=presence + [NumberRange(min=-MAX_WHOLE_NUMBER, max=MAX_WHOLE_NUMBER)],
+                            description=spec.help)
     if spec.type == "checkbox":
         return BooleanField(spec.label, description=spec.help)
     return StringField(spec.label, validators=presence + [Length(max=500)], description=spec.help)
