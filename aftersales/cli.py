@@ -243,32 +243,35 @@ def create_staff_command(email: str, name: str, shop_slug: str | None, role: str
     click.echo(f"created {staff.role} {staff.email}" + (f" for shop {shop_slug}" if shop_slug else ""))
 
 
+def _change_staff(change: Any, done: str) -> None:
+    """Run one change of a staff login (``change()`` returns the account); print ``done``
+    (with ``{email}``) or the refusal in words."""
+    require_schema()
+    from .staff import StaffProblem
+
+    try:
+        staff = change()
+    except StaffProblem as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(done.format(email=staff.email))
+
+
 @aftersales_cli.command("deactivate-staff")
 @click.option("--email", required=True, help="Login e-mail of the staff member.")
 def deactivate_staff_command(email: str) -> None:
     """Stop a staff login: it can no longer log in, and every session it has ends at once."""
-    require_schema()
-    from .staff import StaffProblem, set_active
+    from .staff import set_active
 
-    try:
-        staff = set_active(email, False)
-    except StaffProblem as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"deactivated {staff.email}; its sessions have ended")
+    _change_staff(lambda: set_active(email, False), "deactivated {email}; its sessions have ended")
 
 
 @aftersales_cli.command("reactivate-staff")
 @click.option("--email", required=True, help="Login e-mail of the staff member.")
 def reactivate_staff_command(email: str) -> None:
     """Let a deactivated staff login log in again (sessions from before stay ended)."""
-    require_schema()
-    from .staff import StaffProblem, set_active
+    from .staff import set_active
 
-    try:
-        staff = set_active(email, True)
-    except StaffProblem as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"reactivated {staff.email}; it logs in with its password")
+    _change_staff(lambda: set_active(email, True), "reactivated {email}; it logs in with its password")
 
 
 @aftersales_cli.command("set-staff-password")
@@ -276,14 +279,9 @@ def reactivate_staff_command(email: str) -> None:
 @click.password_option(help="The new password (asked for twice when not given).")
 def set_staff_password_command(email: str, password: str) -> None:
     """Give a staff login a new password; every session it has ends (log in again with it)."""
-    require_schema()
-    from .staff import StaffProblem, set_password
+    from .staff import set_password
 
-    try:
-        staff = set_password(email, password)
-    except StaffProblem as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"new password set for {staff.email}; its sessions have ended")
+    _change_staff(lambda: set_password(email, password), "new password set for {email}; its sessions have ended")
 
 
 @aftersales_cli.command("create-shop")

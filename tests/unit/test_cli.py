@@ -585,3 +585,34 @@ def test_demo_has_an_order_for_every_shipped_plugin_category(tmp_path):
     with app.app_context():
         categories = set(db.session.scalars(select(OrderLine.category)))
     assert {"furniture", "cross_border", "electronics", "books"} <= categories
+
+
+# --- staff logins: deactivate, reactivate, new password ----------------------------------------
+def test_staff_commands_deactivate_reactivate_and_set_a_password(cli_app):
+    from aftersales.models import StaffUser
+
+    assert run(cli_app, "create-staff", "--email", "ana@example.com", "--shop", "acme", "--password", "first-password-1").exit_code == 0
+
+    def account():
+        with cli_app.app_context():
+            staff = db.session.scalar(select(StaffUser).where(StaffUser.email == "ana@example.com"))
+            facts = (staff.active, staff.session_generation, staff.check_password("second-password-2"))
+            db.session.remove()
+        return facts
+
+    deactivated = run(cli_app, "deactivate-staff", "--email", "Ana@Example.com")
+    assert deactivated.exit_code == 0 and "deactivated ana@example.com; its sessions have ended" in deactivated.output
+    assert account() == (False, 1, False)
+    reactivated = run(cli_app, "reactivate-staff", "--email", "ana@example.com")
+    assert reactivated.exit_code == 0 and account() == (True, 2, False)  # never back to a generation of before
+    changed = run(cli_app, "set-staff-password", "--email", "ana@example.com", "--password", "second-password-2")
+    assert changed.exit_code == 0 and "new password set for ana@example.com" in changed.output
+    assert account() == (True, 3, True)
+
+
+def test_staff_commands_refuse_an_unknown_login_and_a_short_password(cli_app):
+    unknown = run(cli_app, "deactivate-staff", "--email", "nobody@example.com")
+    assert unknown.exit_code == 1 and "There is no staff login for nobody@example.com." in unknown.output
+    run(cli_app, "create-staff", "--email", "ana@example.com", "--shop", "acme", "--password", "first-password-1")
+    short = run(cli_app, "set-staff-password", "--email", "ana@example.com", "--password", "short")
+    assert short.exit_code == 1 and "at least 10 characters" in short.output
