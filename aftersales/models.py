@@ -22,9 +22,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    select,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
@@ -136,7 +137,7 @@ class Order(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"), index=True)
-    number: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(64), index=True)  # the buyer's lookup gives no shop
     buyer_email: Mapped[str] = mapped_column(String(254), index=True)
     buyer_name: Mapped[str] = mapped_column(String(200), default="")
     currency: Mapped[str] = mapped_column(String(3))
@@ -259,6 +260,12 @@ class Case(db.Model):
               sqlite_where=text("open_line_id IS NOT NULL"), postgresql_where=text("open_line_id IS NOT NULL")),
         Index("ix_cases_shop_state_due", "shop_id", "state", "due_at", "id"),
         Index("ix_cases_state_due", "state", "due_at", "id"),
+        # The queue's kind and category filters on open cases, of a shop and of every shop.
+        *(Index(name, *columns, "due_at", "id", sqlite_where=text("open_line_id IS NOT NULL"),
+                postgresql_where=text("open_line_id IS NOT NULL"))
+          for name, columns in (("ix_cases_open_shop_kind", ("shop_id", "kind")),
+                                ("ix_cases_open_shop_category", ("shop_id", "category")),
+                                ("ix_cases_open_kind", ("kind",)), ("ix_cases_open_category", ("category",)))),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -316,14 +323,32 @@ class Case(db.Model):
     def needs_goods_back(self) -> bool:
         return self.kind != "refund_only"
 
+    def entered_at(self, state: str) -> datetime | None:
+        """When the case first entered ``state`` (its earliest event into it), or None.
+
+        One query on the case's own events, never the whole timeline loaded; events of the
+        transaction not yet written count too."""
+        session = object_session(self)
+        moments = [event.created_at for event in (session.new if session is not None else ())
+                   if isinstance(event, CaseEvent) and event.case is self and event.to_state == state]
+        if session is not None and self.id is not None:
+            with session.no_autoflush:
+                moments.append(session.scalar(
+                    select(CaseEvent.created_at).where(CaseEvent.case_id == self.id, CaseEvent.to_state == state)
+                    .order_by(CaseEvent.id).limit(1)))
+        found = [moment for moment in moments if moment is not None]
+        return min(found) if found else None
+
 
 class CaseEvent(db.Model):
     """Append-only timeline of a case: every state change and every money movement."""
 
     __tablename__ = "case_events"
+    # A case's timeline, newest first, a page at a time (aftersales/timeline.py).
+    __table_args__ = (Index("ix_case_events_case_id_id", "case_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
     actor_type: Mapped[str] = mapped_column(String(32))
     actor_id: Mapped[str | None] = mapped_column(String(254))
     trigger: Mapped[str] = mapped_column(String(64))
@@ -373,9 +398,10 @@ class Note(db.Model):
     """An internal note on a case, for staff only (the handover between shifts)."""
 
     __tablename__ = "notes"
+    __table_args__ = (Index("ix_notes_case_id_id", "case_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
     author_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -131,7 +131,7 @@ def _customs_release(case) -> datetime | None:
 
 
 def _received_at(case) -> datetime | None:
-    return next((event.created_at for event in case.events if event.to_state == "received"), None)
+    return case.entered_at("received")
 
 
 def _arrival_window() -> timedelta:

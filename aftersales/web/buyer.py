@@ -13,6 +13,7 @@ from ..models import Case, Order, OrderLine
 from ..money import format_money
 from .access import ROW_ID, buyer_case_or_404, buyer_order_or_404, forget_buyer_orders, grant_buyer
 from .actions import action_views, perform
+from .case_pages import loaded_case, timeline_context
 from .forms import LookupForm, RateForm, form_inputs, parsed_amount, request_form_class
 from .ratelimit import limiter, lookup_limits, order_number_key
 from .wording import KIND_ENTRIES, KIND_LABELS, deadline_outcome, label
@@ -135,10 +136,11 @@ def case(case_id: int):
 
 
 def _case_page(case: Case, failed=None, status: int = 200):
+    case = loaded_case(case)
     rate_form = RateForm() if case.is_terminal and case.rating is None else None
     return render_template(
         "buyer/case.html", case=case, actions=action_views(case, "buyer", failed), notices=services.case_notices(case, "buyer"),
-        deadline=_deadline_words(case), rate_form=rate_form,
+        deadline=_deadline_words(case), rate_form=rate_form, **timeline_context(case, ".case"),
     ), status
 
 

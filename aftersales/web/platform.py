@@ -11,6 +11,7 @@ from ..extensions import db
 from ..models import Case, utcnow
 from .access import ROW_ID, staff_case_or_404
 from .actions import action_views, perform
+from .case_pages import loaded_case, timeline_context
 from .seller import staff_required
 
 platform = Blueprint("aftersales_platform", __name__, url_prefix="/platform")
@@ -39,9 +40,10 @@ def case(case_id: int):
 
 
 def _case_page(case: Case, failed=None, status: int = 200):
+    case = loaded_case(case)
     return render_template(
         "platform/case.html", case=case, actions=action_views(case, "platform", failed), notices=services.case_notices(case, "platform"),
-        refundable=services.refundable(case.line),
+        refundable=services.refundable(case.line), **timeline_context(case, ".case"),
     ), status
 
 

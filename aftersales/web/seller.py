@@ -11,10 +11,9 @@ from typing import Any, Callable
 from flask import Blueprint, Response, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .. import services
+from .. import services, timeline
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _, ngettext
@@ -22,6 +21,7 @@ from ..models import Case, Refund, StaffUser, utcnow
 from ..staff import end_sessions
 from .access import ROW_ID, staff_case_or_404
 from .actions import action_views, perform
+from .case_pages import loaded_case, timeline_context
 from .forms import LoginForm, MarkPaidForm, NoteForm
 from .queue import QueueFilters, seller_queue
 from .ratelimit import failed_login, limiter, login_account_key, login_limits
@@ -132,15 +132,13 @@ def queue_view_url() -> str:
 
 
 def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: NoteForm | None = None):
-    case = db.session.scalars(
-        select(Case).where(Case.id == case.id).options(
-            joinedload(Case.line), joinedload(Case.order), joinedload(Case.events),
-            joinedload(Case.notes), joinedload(Case.evidence), joinedload(Case.refunds))
-    ).unique().one()
+    case = loaded_case(case)
     return render_template(
         "seller/case.html", case=case, actions=action_views(case, "seller", failed), notices=services.case_notices(case, "seller"),
         note_form=note_form or NoteForm(formdata=None), paid_form=MarkPaidForm(formdata=None),
         refundable=services.refundable(case.line), now=utcnow(), back_url=queue_view_url(),
+        notes=timeline.case_notes(case.id, timeline.position(request.args.get("notes_before"))),
+        **timeline_context(case, ".case"),
     ), status
 
 

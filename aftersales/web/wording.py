@@ -171,7 +171,7 @@ def state_label(case: Any) -> str:
     if case.state == "completed":
         if any(refund.status == "succeeded" for refund in case.refunds):
             return str(lazy_("Refunded"))
-        if any(event.trigger == "ship_replacement" for event in case.events):
+        if case.entered_at("replacement_shipped") is not None:
             return str(lazy_("Completed: the replacement arrived"))
     return label(STATE_LABELS, case.state)
 
