@@ -40,16 +40,16 @@ def position(raw: Any) -> int | None:
     return int(text) if text.isdigit() and 0 < int(text) <= _MAX_ID else None
 
 
-_EVENTS = (select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.id < bindparam("before"))
+_EVENTS = (select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.id <= bindparam("last"))
            .order_by(CaseEvent.id.desc()).limit(bindparam("limit")))
 _NOTES = (select(Note).options(joinedload(Note.author))
-          .where(Note.case_id == bindparam("case_id"), Note.id < bindparam("before"))
+          .where(Note.case_id == bindparam("case_id"), Note.id <= bindparam("last"))
           .order_by(Note.id.desc()).limit(bindparam("limit")))
 
 
 def _page(statement: Any, case_id: int, before: int | None, per_page: int) -> TimelinePage[Any]:
     newest_first = list(db.session.scalars(
-        statement, {"case_id": case_id, "before": before or _MAX_ID + 1, "limit": per_page + 1}).unique())
+        statement, {"case_id": case_id, "last": before - 1 if before else _MAX_ID, "limit": per_page + 1}).unique())
     earlier = newest_first[per_page - 1].id if len(newest_first) > per_page else None
     return TimelinePage(items=list(reversed(newest_first[:per_page])), earlier_before=earlier)
 
