@@ -393,6 +393,12 @@ class CompiledWorkflow:
         self.actors: tuple[str, ...] = tuple(builder.actors)
         self.played_by: dict[str, str] = dict(builder.played_by)
         self.deadlines: dict[str, Deadline] = dict(builder.deadlines)
+        # The table, indexed for the questions every request asks.
+        self._from: dict[str, list[Row]] = {}
+        self._by_trigger: dict[tuple[str, str], list[Row]] = {}
+        for row in self.rows:
+            self._from.setdefault(row.source, []).append(row)
+            self._by_trigger.setdefault((row.source, row.trigger), []).append(row)
         self._binding_lock = threading.Lock()
         self.machine = Machine(
             model=None,
@@ -425,22 +431,32 @@ class CompiledWorkflow:
         return (role, *(actor for actor, player in self.played_by.items() if player == role))
 
     def rows_for(self, state: str, trigger: str | None = None, actor: str | None = None) -> list[Row]:
-        return [
-            r for r in self.rows
-            if r.source == state and (trigger is None or r.trigger == trigger) and (actor is None or r.actor == actor)
-        ]
+        rows = self._from.get(state, ()) if trigger is None else self._by_trigger.get((state, trigger), ())
+        return [r for r in rows if actor is None or r.actor == actor]
 
     def allowed_triggers(self, context: TransitionContext, state: str) -> list[str]:
         """The triggers ``context.actor`` may fire from ``state`` now, in table order."""
         probe = replace(context, probe=True)
-        with self._bound(state) as token:
-            candidates = self.machine.get_triggers(state)
-            allowed = {t for t in candidates if getattr(token, f"may_{t}")(context=probe)}
-        ordered = dict.fromkeys(r.trigger for r in self.rows if r.source == state)
-        return [t for t in ordered if t in allowed]
+        allowed = dict.fromkeys(row.trigger for row in self._from.get(state, ())
+                                if row.actor == context.actor and all(c(probe) for c in row.conditions))
+        return list(allowed)
 
     def fire(self, context: TransitionContext, state: str, trigger: str) -> Row | None:
-        """Run ``trigger`` from ``state`` on the machine; the row that fired, or None if refused."""
+        """The row that ``trigger`` fires from ``state`` for ``context.actor`` (the first whose
+        conditions hold, as the Machine would take it), or None if refused.
+
+        Answered from the compiled table, a dictionary lookup and the rows' conditions: binding a
+        token to the shared Machine for every step cost far more than the step (add_model and
+        remove_model). The Machine built from the same rows stays the check of the table
+        (``fire_through_machine`` is the reference tests/unit/test_workflow.py compares with)."""
+        for row in self._by_trigger.get((state, trigger), ()):
+            if row.actor == context.actor and all(c(context) for c in row.conditions):
+                return row
+        return None
+
+    def fire_through_machine(self, context: TransitionContext, state: str, trigger: str) -> Row | None:
+        """:meth:`fire` done by the ``transitions`` Machine: the reference the table is checked
+        against. Not on any request's path."""
         with self._bound(state) as token:
             if trigger not in self.machine.get_triggers(state):
                 return None
@@ -451,6 +467,15 @@ class CompiledWorkflow:
             if row.dest == new_state and all(c(context) for c in row.conditions):
                 return row
         raise WorkflowError(f"{self.machine.name}: machine reached {new_state!r} by no row")
+
+    def allowed_through_machine(self, context: TransitionContext, state: str) -> list[str]:
+        """:meth:`allowed_triggers` asked of the Machine (``may_<trigger>``): the reference."""
+        probe = replace(context, probe=True)
+        with self._bound(state) as token:
+            candidates = self.machine.get_triggers(state)
+            allowed = {t for t in candidates if getattr(token, f"may_{t}")(context=probe)}
+        ordered = dict.fromkeys(r.trigger for r in self.rows if r.source == state)
+        return [t for t in ordered if t in allowed]
 
     def deadline(self, state: str) -> Deadline | None:
         return self.deadlines.get(state)

@@ -299,3 +299,61 @@ def test_plugin_actors_are_played_by_a_role_whose_pages_offer_their_steps():
     builder = WorkflowBuilder("books", "repair", SETTINGS)
     with pytest.raises(WorkflowError):
         builder.add_actor("ghost", played_by="nobody")
+
+
+# --- the compiled table answers what the transitions Machine answers --------------------------------
+@dataclass
+class CaseFacts:
+    """What the shipped plugins' conditions read of a case, set so that each condition is met
+    and unmet in turn across the contexts below."""
+
+    state: str
+    due_at: datetime | None
+    reason: str
+    data: dict
+    line: object
+
+
+class LineFacts:
+    def __init__(self, large: bool):
+        self.large = large
+
+    def attribute(self, name, default=None):
+        return self.large if name == "large_item" else default
+
+
+def contexts(state: str, actor: str):
+    for due_at in (None, NOW + timedelta(days=1), NOW - timedelta(days=1)):
+        for reason, data, large in (("no_reason", {}, False), ("damaged", {"grade": "C"}, True),
+                                    ("installation", {"grade": "A"}, False)):
+            for inputs in ({}, {"amount": 0}, {"amount": 100}, {"grade": "C"}, {"grade": "B"}):
+                yield TransitionContext(CaseFacts(state, due_at, reason, data, LineFacts(large)), actor, inputs, NOW, SETTINGS)
+
+
+def shipped_workflows(app):
+    from aftersales.runtime import current
+
+    for category in ("books", "furniture", "cross_border", "electronics"):
+        for kind in sorted(ALL_KINDS):
+            yield current().workflow(category, kind)
+
+
+def test_the_compiled_table_fires_exactly_what_the_machine_fires(tmp_path):
+    from tests.conftest import make_app
+
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=None)  # the shipped category plugins
+    checked = 0
+    with app.app_context():
+        for workflow in shipped_workflows(app):
+            triggers = sorted({row.trigger for row in workflow.rows} | {"no_such_trigger"})
+            for state in workflow.states:
+                for actor in workflow.actors:
+                    for context in contexts(state, actor):
+                        assert workflow.allowed_triggers(context, state) == workflow.allowed_through_machine(context, state)
+                        for trigger in triggers:
+                            assert workflow.fire(context, state, trigger) == workflow.fire_through_machine(context, state, trigger), \
+                                (workflow.category, workflow.kind, state, actor, trigger, context.inputs)
+                            checked += 1
+            assert workflow.machine.models == []
+        db.session.remove()
+    assert checked > 10_000
