@@ -1,11 +1,12 @@
 """The standalone app (``create_app``) and the extension a host marketplace mounts (``AfterSales``)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from flask import Flask, request
+from flask import Flask, request, session
 from flask_babel import get_locale
 
 from . import config as settings_module
@@ -60,6 +61,7 @@ class AfterSales:
         login_manager.login_view = "aftersales_seller.login"
         # A login cookie used from another address or browser than it was issued to is dropped.
         login_manager.session_protection = "strong"
+        login_manager._session_identifier_generator = _session_fingerprint  # Flask-Login has no public setter
         babel.init_app(app, locale_selector=_select_locale)
         app.jinja_env.globals.setdefault("get_locale", get_locale)
 
@@ -132,19 +134,23 @@ def _trust_proxy_headers(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def _load_staff(user_id: str) -> Any:
-    """The staff member a login cookie names, if the cookie is still good: the account is active
-    and the cookie's session generation is the account's (see ``StaffUser.end_sessions``)."""
-    from .models import StaffUser
-    from .web.access import MAX_ROW_ID
+def _load_staff(login_id: str) -> Any:
+    from .staff import staff_for_login_id
 
-    staff_id, _, generation = str(user_id).partition(".")
-    if not (staff_id.isdigit() and generation.isdigit()) or int(staff_id) > MAX_ROW_ID:
-        return None
-    staff = db.session.get(StaffUser, int(staff_id))
-    if staff is None or not staff.active or (staff.session_generation or 0) != int(generation):
-        return None
-    return staff
+    return staff_for_login_id(login_id)
+
+
+def _session_fingerprint() -> str | None:
+    """What strong session protection compares between the login and every later request.
+
+    The client address as the app sees it (``request.remote_addr``, corrected by ProxyFix from
+    the trusted proxies only), not Flask-Login's own reading of ``X-Forwarded-For``, which any
+    client can write. A session without a login (a buyer's) keeps what it holds, so it is
+    neither "protected" away nor rewritten on every request."""
+    if "_user_id" not in session:
+        return session.get("_id")
+    seen = f"{request.remote_addr}|{request.user_agent.string}"
+    return hashlib.sha512(seen.encode("utf-8", "replace")).hexdigest()
 
 
 def _normalise_database_url(url: str) -> str:

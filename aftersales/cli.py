@@ -68,25 +68,31 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
               help="Remove photo files that no evidence row names (older than AFTERSALES_UPLOAD_ORPHAN_GRACE_MINUTES), "
                    "abandoned temporary files, and evidence rows whose file is missing.")
 @click.option("--dry-run", is_flag=True, help="With --reconcile: list what would be removed, remove nothing.")
-def uploads_command(reconcile: bool, dry_run: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="With --reconcile: remove rows without a file even when so many are missing that the folder "
+                   "looks wrong (not mounted, another host's).")
+def uploads_command(reconcile: bool, dry_run: bool, force: bool) -> None:
     """The evidence photos folder: how many files and rows it has, and reconciling the two.
 
     Files are written before their rows, so a process killed in between leaves a file that no
-    row names; a lost file leaves a row that names nothing. The sweeper reconciles every
-    AFTERSALES_UPLOAD_RECONCILE_MINUTES; this command does it now. Exits 1 when a dry run finds
-    something to remove.
+    row names; a lost file leaves a row that names nothing. The sweeper removes leftover files
+    every AFTERSALES_UPLOAD_RECONCILE_MINUTES and only reports rows without a file; this command
+    does both now. Exits 1 when a dry run finds something to remove or the folder looks wrong.
     """
     require_schema()
-    from .reconcile import reconcile as reconcile_uploads
-
-    runtime = current()
-    if dry_run and not reconcile:
-        raise click.UsageError("--dry-run goes with --reconcile")
-    report = reconcile_uploads(runtime.settings, runtime.instance_path, dry_run=dry_run or not reconcile)
     from . import evidence
     from .models import Evidence
+    from .reconcile import ReconcileRefused
+    from .reconcile import reconcile as reconcile_uploads
 
-    folder = evidence.upload_dir(runtime.settings, runtime.instance_path)
+    if (dry_run or force) and not reconcile:
+        raise click.UsageError("--dry-run and --force go with --reconcile")
+    runtime = current()
+    try:
+        report = reconcile_uploads(runtime.settings, runtime.instance_path, remove=reconcile and not dry_run, force=force)
+    except ReconcileRefused as refused:
+        raise click.ClickException(str(refused)) from None
+    folder = evidence.upload_dir(runtime.settings, runtime.instance_path, create=False)
     rows = db.session.scalar(select(func.count(Evidence.id)))
     files = sum(1 for entry in folder.iterdir() if evidence.is_storage_key(entry.name))
     click.echo(f"uploads folder {folder}: {files} photo files, {rows} evidence rows")

@@ -54,9 +54,10 @@ class Defaults:
     AFTERSALES_LOOKUP_LIMIT_PER_CLIENT = "10 per minute"
     AFTERSALES_LOOKUP_LIMIT_PER_ORDER = "5 per minute"
     AFTERSALES_RATELIMIT_STORAGE_URI = "memory://"
-    # Failed staff logins (wrong password or unknown e-mail), per client address and per e-mail.
+    # Staff login attempts: per client address, per e-mail from one client, per e-mail from anywhere.
     AFTERSALES_LOGIN_LIMIT_PER_CLIENT = "30 per 15 minutes"
-    AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT = "10 per 15 minutes"
+    AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT_AND_CLIENT = "10 per 15 minutes"
+    AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT = "50 per 15 minutes"
     # Set when served over HTTPS: cookies get the Secure flag.
     AFTERSALES_HTTPS = False
     # Behind a reverse proxy (standalone app only): how many proxies in front of the app set

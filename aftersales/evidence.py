@@ -8,7 +8,7 @@ EXIF (GPS position, camera serial numbers) and anything hidden after the picture
 Files are named by a random token and written outside ``static/`` (by default into
 ``<instance folder>/uploads``), so a photo is only ever served by a view that checks who asks.
 The database keeps the metadata this module returns (see ``services._attach_evidence``); when
-that transaction fails, :func:`discard` removes the files again.
+that transaction fails, ``reconcile.undone_on_error`` removes the files again.
 """
 from __future__ import annotations
 
@@ -23,9 +23,8 @@ import tempfile
 import threading
 import unicodedata
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Iterable, Mapping
 
 from PIL import ExifTags, Image
 
@@ -143,24 +142,6 @@ def store_photos(
     return stored
 
 
-@contextmanager
-def undone_on_error(settings: Mapping[str, Any], instance_path: str | os.PathLike[str]) -> Iterator[list[dict[str, Any]]]:
-    """A list to put the metadata of photos stored for one write in; if the block raises
-    anything at all (a refusal, a database error, a lost connection), their files are deleted
-    again, so no file outlives a write that did not happen::
-
-        with evidence.undone_on_error(app.config, app.instance_path) as stored:
-            stored += evidence.store_photos(files, ...)
-            services.open_case(..., evidence=stored)
-    """
-    stored: list[dict[str, Any]] = []
-    try:
-        yield stored
-    except BaseException:
-        discard(stored, upload_dir=upload_dir(settings, instance_path))
-        raise
-
-
 def check_photo_count(count: int, *, max_per_case: int) -> None:
     """Refuse a case that would hold more than ``max_per_case`` photos in total."""
     if count > max_per_case:
@@ -171,15 +152,17 @@ def check_photo_count(count: int, *, max_per_case: int) -> None:
         ))
 
 
-def upload_dir(settings: Mapping[str, Any], instance_path: str | os.PathLike[str]) -> Path:
-    """The folder photos are stored in, created if missing.
+def upload_dir(settings: Mapping[str, Any], instance_path: str | os.PathLike[str], *, create: bool = True) -> Path:
+    """The folder photos are stored in, created if missing (unless ``create`` is false: a
+    folder that is not there may be a volume not mounted, and must not pass for an empty one).
 
     ``AFTERSALES_UPLOAD_DIR`` when set, else ``<instance folder>/uploads``. Never point it into
     ``static/``: evidence must not be reachable without the view that checks who asks.
     """
     configured = settings.get("AFTERSALES_UPLOAD_DIR")
     directory = Path(configured) if configured else Path(instance_path) / "uploads"
-    directory.mkdir(parents=True, exist_ok=True)
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
     return directory
 
 

@@ -25,6 +25,12 @@ def aftersales_categories() -> list[str]:
 
     Called once when the plugin loads. All answers are collected per plugin. Category names
     are the ``category`` values of order lines. Leave the hook out to serve every category.
+
+    The categories no plugin declares are all served alike, by the plugins that leave this hook
+    out: their workflows, reasons and hook callers are built once for all of them, under the
+    category name ``"*"`` (what ``aftersales_reasons`` receives and ``flow.category`` is there).
+    A rule meant for some categories only belongs in a plugin that declares them. (Category
+    names come from orders and query strings: a cache entry per name would grow without bound.)
     """
 
 
@@ -33,8 +39,9 @@ def aftersales_reasons(category: str) -> list[Any]:
     """Extra request reasons for ``category``, as :class:`aftersales.Reason` values.
 
     Called when the reason list of a category is built (for the request form and for checking
-    a request). All answers are collected and added after the core reasons; a plugin reason
-    with a core reason's code replaces it for this category.
+    a request), once per declared category and once, with ``category="*"``, for all the others
+    (see ``aftersales_categories``). All answers are collected and added after the core
+    reasons; a plugin reason with a core reason's code replaces it for this category.
     """
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    inspect,
     select,
     text,
 )
@@ -52,6 +53,18 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc)
+
+
+#: The largest value of an Integer column (ids, quantities): a larger number from a URL or a form
+#: names nothing and would overflow the query on PostgreSQL.
+INT32_MAX = 2**31 - 1
+
+def _counted_up(instance: Any, column: Any) -> Any:
+    """``column + 1``: as SQL for a stored row (the database adds, so no increment is lost to a
+    concurrent one), as a number for a new one."""
+    if inspect(instance).persistent:
+        return column + 1
+    return (getattr(instance, column.key) or 0) + 1
 
 
 #: Case states that never change again.
@@ -103,8 +116,11 @@ class StaffUser(db.Model):
         return check_password_hash(self.password_hash, password)
 
     def end_sessions(self) -> None:
-        """Every login cookie of this account stops working (logout, on every device)."""
-        self.session_generation = (self.session_generation or 0) + 1
+        """Every login cookie of this account stops working (logout, on every device).
+
+        Counted up in SQL for a stored account, so two writers at once (a logout and a new
+        password) both move it on instead of writing the same number."""
+        self.session_generation = _counted_up(self, StaffUser.session_generation)
 
     @validates("active", "password_hash")
     def _end_sessions_on_change(self, key: str, value: Any) -> Any:
@@ -162,7 +178,7 @@ class Order(db.Model):
     def _revoke_access_on_new_email(self, key: str, value: Any) -> Any:
         before = getattr(self, key)
         if before is not None and before != value:
-            self.buyer_access_generation = (self.buyer_access_generation or 0) + 1
+            self.buyer_access_generation = _counted_up(self, Order.buyer_access_generation)
         return value
 
     @property

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from .database import write_transaction
 from .errors import InvalidInput, NotFound
@@ -270,6 +270,15 @@ def _write_order(data: OrderInput) -> Order:
         raise OrderProblems(problems)
     db.session.flush()
     return order
+
+
+def revoke_buyer_access(order_ids: list[int]) -> None:
+    """Every buyer grant to these orders issued so far (cookies, copies of them, other
+    devices) opens nothing any more: "Forget this order"."""
+    if order_ids:
+        with write_transaction():
+            db.session.execute(update(Order).where(Order.id.in_(order_ids))
+                               .values(buyer_access_generation=Order.buyer_access_generation + 1))
 
 
 def _has_cases(line: OrderLine) -> bool:

@@ -14,7 +14,7 @@ from .workflow import CompiledWorkflow, WorkflowRegistry
 class Runtime:
     """Stored in ``app.extensions["aftersales"]``; the service layer reaches it via :func:`current`."""
 
-    def __init__(self, settings: Mapping[str, Any], plugins: PluginHost, instance_path: str = "instance"):
+    def __init__(self, settings: Mapping[str, Any], plugins: PluginHost, instance_path: str):
         self.settings = settings
         self.plugins = plugins
         self.instance_path = instance_path  # the app's instance folder (uploads live there by default)
@@ -42,13 +42,13 @@ class Runtime:
         """Core reasons plus the plugins' for this category, by code, in display order.
 
         Kept per :meth:`PluginHost.category_key`: the categories no plugin declares share one
-        entry (asked of the plugins that serve every category, with the first such name)."""
+        entry, asked of the plugins that serve every category as ``"*"``."""
         key = self.plugins.category_key(category)
         cached = self._reasons.get(key)
         if cached is not None:
             return cached
         reasons = {reason.code: reason for reason in core_reasons(self.settings)}
-        for answer in self.plugins.call("aftersales_reasons", category, category=category):
+        for answer in self.plugins.call("aftersales_reasons", category, category=key):
             for reason in answer or ():
                 if not isinstance(reason, Reason):
                     raise TypeError(f"aftersales_reasons must return Reason values, got {reason!r}")

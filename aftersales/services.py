@@ -906,10 +906,19 @@ def _enqueue(topic: str, *, event: CaseEvent | None = None, refund: Refund | Non
 def deliver_new() -> DeliveryReport | None:
     """After a commit, deliver the messages that transaction wrote (older ones: the sweeper's job).
 
-    Messages written in a savepoint that was rolled back are not persistent and are left out."""
+    Messages written in a savepoint that was rolled back are not persistent and are left out.
+    Never raises: the caller's change is committed, and a delivery that fails here (the database
+    busy, the connection lost) stays in the outbox for the sweeper."""
     messages = db.session.info.pop(_NEW_MESSAGES, [])
     ids = [m.id for m in messages if inspect(m).persistent]
-    return deliver_outbox(ids=ids) if ids else None
+    if not ids:
+        return None
+    try:
+        return deliver_outbox(ids=ids)
+    except Exception as error:  # noqa: BLE001 - the change is committed; the sweeper delivers later
+        db.session.rollback()
+        log.error("delivering side effects %s after the commit failed (the sweeper retries): %s", ids, error)
+        return DeliveryReport(failed=len(ids))
 
 
 @dataclass

@@ -1,13 +1,17 @@
 """Staff accounts: seller staff belong to one shop, platform operators to none."""
 from __future__ import annotations
 
+import functools
+import secrets
+
 from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .database import write_transaction
 from .errors import InvalidInput
 from .extensions import db
 from .i18n import _
-from .models import Shop, StaffUser
+from .models import INT32_MAX, Shop, StaffUser
 from .textinput import clean_line
 
 MIN_PASSWORD_LENGTH = 10
@@ -39,6 +43,36 @@ def create_staff(*, email: str, password: str, name: str = "", shop_slug: str | 
         staff = StaffUser(email=email, name=name or email, role=role, shop=shop)
         staff.set_password(password)
         db.session.add(staff)
+    return staff
+
+
+def authenticate(email: str, password: str) -> StaffUser | None:
+    """The active staff login with this e-mail and password, else None.
+
+    The password is checked against a hash either way (a stand-in, made like real ones, for an
+    unknown address), so neither the answer nor the time it takes tells which addresses are staff's.
+    """
+    address = clean_line(email).lower()
+    staff = db.session.scalar(select(StaffUser).where(StaffUser.email == address)) if address else None
+    password_ok = check_password_hash(staff.password_hash if staff is not None else _stand_in_hash(), password or "")
+    return staff if staff is not None and staff.active and password_ok else None
+
+
+@functools.cache
+def _stand_in_hash() -> str:
+    """A hash no password matches, made with the method and cost of real ones."""
+    return generate_password_hash(secrets.token_hex(16))
+
+
+def staff_for_login_id(login_id: str) -> StaffUser | None:
+    """The staff member a login cookie's id (``StaffUser.get_id``: ``<id>.<generation>``) names,
+    if the cookie is still good: the account is active and the generation is the account's."""
+    staff_id, _, generation = str(login_id).partition(".")
+    if not (staff_id.isdigit() and generation.isdigit()) or int(staff_id) > INT32_MAX:
+        return None
+    staff = db.session.get(StaffUser, int(staff_id))
+    if staff is None or not staff.active or (staff.session_generation or 0) != int(generation):
+        return None
     return staff
 
 

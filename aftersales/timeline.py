@@ -14,12 +14,10 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
 from .extensions import db
-from .models import CaseEvent, Note
+from .models import INT32_MAX, CaseEvent, Note
 
 EVENTS_PER_PAGE = 50
 NOTES_PER_PAGE = 20
-#: Ids are 32-bit integers: a position beyond is no position (the latest page).
-_MAX_ID = 2**31 - 1
 
 Item = TypeVar("Item")
 
@@ -37,7 +35,7 @@ class TimelinePage(Generic[Item]):
 def position(raw: Any) -> int | None:
     """A ``before`` position from a query string: a positive id, else None (the latest page)."""
     text = str(raw or "")
-    return int(text) if text.isdigit() and 0 < int(text) <= _MAX_ID else None
+    return int(text) if text.isdigit() and 0 < int(text) <= INT32_MAX else None
 
 
 _EVENTS = (select(CaseEvent).where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.id <= bindparam("last"))
@@ -49,7 +47,7 @@ _NOTES = (select(Note).options(joinedload(Note.author))
 
 def _page(statement: Any, case_id: int, before: int | None, per_page: int) -> TimelinePage[Any]:
     newest_first = list(db.session.scalars(
-        statement, {"case_id": case_id, "last": before - 1 if before else _MAX_ID, "limit": per_page + 1}).unique())
+        statement, {"case_id": case_id, "last": before - 1 if before else INT32_MAX, "limit": per_page + 1}).unique())
     earlier = newest_first[per_page - 1].id if len(newest_first) > per_page else None
     return TimelinePage(items=list(reversed(newest_first[:per_page])), earlier_before=earlier)
 

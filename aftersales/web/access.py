@@ -4,18 +4,15 @@ from __future__ import annotations
 from flask import abort, session
 from flask_login import current_user
 
-from sqlalchemy import select
-
-from ..database import write_transaction
 from ..extensions import db
-from ..models import Case, Order
+from ..models import INT32_MAX, Case, Order
+from ..orders import revoke_buyer_access
 
 BUYER_ORDERS = "aftersales_buyer_orders"
 
 #: The URL converter for a row id: ids are 32-bit integer columns, so a larger number in a path
 #: is a 404 from the router instead of an overflow in the database.
-MAX_ROW_ID = 2**31 - 1
-ROW_ID = f"int(max={MAX_ROW_ID})"
+ROW_ID = f"int(max={INT32_MAX})"
 
 
 def grant_buyer(order: Order) -> None:
@@ -46,11 +43,7 @@ def buyer_may_see(order_id: int) -> bool:
 def forget_buyer_orders() -> None:
     """"Forget this order": the orders of this cookie are closed to every grant issued so far
     (copies of the cookie, other devices), then dropped from the cookie."""
-    order_ids = [order_id for order_id, _generation in _grants() if buyer_may_see(order_id)]
-    if order_ids:
-        with write_transaction():
-            for order in db.session.scalars(select(Order).where(Order.id.in_(order_ids))):
-                order.buyer_access_generation = (order.buyer_access_generation or 0) + 1
+    revoke_buyer_access([order_id for order_id, _generation in _grants() if buyer_may_see(order_id)])
     session.pop(BUYER_ORDERS, None)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from flask import current_app, flash, redirect, request
 from werkzeug.wrappers import Response
 
-from .. import evidence, services
+from .. import evidence, reconcile, services
 from ..errors import CaseChanged, DomainError, InvalidInput
 from ..i18n import _
 from ..models import Case
@@ -98,7 +98,7 @@ def perform(case: Case, role: str, actor_id: str | None, trigger: str, done_url:
     except (TypeError, ValueError):
         expected = -1
     try:
-        with evidence.undone_on_error(current_app.config, current_app.instance_path) as stored:
+        with reconcile.undone_on_error(current_app.config, current_app.instance_path) as stored:
             if "evidence" in form:
                 stored += evidence.store_photos(
                     request.files.getlist(form.evidence.name), settings=current_app.config,

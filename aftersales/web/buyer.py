@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import evidence, services
+from .. import evidence, reconcile, services
 from ..eligibility import CaseRequest, core_reasons
 from ..errors import DomainError
 from ..extensions import db
@@ -109,7 +109,7 @@ REQUEST_CORE_FIELDS = ("csrf_token", "evidence", "kind", "reason", "quantity", "
 def _open_case(form, line: OrderLine, kind: str, amount: int | None, extra: dict):
     """Store the photos, open the case; (redirect, 302) or (None, status) with errors on the form."""
     try:
-        with evidence.undone_on_error(current_app.config, current_app.instance_path) as stored:
+        with reconcile.undone_on_error(current_app.config, current_app.instance_path) as stored:
             stored += evidence.store_photos(request.files.getlist(form.evidence.name), settings=current_app.config,
                                             instance_path=current_app.instance_path)
             case = services.open_case(

@@ -24,6 +24,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from ..fields import FormField
 from ..i18n import _, lazy_
+from ..models import INT32_MAX
 from ..money import AmountTooLarge, format_money, minor_unit_digits, parse_money
 from ..textinput import clean_text
 from .wording import FIELD_LABELS
@@ -135,9 +136,6 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
         return None
 
 
-#: The largest whole number a form accepts: what a 32-bit database column holds.
-MAX_WHOLE_NUMBER = 2**31 - 1
-
 #: Inputs of the core rows; anything else is a plugin's and asked for as its FormField says.
 CORE_INPUTS = frozenset({"reason", "statement", "description", "note", "amount", "carrier", "tracking_number",
                          "received_quantity", "return_address", "payer", "evidence"})
@@ -154,7 +152,7 @@ def _core_field(name: str, currency: str, required: bool, defaults: Mapping[str,
     if name in ("carrier", "tracking_number"):
         return StringField(label, validators=presence + [Length(max=100)])
     if name == "received_quantity":
-        return IntegerField(label, validators=[Optional(), NumberRange(min=1, max=MAX_WHOLE_NUMBER)], default=defaults.get(name))
+        return IntegerField(label, validators=[Optional(), NumberRange(min=1, max=INT32_MAX)], default=defaults.get(name))
     if name == "payer":
         return SelectField(label, choices=choices([("seller", lazy_("The seller")), ("platform", lazy_("The platform"))]))
     if name == "evidence":
@@ -172,7 +170,7 @@ def plugin_field(spec: FormField) -> Any:
     if spec.type == "date":
         return DateField(spec.label, validators=presence, description=spec.help)
     if spec.type == "number":  # within a 32-bit column, whatever the plugin keeps it in
-        return IntegerField(spec.label, validators=presence + [NumberRange(min=-MAX_WHOLE_NUMBER, max=MAX_WHOLE_NUMBER)],
+        return IntegerField(spec.label, validators=presence + [NumberRange(min=-INT32_MAX, max=INT32_MAX)],
                             description=spec.help)
     if spec.type == "checkbox":
         return BooleanField(spec.label, description=spec.help)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm.attributes import set_committed_value
 from ..extensions import db
-from ..models import Case, OrderLine, utcnow
+from ..models import INT32_MAX, Case, OrderLine, utcnow
 from ..runtime import current
 from ..textinput import clean_line
 from ..workflow import ALL_KINDS, BASE_TABLE
@@ -26,8 +26,6 @@ PER_PAGE = 50
 #: The queue counts its cases up to this many; a larger queue shows "more than COUNT_CAP".
 COUNT_CAP = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-#: Case ids are 32-bit integers; a position beyond them is malformed, not an overflow.
-MAX_CASE_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class QueuePosition:
         due, _, case_id = token.partition(".")
         try:
             number = int(case_id)
-            if not 1 <= number <= MAX_CASE_ID:
+            if not 1 <= number <= INT32_MAX:  # beyond it: malformed, not an overflow
                 return None
             if due == "-":
                 return cls(None, number)

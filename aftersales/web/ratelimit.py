@@ -6,7 +6,6 @@ workers must share the counts.
 """
 from __future__ import annotations
 
-from typing import Any
 
 from flask import current_app, request
 from flask_limiter import Limiter
@@ -30,15 +29,22 @@ def order_number_key() -> str:
 
 def login_limits() -> dict[str, str]:
     config = current_app.config
-    return {"client": config["AFTERSALES_LOGIN_LIMIT_PER_CLIENT"], "account": config["AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT"]}
+    return {"client": config["AFTERSALES_LOGIN_LIMIT_PER_CLIENT"],
+            "account_and_client": config["AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT_AND_CLIENT"],
+            "account": config["AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT"]}
+
+
+def _login_email() -> str:
+    return clean_line(request.form.get("email")).lower()[:254]
 
 
 def login_account_key() -> str:
-    """Counts failed logins for one e-mail, whoever tries it and whether or not it is staff's
-    (an unknown address is throttled the same, so the throttle tells nothing either)."""
-    return "login:" + clean_line(request.form.get("email")).lower()[:254]
+    """Counts login attempts for one e-mail from anywhere, whether or not it is staff's (an
+    unknown address is throttled the same, so the throttle tells nothing either)."""
+    return "login:" + _login_email()
 
 
-def failed_login(response: Any) -> bool:
-    """Only a refused password counts against the login limits (401)."""
-    return response.status_code == 401
+def login_account_and_client_key() -> str:
+    """Counts login attempts for one e-mail from one client: the tight limit, so that a
+    stranger guessing from one address pauses only their own attempts on that account."""
+    return f"login:{_login_email()}:{get_remote_address()}"

@@ -1,9 +1,7 @@
 """The seller back office: log in, work the queue, act on cases, leave notes for the next shift."""
 from __future__ import annotations
 
-import functools
 import logging
-import secrets
 import time
 from functools import wraps
 from typing import Any, Callable
@@ -11,20 +9,19 @@ from typing import Any, Callable
 from flask import Blueprint, Response, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from .. import services, timeline
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _, ngettext
 from ..models import Case, Refund, StaffUser, utcnow
-from ..staff import end_sessions
+from ..staff import authenticate, end_sessions
 from .access import ROW_ID, staff_case_or_404
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
 from .forms import LoginForm, MarkPaidForm, NoteForm
 from .queue import QueueFilters, seller_queue
-from .ratelimit import failed_login, limiter, login_account_key, login_limits
+from .ratelimit import limiter, login_account_and_client_key, login_account_key, login_limits
 from .security import is_local_path
 
 seller = Blueprint("aftersales_seller", __name__)
@@ -48,37 +45,45 @@ def staff_required(*roles: str) -> Callable:
     return decorate
 
 
-def _login_paused(limit: Any) -> Response:
-    """The answer while the failed-login limit of this e-mail (or this client) is reached: the
-    account's owner reads that logins are paused and until when, whoever they are."""
+def _paused_page(words: Callable[[int], str], limit: Any) -> Response:
+    """The answer while a login limit is reached: whoever tries reads that logging in is paused,
+    why, and for how long (the account's owner learns that someone tried)."""
     minutes = max(1, round((limit.reset_at - time.time()) / 60))
-    log.warning("staff logins for %r from %s paused for %d minutes: more failed attempts than %s",
-                request.form.get("email", "")[:254], request.remote_addr, minutes, limit.limit)
+    log.warning("staff logins paused for %d minutes for %r from %s: more attempts than %s",
+                minutes, request.form.get("email", "")[:254], request.remote_addr, limit.limit)
     form = LoginForm(formdata=None, next=request.form.get("next", ""))
     form.email.data = request.form.get("email", "")
-    message = ngettext(
-        "Too many failed logins for this e-mail address: logging in with it is paused for %(num)d minute. "
-        "If these attempts were not yours, tell the person who manages your shop's logins.",
-        "Too many failed logins for this e-mail address: logging in with it is paused for %(num)d minutes. "
-        "If these attempts were not yours, tell the person who manages your shop's logins.",
-        minutes,
-    )
-    return make_response(render_template("seller/login.html", form=form, paused=message), 429)
+    return make_response(render_template("seller/login.html", form=form, paused=words(minutes)), 429)
 
 
+def _account_paused(limit: Any) -> Response:
+    return _paused_page(lambda minutes: ngettext(
+        "Too many login attempts for this e-mail address: logging in with it is paused for %(num)d minute. "
+        "If these attempts were not yours, tell the person who manages your shop's logins.",
+        "Too many login attempts for this e-mail address: logging in with it is paused for %(num)d minutes. "
+        "If these attempts were not yours, tell the person who manages your shop's logins.", minutes), limit)
+
+
+def _client_paused(limit: Any) -> Response:
+    return _paused_page(lambda minutes: ngettext(
+        "Too many login attempts from your network: logging in from here is paused for %(num)d minute.",
+        "Too many login attempts from your network: logging in from here is paused for %(num)d minutes.",
+        minutes), limit)
+
+
+# Every attempt counts, and is counted before the password is checked: attempts sent in
+# parallel cannot slip through between a check and its count.
 @seller.route("/staff/login", methods=["GET", "POST"])
-@limiter.limit(lambda: login_limits()["client"], methods=["POST"], deduct_when=failed_login, on_breach=_login_paused)
+@limiter.limit(lambda: login_limits()["client"], methods=["POST"], on_breach=_client_paused)
+@limiter.limit(lambda: login_limits()["account_and_client"], key_func=login_account_and_client_key, methods=["POST"],
+               on_breach=_account_paused)
 @limiter.limit(lambda: login_limits()["account"], key_func=login_account_key, methods=["POST"],
-               deduct_when=failed_login, on_breach=_login_paused)
+               on_breach=_account_paused)
 def login():
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
-        staff = db.session.scalar(select(StaffUser).where(StaffUser.email == form.email.data.lower()))
-        # The same password check whether or not the address is staff's, so the time of the answer
-        # does not tell which addresses are.
-        password_ok = check_password_hash(staff.password_hash if staff is not None else _unknown_account_hash(),
-                                          form.password.data)
-        if staff is not None and staff.active and password_ok:
+        staff = authenticate(form.email.data, form.password.data)
+        if staff is not None:
             login_user(staff)
             target = form.next.data
             if not is_local_path(target):
@@ -87,12 +92,6 @@ def login():
         flash(_("Wrong e-mail or password."), "error")
         return render_template("seller/login.html", form=form), 401
     return render_template("seller/login.html", form=form), 400 if form.errors else 200
-
-
-@functools.cache
-def _unknown_account_hash() -> str:
-    """A hash no password matches, made like real ones (same method and cost)."""
-    return generate_password_hash(secrets.token_hex(16))
 
 
 @seller.post("/staff/logout")

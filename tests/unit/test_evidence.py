@@ -25,7 +25,6 @@ from aftersales.evidence import (
     jpeg_scan_count,
     store_photo,
     store_photos,
-    undone_on_error,
     upload_dir,
 )
 
@@ -492,21 +491,3 @@ def test_store_photos_applies_the_max_edge_setting(tmp_path):
                           settings=settings(AFTERSALES_UPLOAD_MAX_EDGE=200), instance_path=tmp_path)
 
     assert (stored[0]["width"], stored[0]["height"]) == (200, 100)
-
-
-def test_undone_on_error_deletes_the_files_of_a_failed_write_whatever_the_error(tmp_path):
-    class DatabaseWentAway(Exception):
-        pass
-
-    with pytest.raises(DatabaseWentAway):
-        with undone_on_error(settings(), tmp_path) as stored:
-            stored += store_photos([upload(picture("PNG"), "a.png"), upload(picture("JPEG"), "b.jpg")],
-                                   settings=settings(), instance_path=tmp_path)
-            assert len(files_in(upload_dir(settings(), tmp_path))) == 2
-            raise DatabaseWentAway()
-
-    assert files_in(upload_dir(settings(), tmp_path)) == []
-
-    with undone_on_error(settings(), tmp_path) as stored:
-        stored += store_photos([upload(picture("PNG"), "a.png")], settings=settings(), instance_path=tmp_path)
-    assert files_in(upload_dir(settings(), tmp_path)) == [stored[0]["storage_key"]]

@@ -16,7 +16,8 @@ from aftersales import evidence, services
 from aftersales.deadlines import sweep
 from aftersales.extensions import db
 from aftersales.models import Evidence, utcnow
-from aftersales.reconcile import STAMP_NAME, reconcile, reconcile_if_due
+from aftersales.errors import NotEligible
+from aftersales.reconcile import STAMP_NAME, ReconcileRefused, reconcile, reconcile_if_due, undone_on_error
 from tests.conftest import make_app, make_order
 
 HOUR = 3600
@@ -109,22 +110,24 @@ def test_a_row_whose_file_is_lost_is_removed(uploads_app):
     assert db.session.scalar(select(func.count(Evidence.id))) == 0
 
 
-def test_a_dry_run_lists_and_removes_nothing(uploads_app):
+def test_a_listing_removes_nothing(uploads_app):
     case, photo = case_with_photo(uploads_app)
     (folder(uploads_app) / photo["storage_key"]).unlink()
     orphan = stored_photo(uploads_app)
     age(folder(uploads_app) / orphan["storage_key"], 2 * HOUR)
 
-    report = reconcile(uploads_app.config, uploads_app.instance_path, dry_run=True)
+    report = reconcile(uploads_app.config, uploads_app.instance_path, remove=False)
 
     assert report.files_without_row == [orphan["storage_key"]] and len(report.rows_without_file) == 1
     assert names(uploads_app) == [orphan["storage_key"]]
     assert db.session.scalar(select(func.count(Evidence.id))) == 1
 
 
-def test_the_sweeper_reconciles_when_due_and_not_again_before_the_interval(uploads_app):
+def test_the_sweeper_removes_leftover_files_but_only_reports_rows_without_a_file(uploads_app, caplog):
     orphan = stored_photo(uploads_app)
     age(folder(uploads_app) / orphan["storage_key"], 2 * HOUR)
+    case, lost = case_with_photo(uploads_app)
+    (folder(uploads_app) / lost["storage_key"]).unlink()
 
     first = sweep()
     second_orphan = stored_photo(uploads_app)
@@ -132,10 +135,45 @@ def test_the_sweeper_reconciles_when_due_and_not_again_before_the_interval(uploa
     second = sweep()
 
     assert first.uploads is not None and first.uploads.files_without_row == [orphan["storage_key"]]
+    assert first.uploads.rows_without_file and not first.uploads.rows_removed
+    assert db.session.scalar(select(func.count(Evidence.id))) == 1  # the row stays: the file may come back
+    assert f"names a missing file {lost['storage_key']}" in caplog.text
     assert second.uploads is None  # the last reconciliation was a moment ago
     assert names(uploads_app) == [second_orphan["storage_key"]]
     age(folder(uploads_app) / STAMP_NAME, 2 * HOUR)
     assert reconcile_if_due(uploads_app.config, uploads_app.instance_path).files_without_row == [second_orphan["storage_key"]]
+
+
+def test_a_sweeper_looking_at_an_empty_or_missing_folder_removes_no_row(uploads_app, tmp_path):
+    """A sweeper with another instance folder (a CronJob's empty volume, a wrong path) sees
+    every row without its file: it must not take that for lost photos."""
+    for _ in range(6):
+        case_with_photo(uploads_app)
+    elsewhere = {**uploads_app.config, "AFTERSALES_UPLOAD_DIR": str(tmp_path / "empty")}
+    (tmp_path / "empty").mkdir()
+    absent = {**elsewhere, "AFTERSALES_UPLOAD_DIR": str(tmp_path / "absent")}
+
+    assert len(reconcile_if_due(elsewhere, uploads_app.instance_path).rows_without_file) == 6
+    assert reconcile_if_due(absent, uploads_app.instance_path) is None
+    with pytest.raises(ReconcileRefused, match="6 of 6 evidence rows name files missing"):
+        reconcile(elsewhere, uploads_app.instance_path)
+    with pytest.raises(ReconcileRefused, match="does not exist"):
+        reconcile(absent, uploads_app.instance_path)
+    assert db.session.scalar(select(func.count(Evidence.id))) == 6
+    assert not (tmp_path / "absent").exists()
+
+    reconcile(elsewhere, uploads_app.instance_path, force=True)
+    assert db.session.scalar(select(func.count(Evidence.id))) == 0
+
+
+def test_the_grace_period_is_never_shorter_than_ten_minutes(tmp_path):
+    app = make_app(tmp_path, AFTERSALES_UPLOAD_ORPHAN_GRACE_MINUTES=0)
+    with app.app_context():
+        young = stored_photo(app)
+        age(folder(app) / young["storage_key"], 5 * 60)
+        assert reconcile(app.config, app.instance_path).young_files_without_row == [young["storage_key"]]
+        assert names(app) == [young["storage_key"]]
+        db.session.remove()
 
 
 def test_the_sweeper_leaves_the_folder_alone_when_the_interval_is_zero(tmp_path):
@@ -147,6 +185,42 @@ def test_the_sweeper_leaves_the_folder_alone_when_the_interval_is_zero(tmp_path)
         assert sweep().uploads is None
         assert names(app) == [orphan["storage_key"]]
         db.session.remove()
+
+
+# --- a failed request deletes the files its transaction did not commit --------------------------
+class DatabaseWentAway(Exception):
+    pass
+
+
+def test_a_write_that_fails_deletes_its_photos_whatever_the_error(uploads_app):
+    order = make_order(delivered=utcnow() - timedelta(days=2))
+    with pytest.raises(DatabaseWentAway):
+        with undone_on_error(uploads_app.config, uploads_app.instance_path) as stored:
+            stored += [stored_photo(uploads_app), stored_photo(uploads_app)]
+            assert len(names(uploads_app)) == 2
+            raise DatabaseWentAway()
+    assert names(uploads_app) == []
+
+    with pytest.raises(NotEligible):
+        with undone_on_error(uploads_app.config, uploads_app.instance_path) as stored:
+            stored.append(stored_photo(uploads_app))
+            services.open_case(order.lines[0].id, "exchange", "no_reason", quantity=5, evidence=stored)
+    assert names(uploads_app) == []
+
+
+def test_a_failure_after_the_commit_keeps_the_committed_photos(uploads_app):
+    order = make_order(delivered=utcnow() - timedelta(days=2))
+    with pytest.raises(DatabaseWentAway):
+        with undone_on_error(uploads_app.config, uploads_app.instance_path) as stored:
+            stored.append(stored_photo(uploads_app))
+            services.open_case(order.lines[0].id, "refund_only", "damaged", evidence=stored)
+            stored.append(stored_photo(uploads_app))  # stored after the commit, never recorded
+            raise DatabaseWentAway()  # e.g. delivering the side effects afterwards
+
+    kept = db.session.scalar(select(Evidence.storage_key))
+    assert names(uploads_app) == [kept]
+
+
 
 
 def run(app, *args: str):
@@ -175,4 +249,4 @@ def test_uploads_command_lists_then_reconciles(uploads_app):
 def test_dry_run_without_reconcile_is_a_usage_error(uploads_app):
     result = run(uploads_app, "--dry-run")
 
-    assert result.exit_code == 2 and "--dry-run goes with --reconcile" in result.output
+    assert result.exit_code == 2 and "--dry-run and --force go with --reconcile" in result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -242,7 +243,8 @@ def test_an_undeclared_category_runs_the_core_table_and_says_so(app):
 @pytest.fixture
 def limited_site(tmp_path):
     app = make_app(tmp_path, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=True,
-                   AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT="3 per 15 minutes", AFTERSALES_LOGIN_LIMIT_PER_CLIENT="5 per 15 minutes")
+                   AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT_AND_CLIENT="3 per 15 minutes",
+                   AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT="6 per 15 minutes", AFTERSALES_LOGIN_LIMIT_PER_CLIENT="5 per 15 minutes")
     limiter.reset()
     world = build_world(app)
     yield app, world
@@ -255,55 +257,89 @@ def _attempts(app: Any, email: str, passwords: list[str], address: str = "10.0.0
                         environ_base={"REMOTE_ADDR": address}).status_code for password in passwords]
 
 
-def test_failed_logins_for_one_account_pause_it_even_for_the_right_password(limited_site):
+def test_attempts_on_one_account_from_one_client_pause_it_there_even_for_the_right_password(limited_site):
     app, _ = limited_site
 
     statuses = _attempts(app, "seller@example.com", ["wrong-1", "wrong-2", "wrong-3", PASSWORD], "10.0.0.1")
     other_address = _attempts(app, "seller@example.com", [PASSWORD], "10.0.0.2")
-    other_account = _attempts(app, "platform@example.com", [PASSWORD], "10.0.0.3")
+    other_account = _attempts(app, "platform@example.com", [PASSWORD], "10.0.0.1")
 
     assert statuses == [401, 401, 401, 429]
-    assert other_address == [429]  # per account, wherever the attempts come from
+    assert other_address == [302]  # a stranger guessing from one address does not lock the owner out
     assert other_account == [302]
+
+
+def test_attempts_on_one_account_from_many_clients_pause_it_everywhere(limited_site):
+    app, _ = limited_site
+
+    spread = [_attempts(app, "seller@example.com", ["wrong"], f"10.2.0.{n}")[0] for n in range(6)]
+    owner = _attempts(app, "seller@example.com", [PASSWORD], "10.3.0.1")
+
+    assert spread == [401] * 6 and owner == [429]
 
 
 def test_the_paused_page_tells_the_owner_until_when(limited_site):
     app, _ = limited_site
     _attempts(app, "seller@example.com", ["wrong"] * 3)
 
-    page = app.test_client().post("/staff/login", data={"email": "seller@example.com", "password": PASSWORD})
+    page = app.test_client().post("/staff/login", data={"email": "seller@example.com", "password": PASSWORD},
+                                  environ_base={"REMOTE_ADDR": "10.0.0.1"})
 
     assert page.status_code == 429
-    assert re.search(r"logging in with it is paused for 1[45] minutes", page.text), page.text
+    assert re.search(r"attempts for this e-mail address: logging in with it is paused for 1[45] minutes", page.text), page.text
     assert 'value="seller@example.com"' in page.text
 
 
-def test_successful_logins_do_not_count_against_the_limit(limited_site):
-    app, _ = limited_site
-    assert _attempts(app, "seller@example.com", [PASSWORD] * 6) == [302] * 6
-
-
-def test_failed_logins_from_one_client_pause_that_client(limited_site):
+def test_attempts_from_one_client_pause_that_client_and_say_so(limited_site):
     app, _ = limited_site
     emails = [f"guess{number}@example.com" for number in range(6)]
     client = app.test_client()
-    statuses = [client.post("/staff/login", data={"email": email, "password": "guess"},
-                            environ_base={"REMOTE_ADDR": "10.9.9.9"}).status_code for email in emails]
-    assert statuses == [401] * 5 + [429]
+    responses = [client.post("/staff/login", data={"email": email, "password": "guess"},
+                             environ_base={"REMOTE_ADDR": "10.9.9.9"}) for email in emails]
+
+    assert [response.status_code for response in responses] == [401] * 5 + [429]
+    assert "Too many login attempts from your network" in responses[-1].text
 
 
-def test_unknown_and_known_addresses_are_answered_alike_and_both_check_a_hash(limited_site, monkeypatch):
-    app, _ = limited_site
-    from aftersales.web import seller as seller_views
+def _counting_password_checks(monkeypatch: Any) -> list[str]:
+    from aftersales import staff as staff_module
 
     checked: list[str] = []
-    real_check = seller_views.check_password_hash
+    real_check = staff_module.check_password_hash
 
     def counting_check(stored_hash: str, password: str) -> bool:
         checked.append(stored_hash.split("$", 1)[0])
         return real_check(stored_hash, password)
 
-    monkeypatch.setattr(seller_views, "check_password_hash", counting_check)
+    monkeypatch.setattr(staff_module, "check_password_hash", counting_check)
+    return checked
+
+
+def test_guesses_sent_in_parallel_are_counted_before_any_password_is_checked(limited_site, monkeypatch):
+    app, _ = limited_site
+    checked = _counting_password_checks(monkeypatch)
+    start = threading.Barrier(12, timeout=30)
+    statuses: list[int] = []
+
+    def guess(number: int) -> None:
+        client = app.test_client()
+        start.wait()
+        statuses.append(client.post("/staff/login", data={"email": "seller@example.com", "password": f"guess-{number}"},
+                                    environ_base={"REMOTE_ADDR": "10.4.4.4"}).status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [401] * 3 + [429] * 9
+    assert len(checked) == 3
+
+
+def test_unknown_and_known_addresses_are_answered_alike_and_both_check_a_hash(limited_site, monkeypatch):
+    app, _ = limited_site
+    checked = _counting_password_checks(monkeypatch)
 
     known = _attempts(app, "seller@example.com", ["wrong"] * 4, "10.0.0.4")
     unknown = _attempts(app, "nobody@example.com", ["wrong"] * 4, "10.0.0.5")
@@ -431,3 +467,26 @@ def test_a_failed_refund_and_the_limiters_fallback_are_logged(tmp_path, capsys):
 def test_an_unknown_log_level_stops_the_app_with_a_message(tmp_path):
     with pytest.raises(RuntimeError, match="AFTERSALES_LOG_LEVEL: 'CHATTY' is not a log level"):
         make_app(tmp_path, AFTERSALES_LOG_LEVEL="chatty")
+
+
+def test_a_stolen_staff_cookie_does_not_work_from_another_address_even_with_a_forged_header(site):
+    app, world = site
+    client = app.test_client()
+    login = client.post("/staff/login", data={"email": "seller@example.com", "password": PASSWORD},
+                        environ_base={"REMOTE_ADDR": "10.1.1.1"})
+    assert login.status_code == 302
+    stolen = _copy_of(client)
+
+    assert client.get("/seller/", environ_base={"REMOTE_ADDR": "10.1.1.1"}).status_code == 200
+    assert stolen.get("/seller/", environ_base={"REMOTE_ADDR": "10.6.6.6"},
+                      headers={"X-Forwarded-For": "10.1.1.1"}).status_code == 302
+
+
+def test_buyer_pages_do_not_rewrite_the_session_or_clear_cookies_on_every_request(site):
+    app, world = site
+    buyer = client_for(app, world, "buyer_a")
+
+    response = buyer.get(f"/cases/{world.requested}")
+
+    assert response.status_code == 200
+    assert response.headers.getlist("Set-Cookie") == []
