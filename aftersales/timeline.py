@@ -16,7 +16,7 @@ from sqlalchemy.orm import joinedload
 from .extensions import db
 from .models import INT32_MAX, CaseEvent, Note
 
-EVENTS_PER_PAGE = 50
+EVENTS_PER_PAGE = 20
 NOTES_PER_PAGE = 20
 
 Item = TypeVar("Item")

@@ -89,8 +89,12 @@ def test_earlier_events_and_notes_are_a_click_away_and_the_latest_a_click_back(w
     notes_url = re.search(r'<a href="([^"]+)#notes">Earlier notes</a>', latest).group(1).replace("&amp;", "&")
     earlier_notes = seller.get(notes_url).text
 
-    assert "Event number 119" in latest and "Event number 70" in latest and "Event number 69" not in latest
-    assert "Event number 69" in earlier and "Event number 20" in earlier and "Event number 70" not in earlier
+    per_page = timeline.EVENTS_PER_PAGE
+    oldest_shown = 120 - per_page
+    assert "Event number 119<" in latest
+    assert f"Event number {oldest_shown}<" in latest and f"Event number {oldest_shown - 1}<" not in latest
+    assert f"Event number {oldest_shown - 1}<" in earlier and f"Event number {oldest_shown - per_page}<" in earlier
+    assert f"Event number {oldest_shown}<" not in earlier
     assert "Latest events" in earlier and "Latest events" not in latest
     assert "Note number 24" in latest and "Note number 5" in latest and "Note number 4" not in latest
     assert "Note number 4" in earlier_notes and "Note number 0" in earlier_notes and "Earlier notes" not in earlier_notes
