@@ -231,6 +231,7 @@ def _decode(data: bytes, name: str, max_pixels: int, max_edge: int) -> Image.Ima
         photo=_shown(name),
     ))
     formats = list(CONTENT_TYPES)
+    # catch_warnings changes process-wide state: safe because decoding runs under DECODING only.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
