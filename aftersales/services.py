@@ -9,6 +9,7 @@ atomic conditional UPDATE and handed to the payment hook only after commit.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
@@ -365,6 +366,8 @@ def _event_data(inputs: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in inputs.items():
         if name == "evidence":
             recorded["evidence_count"] = len(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            recorded[name] = str(value)  # JSON has no NaN or infinity (PostgreSQL refuses them)
         elif isinstance(value, (str, int, float, bool)) or value is None:
             recorded[name] = value
         else:
@@ -504,7 +507,9 @@ class DeclineOffer(Effect):
 class Revise(Effect):
     def check(self, case, actor, inputs, now):
         inputs["description"] = _clean_text(inputs.get("description"), "description")
-        if "amount" in inputs and case.kind in ("refund_only", "return_refund"):
+        if "amount" in inputs and case.kind not in ("refund_only", "return_refund"):
+            del inputs["amount"]  # an exchange or a repair asks for no money: nothing to record
+        if "amount" in inputs:
             amount = _amount(inputs["amount"])
             line = case.line
             worth = money.amount_for_units(line.paid_amount, line.quantity, 0, case.quantity)

@@ -243,3 +243,18 @@ def test_callers_cannot_use_the_systems_idempotency_keys(order_factory):
         services.create_refund(case.id, 100, f"sys:case-{case.id}-approve-3")
     case = services.act(case.id, "seller", "approve", now=NOW)
     assert case.state == "refunding" and case.refunds[0].idempotency_key.startswith("sys:")
+
+
+def test_revising_an_exchange_with_an_amount_records_no_amount_and_a_nan_is_never_stored(order_factory):
+    """Found by the stateful test on PostgreSQL: an exchange revised with amount=NaN wrote NaN
+    into the event's JSON, which PostgreSQL refuses."""
+    from sqlalchemy import select
+
+    order = order_factory()
+    case = services.open_case(order.lines[0].id, "exchange", "no_reason", now=NOW)
+    services.act(case.id, "seller", "reject", reason="Worn", now=NOW)
+    services.act(case.id, "buyer", "revise", description="It arrived broken", amount=float("nan"), now=NOW)
+
+    event = db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id.desc())).first()
+    assert event.trigger == "revise" and "amount" not in event.data
+    assert services.get_case(case.id).amount == 0
