@@ -162,13 +162,17 @@ def reconcile_if_due(settings: Mapping[str, Any], instance_path: str | os.PathLi
                      now: datetime | None = None) -> ReconcileReport | None:
     """The sweeper's call: remove leftover files (rows without a file are only logged) when the
     last run is older than ``AFTERSALES_UPLOAD_RECONCILE_MINUTES`` (0 turns it off). None when
-    not due, or when the folder is not there (logged: it may not be mounted)."""
+    not due, or when the folder is not there (logged when evidence rows exist: it may not be
+    mounted; a shop that never received a photo has no folder yet)."""
     minutes = float(settings["AFTERSALES_UPLOAD_RECONCILE_MINUTES"])
     if minutes <= 0:
         return None
     folder = evidence.upload_dir(settings, instance_path, create=False)
     if not folder.is_dir():
-        log.warning("uploads: not reconciled: the folder %s does not exist (not mounted?)", folder)
+        has_photos = db.session.scalar(select(Evidence.id).limit(1)) is not None
+        db.session.commit()
+        if has_photos:  # rows name photos, yet there is no folder: worth a look; else nothing was ever uploaded
+            log.warning("uploads: not reconciled: the folder %s does not exist (not mounted?)", folder)
         return None
     moment = (now or utcnow()).timestamp()
     try:

@@ -250,3 +250,12 @@ def test_dry_run_without_reconcile_is_a_usage_error(uploads_app):
     result = run(uploads_app, "--dry-run")
 
     assert result.exit_code == 2 and "--dry-run and --force go with --reconcile" in result.output
+
+
+def test_a_shop_that_never_received_a_photo_sweeps_without_a_word_about_uploads(tmp_path, caplog):
+    app = make_app(tmp_path, AFTERSALES_UPLOAD_RECONCILE_MINUTES=60)
+    with app.app_context():
+        assert not evidence.upload_dir(app.config, app.instance_path, create=False).exists()
+        assert sweep().uploads is None
+        db.session.remove()
+    assert "uploads" not in caplog.text
