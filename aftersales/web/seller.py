@@ -8,13 +8,12 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import select
 
 from .. import services, timeline
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _, ngettext
-from ..models import Case, Refund, StaffUser, utcnow
+from ..models import Case, Refund, utcnow
 from ..staff import authenticate, end_sessions
 from .access import ROW_ID, staff_case_or_404
 from .actions import action_views, perform

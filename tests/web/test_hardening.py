@@ -11,7 +11,6 @@ import io
 import logging
 import re
 import threading
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
