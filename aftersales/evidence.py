@@ -74,8 +74,8 @@ def store_photo(
     upload_dir: Path,
     max_bytes: int,
     max_pixels: int,
+    max_edge: int,
     label: str = "",
-    max_edge: int = 2560,
 ) -> dict[str, Any]:
     """Check one upload, store a clean re-encoding of it (at most ``max_edge`` pixels on its
     longer side), and return its evidence metadata.

@@ -76,7 +76,7 @@ def png_declaring(width: int, height: int) -> bytes:
 
 
 def store(data: bytes, name: str = "photo.jpg", folder: Path | None = None, **limits):
-    limits = {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, **limits}
+    limits = {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, "max_edge": defaults()["AFTERSALES_UPLOAD_MAX_EDGE"], **limits}
     return store_photo(io.BytesIO(data), name, upload_dir=folder, **limits)
 
 
@@ -186,7 +186,7 @@ def test_file_over_the_byte_limit_is_refused_with_413_after_reading_one_byte_mor
     stream = io.BytesIO(data + b"\x00" * 10_000)
 
     with pytest.raises(EvidenceRefused, match="larger than") as refused:
-        store_photo(stream, "big.png", upload_dir=folder, max_bytes=1000, max_pixels=MAX_PIXELS)
+        store_photo(stream, "big.png", upload_dir=folder, max_bytes=1000, max_pixels=MAX_PIXELS, max_edge=2560)
 
     assert refused.value.status == 413
     assert stream.tell() == 1001
