@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from flask import Flask, request, session
 from flask_babel import get_locale
 
+from . import case_writes
 from . import config as settings_module
 from . import models  # noqa: F401  (registers the tables on db.metadata)
 from .database import configure_engine
@@ -55,6 +56,7 @@ class AfterSales:
         db.init_app(app)
         with app.app_context():
             configure_engine(db.engine)
+        case_writes.install(db.session)
         migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
         csrf.init_app(app)
         login_manager.init_app(app)

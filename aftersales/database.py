@@ -43,11 +43,15 @@ def write_transaction() -> Iterator[Any]:
     """One transaction that writes: commits on success, rolls back on any exception.
 
     Whatever the session had open (reads of a page) is committed first, so the write starts a
-    fresh ``BEGIN IMMEDIATE`` on SQLite instead of upgrading a read lock.
+    fresh ``BEGIN IMMEDIATE`` on SQLite instead of upgrading a read lock. Either way everything
+    the session holds is expired, so what the write reads comes from the database as it is now
+    (a service may have kept its returned objects loaded after its commit).
     """
     session = db.session()
     if session.in_transaction():
         session.commit()
+    else:
+        session.expire_all()
     session.connection(execution_options={_IMMEDIATE: True})
     try:
         yield session

@@ -19,7 +19,7 @@ from typing import Callable
 from sqlalchemy import or_, select
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import services
+from . import case_writes, services
 from .errors import AfterSalesError
 from .database import write_transaction
 from .extensions import db
@@ -60,7 +60,7 @@ def due_cases(now: datetime, limit: int, after: tuple[datetime, int] | None = No
 def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepReport:
     """Apply every timeout due at ``now`` (default: the current time), then flush the outbox.
 
-    One transaction per batch. A batch is first applied whole and written in one flush; if any
+    One transaction per batch. A batch is first applied whole and written at once; if any
     of its timeouts fails (a plugin refuses, an input is missing), the batch is rolled back and
     applied again with a savepoint per case, so the failing case is rolled back alone and
     reported while the rest commits. A sweeper killed mid-batch leaves that batch uncommitted;
@@ -94,14 +94,15 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
 def _sweep_batch_whole(
     now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport
 ) -> tuple[datetime, int] | None:
-    """The fast path: every due case of the batch in one transaction, written by one flush
-    (plus any a plugin's hooks cause)."""
+    """The fast path: every due case of the batch in one transaction, the case updates and
+    events written together (``case_writes.batched``), plus whatever a plugin's hooks cause."""
     with write_transaction():
         cases = due_cases(now, batch_size, position)
         if not cases:
             return None
         last = _furthest(cases)  # before firing moves the deadlines on
-        fired = [services.fire_timeout(case, now, flush=False) for case in cases]
+        with case_writes.batched():  # the batch's case updates and events: a few executemany
+            fired = [services.fire_timeout(case, now) for case in cases]
         db.session.flush()
     report.applied += sum(fired)
     report.skipped += len(fired) - sum(fired)
@@ -134,9 +135,11 @@ def _apply_one(case: Case, now: datetime, report: SweepReport) -> None:
         with db.session.begin_nested():
             applied = services.fire_timeout(case, now)
     except StaleDataError:  # someone else changed it first (should not happen while the batch holds it)
+        db.session.expire(case)
         report.skipped += 1
         return
     except Exception as error:  # noqa: BLE001 - one bad case must not stop every other timeout
+        db.session.expire(case)  # what the savepoint rolled back: read again if read
         report.failed += 1
         report.errors.append(f"case {case_id}: {error}")
         log.error("timeout of case %s failed: %s", case_id, error, exc_info=not isinstance(error, AfterSalesError))

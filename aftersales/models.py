@@ -325,8 +325,8 @@ class Case(db.Model):
     order: Mapped[Order] = relationship()
     line: Mapped[OrderLine] = relationship(foreign_keys=[line_id])
     events: Mapped[list[CaseEvent]] = relationship(
-        back_populates="case", order_by="CaseEvent.id", cascade="all, delete-orphan"
-    )
+        back_populates="case", order_by="CaseEvent.id", cascade="save-update, merge, delete, delete-orphan"
+    )  # not "refresh-expire": expiring a case (aftersales.case_writes) must not drop its new events
     refunds: Mapped[list[Refund]] = relationship(back_populates="case", order_by="Refund.id")
     notes: Mapped[list[Note]] = relationship(back_populates="case", order_by="Note.id")
     evidence: Mapped[list[Evidence]] = relationship(back_populates="case", order_by="Evidence.id")

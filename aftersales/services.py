@@ -19,7 +19,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import money
+from . import case_writes, money
 from .database import write_transaction
 from .eligibility import CaseRequest, LineEligibility, LineFacts, Verdict, combine, core_verdict, line_overview
 from .errors import (
@@ -197,10 +197,12 @@ def open_case(
             _transition(runtime, case, "buyer", actor_id, "request", {"description": description, **data}, now)
             _attach_evidence(case, evidence, "buyer", now)
             db.session.flush()
+            committed = case_writes.loaded_columns(case)
     except IntegrityError as error:
         if "open_line_id" in str(error.orig):
             raise NotEligible(_("This item already has an open request; please follow that one.")) from error
         raise
+    case_writes.keep_loaded(case, committed)
     deliver_new()
     return case
 
@@ -229,8 +231,10 @@ def act(
                 raise CaseChanged(case.id, _("This case changed while you were looking at it; here is what happened."))
             _transition(runtime, case, actor, actor_id, trigger, data, now)
             db.session.flush()
+            committed = case_writes.loaded_columns(case)
     except StaleDataError as error:
         raise CaseChanged(case_id, _("Someone else acted on this case at the same moment; reload it.")) from error
+    case_writes.keep_loaded(case, committed)
     deliver_new()
     return case
 
@@ -256,23 +260,24 @@ def apply_timeout(case_id: int, now: datetime | None = None) -> bool:
     return True
 
 
-def fire_timeout(case: Case, now: datetime, *, flush: bool = True) -> bool:
+def fire_timeout(case: Case, now: datetime) -> bool:
     """Inside the caller's transaction: fire ``case``'s due timer as the system if it is still due
     at ``now`` (re-checked here, so an action committed first wins). True when it fired.
 
-    ``flush=False`` leaves the writes (and so the version compare-and-set) to the caller's next
-    flush: the sweeper flushes a whole batch at once."""
+    Written at once, or with the rest of the batch inside ``case_writes.batched()`` (the sweeper)."""
     if case.due_at is None or case.due_at > now or not case.due_trigger:
         return False
     _transition(current(), case, "system", None, case.due_trigger, {"timeout": True}, now)
-    if flush:
-        db.session.flush()
     return True
 
 
 def _transition(
-    runtime: Runtime, case: Case, actor: str, actor_id: str | None, trigger: str, data: Mapping[str, Any], now: datetime
-) -> CaseEvent:
+    runtime: Runtime, case: Case, actor: str, actor_id: str | None, trigger: str, data: Mapping[str, Any], now: datetime,
+    *, paid: int | None = None, paid_note: str | None = None,
+) -> None:
+    """Check and fire one transition and write it: the case's compare-and-set UPDATE and its event
+    (``aftersales.case_writes``). ``paid``/``paid_note``: the amount and note of a completion by
+    payment, recorded on its event."""
     workflow = runtime.workflow(case.category, case.kind)
     if workflow.is_terminal(case.state):
         raise NotAllowed(_("This case has ended; nothing more can be done on it."))
@@ -317,17 +322,21 @@ def _transition(
             runtime, case, case.approved_amount, case.decision_payer or "seller",
             f"{SYSTEM_KEY_PREFIX}case-{case.id}-{trigger}-v{from_version}", now,
         )
-    event = CaseEvent(
-        case=case, actor_type=actor, actor_id=actor_id, trigger=trigger,
-        from_state=None if from_state == INITIAL_STATE else from_state, to_state=case.state,
-        note=note, data=_event_data(inputs), created_at=now,
-        amount=refund.amount if refund is not None else None, currency=refund.currency if refund is not None else None,
-    )
-    db.session.add(event)
-    _enqueue("case_event", event=event)
+    if paid is not None:
+        amount, currency = paid, case.currency
+    else:
+        amount, currency = (refund.amount, refund.currency) if refund is not None else (None, None)
+    listened = runtime.plugins.implements("aftersales_case_event", case.category)
+    event = case_writes.write_transition(case, {
+        "actor_type": actor, "actor_id": actor_id, "trigger": trigger,
+        "from_state": None if from_state == INITIAL_STATE else from_state, "to_state": case.state,
+        "note": note if paid_note is None else paid_note, "data": _event_data(inputs), "created_at": now,
+        "amount": amount, "currency": currency,
+    }, event_needed=listened)
+    if listened:
+        _enqueue("case_event", event=event)
     if entering_refunding and refund is None:  # everything due was already paid (e.g. by hand before approval)
         _complete_when_paid(runtime, case, now)
-    return event
 
 
 def _inputs_for(rows: Sequence[Row], data: Mapping[str, Any]) -> dict[str, Any]:
@@ -655,8 +664,8 @@ def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: st
                 raise TypeError(f"aftersales_refund_adjustments must return Adjustment values, got {adjustment!r}")
             adjustments.append(adjustment)
     # The line fresh from the database (another case of the line may have claimed since it was
-    # loaded) and the case's refunds; neither depends on the case's pending changes, which are
-    # written once, with refund_due, instead of flushed early by these reads.
+    # loaded) and the case's refunds; neither depends on the case's pending changes, which the
+    # transition writes (with refund_due) instead of these reads flushing them early.
     with db.session.no_autoflush:
         line = db.session.get(OrderLine, case.line_id, populate_existing=True)
         already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
@@ -688,7 +697,7 @@ def _insert_refund(
     case: Case, line: OrderLine, amount: int, payer: str, key: str, now: datetime,
     adjustments: Sequence[money.Adjustment] = (),
 ) -> Refund:
-    with db.session.no_autoflush:  # the case's pending changes are written with the refund, in one flush
+    with db.session.no_autoflush:  # the case's pending changes are the transition's to write
         claimed = db.session.execute(_CLAIM_UNDER_CEILING, {"line_id": line.id, "amount": amount}).rowcount
     if claimed != 1:
         raise RefundRefused(_("This refund would exceed what was paid for the item."))
@@ -791,7 +800,8 @@ def settle_refund(
                     .execution_options(synchronize_session=False)
                 )
                 _money_event(case, actor, actor_id, "refund_failed", refund, refund.failure_reason, now)
-                _complete_when_paid(runtime, case, now)
+                if not _complete_when_paid(runtime, case, now):
+                    case.updated_at = now  # (a completion writes it with the case's new state)
                 log.warning("refund %s of case %s (%s %s, %s) failed: %s", refund.id, case.id, refund.amount,
                             refund.currency, refund.provider, refund.failure_reason)
             else:
@@ -799,7 +809,7 @@ def settle_refund(
                 note = " ".join(part for part in (paid_by, reference or "") if part)
                 if not _complete_when_paid(runtime, case, now, note):
                     _money_event(case, actor, actor_id, "refund_settled", refund, note, now)
-            case.updated_at = now
+                    case.updated_at = now
     except StaleDataError as error:
         raise CaseChanged(refund_id) from error
     if deliver:
@@ -818,8 +828,7 @@ def _complete_when_paid(runtime: Runtime, case: Case, now: datetime, note: str =
         return False  # a failure left money owed: staff see it and retry
     if not runtime.workflow(case.category, case.kind).rows_for(case.state, "refund_succeeded", "system"):
         return False
-    event = _transition(runtime, case, "system", None, "refund_succeeded", {}, now)
-    event.amount, event.currency, event.note = paid, case.currency, note
+    _transition(runtime, case, "system", None, "refund_succeeded", {}, now, paid=paid, paid_note=note)
     return True
 
 

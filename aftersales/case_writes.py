@@ -1,0 +1,187 @@
+"""How a transition reaches the database: one compare-and-set UPDATE of the case and one INSERT
+of its event, written with SQLAlchemy Core instead of the ORM's unit of work.
+
+A transition changes one row of ``cases`` and adds one row to ``case_events``; the unit of work
+would sort dependencies, diff every attribute and refresh the case for each of them, which cost
+more than the statements themselves (issue 19). Here the case's changed columns are read from
+its ORM state, written with ``UPDATE cases SET ... WHERE id = :id AND version = :version``
+(the same compare-and-set ``version_id_col`` gives the ORM: a row changed by someone else since
+it was read raises :class:`~sqlalchemy.orm.exc.StaleDataError`, as a flush would), and the case
+is then marked as loaded with those values, so the commit's flush has nothing left to write.
+
+New cases (``open_case``) are still inserted by the ORM, with everything attached to them.
+
+The sweeper batches: inside :func:`batched`, case updates and events are only collected and are
+written together (one executemany per set of changed columns, one for the events) when the
+block ends, or before the session runs any statement in between (a plugin's hook reading the
+database sees every transition collected so far). A transition whose event is needed at once
+(a plugin listens for events, so the outbox names the event's id) is written at once.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sqlalchemy import bindparam, event, insert, inspect, update
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql import ClauseElement
+
+from .extensions import db
+from .models import Case, CaseEvent
+
+_CASES = Case.__table__
+_EVENTS = CaseEvent.__table__
+_CASE_MAPPER = inspect(Case)
+#: (attribute key, column) of every column of a case but its id and version.
+_CASE_COLUMNS = tuple((attr.key, attr.columns[0]) for attr in _CASE_MAPPER.column_attrs
+                      if attr.key not in ("id", "version"))
+#: What a case may have loaded, but its timeline.
+_CASE_ATTRIBUTES = tuple(key for key in _CASE_MAPPER.attrs.keys() if key != "events")
+_EVENT_COLUMNS = tuple(column.key for column in _EVENTS.columns if column.key != "id")
+_INSERT_EVENT = insert(_EVENTS)
+_BATCH = "aftersales_case_writes"
+_updates: dict[tuple[str, ...], Any] = {}
+
+
+def _update_statement(keys: tuple[str, ...]) -> Any:
+    """``UPDATE cases SET <keys>, version = :new_version WHERE id = :case_id AND version = :version``,
+    built once per set of changed columns."""
+    statement = _updates.get(keys)
+    if statement is None:
+        columns = dict(_CASE_COLUMNS)
+        statement = (
+            update(_CASES)
+            .where(_CASES.c.id == bindparam("case_id"), _CASES.c.version == bindparam("read_version"))
+            .values({**{columns[key]: bindparam(f"set_{key}", type_=columns[key].type) for key in keys},
+                     _CASES.c.version: bindparam("new_version")})
+        )
+        _updates[keys] = statement
+    return statement
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.events)
+
+    def write(self, session: Session) -> None:
+        """Every collected write, then empty. A case another transaction changed since it was read
+        makes the whole batch fail (the sweeper then redoes the batch case by case)."""
+        updates, events = self.updates, self.events
+        self.updates, self.events = {}, []
+        connection = session.connection()
+        for keys, rows in updates.items():
+            matched = connection.execute(_update_statement(keys), rows).rowcount
+            if matched != len(rows):
+                raise StaleDataError(f"{len(rows) - matched} of {len(rows)} cases changed since they were read")
+        if events:
+            connection.execute(_INSERT_EVENT, events)
+
+
+def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: bool) -> CaseEvent | None:
+    """Write ``case``'s pending changes and its new event (``event_values``: the event's columns
+    but ``case_id``). Returns the event, persistent in the session, when it was written now: always
+    outside :func:`batched`, and inside it when ``event_needed`` (its id goes into the outbox)."""
+    session = db.session()
+    state = inspect(case)
+    if not state.persistent:  # a new case: the ORM inserts it, with its evidence
+        event = CaseEvent(case=case, **event_values)
+        session.add(event)
+        session.flush()
+        return event
+    batch: _Batch | None = session.info.get(_BATCH)
+    if batch is not None and event_needed and batch:
+        batch.write(session)  # keep the order of the timeline: what was collected goes first
+    unmodified = state.unmodified
+    changes = {key: state.dict[key] for key, _column in _CASE_COLUMNS
+               if key not in unmodified and key in state.dict}
+    if any(isinstance(value, ClauseElement) for value in changes.values()):
+        session.flush()  # an SQL expression assigned to a column: the unit of work evaluates it
+        changes, read_version = {}, case.version
+    else:
+        read_version = case.version
+    new_version = read_version + 1 if changes else read_version
+    event_row = {"case_id": case.id, **{key: event_values.get(key) for key in _EVENT_COLUMNS if key != "case_id"}}
+    keys = tuple(sorted(changes))
+    update_row = {"case_id": case.id, "read_version": read_version, "new_version": new_version,
+                  **{f"set_{key}": value for key, value in changes.items()}}
+    if batch is not None and not event_needed:
+        _mark_loaded(session, case, new_version)
+        if changes:
+            batch.updates.setdefault(keys, []).append(update_row)
+        batch.events.append(event_row)
+        return None
+    connection = session.connection()
+    if changes and connection.execute(_update_statement(keys), update_row).rowcount != 1:
+        raise StaleDataError(f"case {case.id} changed since it was read (version {read_version})")
+    _mark_loaded(session, case, new_version)
+    event_id = connection.execute(_INSERT_EVENT, event_row).inserted_primary_key[0]
+    if not event_needed:
+        return None
+    event = CaseEvent(id=event_id, **event_row)
+    make_transient_to_detached(event)
+    session.add(event)
+    return event
+
+
+def _mark_loaded(session: Session, case: Case, version: int) -> None:
+    """Tell the session that ``case`` holds what the database holds (its changes written, or about
+    to be in this batch), so the commit's flush finds nothing to do for it. With public API only:
+    the case is expired, then what it had loaded is set back as committed values (``events``, which
+    gained a row, is left to load when read)."""
+    state = inspect(case)
+    loaded = {key: state.dict[key] for key in _CASE_ATTRIBUTES if key in state.dict}
+    loaded["version"] = version
+    session.expire(case)
+    for key, value in loaded.items():
+        set_committed_value(case, key, list(value) if isinstance(value, list) else value)
+
+
+def loaded_columns(case: Case) -> dict[str, Any]:
+    """The case's column values as they are about to be committed (call it last in the
+    transaction), for :func:`keep_loaded` after the commit."""
+    state = inspect(case)
+    return {attr.key: state.dict[attr.key] for attr in _CASE_MAPPER.column_attrs if attr.key in state.dict}
+
+
+def keep_loaded(case: Case, columns: dict[str, Any]) -> None:
+    """After the commit (which expired the case): its columns as they were committed, so the
+    caller's next read of the returned case does not reload it. A write transaction starts by
+    expiring everything (``database.write_transaction``), so nothing stale reaches a write."""
+    for key, value in columns.items():
+        set_committed_value(case, key, value)
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Collect the transitions of the block and write them together at its end (the sweeper's
+    batch). Nothing is written if the block raises; the caller's transaction rolls back."""
+    session = db.session()
+    if _BATCH in session.info:
+        yield
+        return
+    batch = session.info[_BATCH] = _Batch()
+    try:
+        yield
+        batch.write(session)
+    finally:
+        session.info.pop(_BATCH, None)
+
+
+def _write_batch_first(orm_execute_state: Any) -> None:
+    """Before any statement of a session that is collecting transitions, write them: whatever the
+    statement reads (a plugin's query, a lazy load) sees them."""
+    batch = orm_execute_state.session.info.get(_BATCH)
+    if batch:
+        batch.write(orm_execute_state.session)
+
+
+def install(session_target: Any) -> None:
+    """Listen on the sessions of ``session_target`` (the app's ``db.session``) once."""
+    if not event.contains(session_target, "do_orm_execute", _write_batch_first):
+        event.listen(session_target, "do_orm_execute", _write_batch_first)

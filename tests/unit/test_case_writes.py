@@ -1,0 +1,136 @@
+"""How transitions are written (aftersales/case_writes.py): one compare-and-set UPDATE and one
+INSERT per transition, nothing written twice, the sweeper's batch visible to every read."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm.exc import StaleDataError
+
+from aftersales import case_writes, services
+from aftersales.database import write_transaction
+from aftersales.deadlines import sweep
+from aftersales.extensions import db
+from aftersales.models import Case, CaseEvent
+from tests.conftest import NOW
+
+
+@contextmanager
+def statements():
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def writes(seen: list[str]) -> list[str]:
+    return [s.split(" ")[0] + " " + s.split(" ")[1 if s.startswith("UPDATE") else 2] for s in seen
+            if s.startswith(("UPDATE", "INSERT", "DELETE"))]
+
+
+def open_return(order_factory) -> Case:
+    return services.open_case(order_factory().lines[0].id, "return_refund", "no_reason", now=NOW)
+
+
+def test_an_action_writes_the_case_once_and_its_event_once(order_factory):
+    case = open_return(order_factory)
+    db.session.remove()
+    with statements() as seen:
+        services.act(case.id, "seller", "approve", now=NOW)
+    assert writes(seen) == ["UPDATE cases", "INSERT case_events"]
+    update_statement = next(s for s in seen if s.startswith("UPDATE cases"))
+    assert "cases.version = " in update_statement  # the compare-and-set
+    db.session.remove()
+    fresh = db.session.get(Case, case.id)
+    assert (fresh.state, fresh.version, fresh.return_address) == ("awaiting_return", 2, "1 Return Road")
+    assert [e.trigger for e in fresh.events] == ["request", "approve"]
+
+
+def test_the_returned_case_reads_without_a_query_and_the_next_write_reads_it_fresh(app, order_factory):
+    case = open_return(order_factory)
+    with statements() as seen:
+        assert (case.id, case.state, case.version) == (case.id, "requested", 1)
+    assert seen == []  # kept loaded after the commit: no refresh
+    with db.engine.begin() as other:  # another worker moves the case on meanwhile
+        other.execute(update(Case.__table__).where(Case.__table__.c.id == case.id)
+                      .values(description="changed elsewhere", version=Case.__table__.c.version + 1))
+    acted = services.act(case.id, "seller", "approve", now=NOW)  # read fresh: no CaseChanged
+    assert (acted.version, acted.description) == (3, "changed elsewhere")
+
+
+def test_a_case_changed_under_the_write_raises_stale_data(order_factory):
+    case_id = open_return(order_factory).id
+    with pytest.raises(StaleDataError):
+        with write_transaction():
+            loaded = services.get_case(case_id)
+            db.session.execute(update(Case).where(Case.id == case_id).values(version=Case.version + 1)
+                               .execution_options(synchronize_session=False))
+            loaded.state = "awaiting_return"
+            case_writes.write_transition(loaded, {"actor_type": "seller", "trigger": "approve",
+                                                  "to_state": "awaiting_return", "created_at": NOW, "data": {}, "note": ""},
+                                         event_needed=False)
+    db.session.remove()
+    assert db.session.get(Case, case_id).state == "requested"
+    assert db.session.scalar(select(func.count(CaseEvent.id)).where(CaseEvent.case_id == case_id)) == 1
+
+
+def test_events_already_loaded_show_the_new_one(order_factory):
+    case = open_return(order_factory)
+    with write_transaction():
+        loaded = services.get_case(case.id)
+        assert [e.trigger for e in loaded.events] == ["request"]
+        services.fire_timeout(loaded, NOW + timedelta(days=3))
+        assert [e.trigger for e in loaded.events] == ["request", "approve"]
+        assert loaded.state == "awaiting_return"
+
+
+def test_a_batch_writes_nothing_until_it_ends_or_something_reads(order_factory):
+    ids = [open_return(order_factory).id for _ in range(3)]
+    later = NOW + timedelta(days=3)
+    with write_transaction():
+        loaded = [services.get_case(case_id) for case_id in ids]
+        with statements() as seen:
+            with case_writes.batched():
+                services.fire_timeout(loaded[0], later)
+                services.fire_timeout(loaded[1], later)
+                assert writes(seen) == []  # collected
+                # a read in the middle (a plugin's query) sees both transitions
+                approved = db.session.scalar(select(func.count(Case.id)).where(Case.state == "awaiting_return"))
+                assert approved == 2
+                services.fire_timeout(loaded[2], later)
+            assert writes(seen) == ["UPDATE cases", "INSERT case_events", "UPDATE cases", "INSERT case_events"]
+    db.session.remove()
+    assert {db.session.get(Case, case_id).state for case_id in ids} == {"awaiting_return"}
+    assert db.session.scalar(select(func.count(CaseEvent.id)).where(CaseEvent.trigger == "approve")) == 3
+
+
+def test_a_batch_with_a_case_changed_meanwhile_is_redone_case_by_case(app, order_factory, monkeypatch):
+    ids = [open_return(order_factory).id for _ in range(4)]
+    real_fire = services.fire_timeout
+    moved = []
+
+    def fire_and_interfere(case, now):
+        if not moved:  # another writer bumps the last case's version after the batch read it
+            moved.append(ids[-1])
+            db.session.connection().execute(update(Case.__table__).where(Case.__table__.c.id == ids[-1])
+                                            .values(version=Case.__table__.c.version + 1))
+        return real_fire(case, now)
+
+    monkeypatch.setattr(services, "fire_timeout", fire_and_interfere)
+    report = sweep(now=NOW + timedelta(days=3))
+    # the batch's compare-and-set failed, so it was rolled back (the bump with it) and redone
+    # case by case: every case approved exactly once
+    db.session.remove()
+    assert report.failed == 0
+    assert {db.session.get(Case, case_id).state for case_id in ids} == {"awaiting_return"}
+    counts = db.session.execute(select(CaseEvent.case_id, func.count()).where(CaseEvent.trigger == "approve")
+                                .group_by(CaseEvent.case_id)).all()
+    assert sorted(count for _, count in counts) == [1, 1, 1, 1]
