@@ -65,6 +65,7 @@ class _Batch:
     def __init__(self) -> None:
         self.updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self.events: list[dict[str, Any]] = []
+        self.held: list[tuple[Any, ...]] = []
 
     def __bool__(self) -> bool:
         return bool(self.updates or self.events)
@@ -73,7 +74,7 @@ class _Batch:
         """Every collected write, then empty. A case another transaction changed since it was read
         makes the whole batch fail (the sweeper then redoes the batch case by case)."""
         updates, events = self.updates, self.events
-        self.updates, self.events = {}, []
+        self.updates, self.events, self.held = {}, [], []
         connection = session.connection()
         for keys, rows in updates.items():
             matched = connection.execute(_update_statement(keys), rows).rowcount
@@ -111,7 +112,12 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
     update_row = {"case_id": case.id, "read_version": read_version, "new_version": new_version,
                   **{f"set_{key}": value for key, value in changes.items()}}
     if batch is not None and not event_needed:
-        _mark_loaded(session, case, new_version)
+        # Expired, not set back: a batch's cases are rarely read again, and a read loads the row
+        # after the batch is written (``_write_batch_first``), so it sees the transition. What the
+        # case held (its shop, shared by the batch) is held by the batch meanwhile: the session
+        # only holds objects weakly, and the next case would load the shop again.
+        batch.held.append(tuple(state.dict.values()))
+        session.expire(case)
         if changes:
             batch.updates.setdefault(keys, []).append(update_row)
         batch.events.append(event_row)
@@ -130,8 +136,8 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
 
 
 def _mark_loaded(session: Session, case: Case, version: int) -> None:
-    """Tell the session that ``case`` holds what the database holds (its changes written, or about
-    to be in this batch), so the commit's flush finds nothing to do for it. With public API only:
+    """Tell the session that ``case`` holds what the database holds (its changes just written),
+    so the commit's flush finds nothing to do for it. With public API only:
     the case is expired, then what it had loaded is set back as committed values (``events``, which
     gained a row, is left to load when read)."""
     state = inspect(case)
