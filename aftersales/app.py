@@ -13,15 +13,12 @@ from . import case_writes
 from . import config as settings_module
 from . import models  # noqa: F401  (registers the tables on db.metadata)
 from .database import configure_engine
-from .extensions import babel, csrf, db, login_manager, migrate
+from .extensions import EXTENSION_KEY, babel, csrf, login_manager, migrate, own_db
 from .logs import configure_logging
 from .plugins import PluginHost
+from .resources import MIGRATIONS_DIR, TEMPLATES_DIR
 from .runtime import Runtime
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
-PROJECT_ROOT = PACKAGE_ROOT.parent
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
 class AfterSales:
@@ -34,8 +31,13 @@ class AfterSales:
     ``app.extensions["aftersales"]`` (a :class:`Runtime`).
     """
 
-    def __init__(self, app: Flask | None = None, *, plugins: list[Any] | None = None):
+    def __init__(self, app: Flask | None = None, *, plugins: list[Any] | None = None, db: Any = None,
+                 standalone: bool = False):
         self.extra_plugins = list(plugins or [])
+        self.host_db = db
+        #: ``create_app`` owns the whole app; a host mounting the module keeps its own app-wide
+        #: headers, CSRF, error pages, body cap, login manager and locale selector.
+        self.standalone = standalone
         if app is not None:
             self.init_app(app)
 
@@ -47,31 +49,36 @@ class AfterSales:
             app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "aftersales.sqlite3")
         app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
         _refuse_insecure_secret_key(app)
-        # Werkzeug refuses (413) a request body beyond every photo a case may hold, plus the form.
-        if app.config.get("MAX_CONTENT_LENGTH") is None:  # Flask's default is None: no cap at all
-            app.config["MAX_CONTENT_LENGTH"] = (
-                app.config["AFTERSALES_UPLOAD_MAX_BYTES"] * app.config["AFTERSALES_UPLOAD_MAX_PER_CASE"] + 1024 * 1024
-            )
 
-        db.init_app(app)
+        database = self._database(app)
         with app.app_context():
-            configure_engine(db.engine)
-        case_writes.install(db.session)
-        migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
-        csrf.init_app(app)
-        login_manager.init_app(app)
-        login_manager.login_view = "aftersales_seller.login"
-        # A login cookie used from another address or browser than it was issued to is dropped.
-        login_manager.session_protection = "strong"
-        login_manager._session_identifier_generator = _session_fingerprint  # Flask-Login has no public setter
-        babel.init_app(app, locale_selector=_select_locale)
+            configure_engine(database.engine)
+        case_writes.install(database.session)
+        if "migrate" not in app.extensions:  # a host's own Flask-Migrate keeps its slot
+            migrate.init_app(app, database, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+        if self.standalone:
+            csrf.init_app(app)  # mounted, the module's pages check their own (web._module_request)
+        if self.standalone or getattr(app, "login_manager", None) is None:
+            login_manager.init_app(app)
+            # A login cookie used from another address or browser than it was issued to is dropped.
+            login_manager.session_protection = "strong"
+            login_manager._session_identifier_generator = _session_fingerprint  # Flask-Login has no public setter
+        if self.standalone:
+            login_manager.login_view = "aftersales_seller.login"
+        else:  # only the module's staff pages send people to the module's login
+            for name in ("aftersales_seller", "aftersales_platform"):
+                app.login_manager.blueprint_login_views.setdefault(name, "aftersales_seller.login")  # type: ignore[attr-defined]
+        if self.standalone:
+            babel.init_app(app, locale_selector=_select_locale)
+        elif "babel" not in app.extensions:  # a host's own Babel keeps choosing the locale
+            babel.init_app(app, locale_selector=_select_module_locale)
         app.jinja_env.globals.setdefault("get_locale", get_locale)
 
         plugins = PluginHost()
         for plugin in self.extra_plugins:
             plugins.register(plugin, getattr(plugin, "__name__", None), source="AfterSales(plugins=...)")
         plugins.load(app.config)
-        runtime = Runtime(app.config, plugins, app.instance_path)
+        runtime = Runtime(app.config, plugins, app.instance_path, standalone=self.standalone)
         app.extensions["aftersales"] = runtime
 
         from .cli import aftersales_cli
@@ -93,9 +100,29 @@ class AfterSales:
         # app's storage starts out healthy even if an earlier app's Redis was found down.
         if getattr(limiter, "_storage_dead", False):
             limiter._storage_dead = False
-        register_blueprints(app, app.config.get("AFTERSALES_URL_PREFIX") or "")
+        register_blueprints(app, app.config.get("AFTERSALES_URL_PREFIX") or "", standalone=self.standalone)
         app.cli.add_command(aftersales_cli)
         return runtime
+
+
+    def _database(self, app: Flask) -> Any:
+        """The Flask-SQLAlchemy instance the module's tables and sessions use: the host's when
+        it passes ``db=`` (already initialised on ``app``, or initialised here), else the
+        module's own. A host that has its own instance on the app must pass it: two cannot
+        share one app."""
+        host_db = self.host_db
+        if host_db is None:
+            registered = app.extensions.get("sqlalchemy")
+            if registered is not None and registered is not own_db:
+                raise RuntimeError("this app has its own Flask-SQLAlchemy instance: mount the module with "
+                                   "AfterSales(app, db=your_db) so both use it")
+            host_db = own_db
+        if app.extensions.get("sqlalchemy") is None:
+            host_db.init_app(app)
+        elif app.extensions["sqlalchemy"] is not host_db:
+            raise RuntimeError("AfterSales(app, db=...) must be the Flask-SQLAlchemy instance initialised on this app")
+        app.extensions[EXTENSION_KEY] = host_db
+        return host_db
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -118,7 +145,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings_module.from_environment(settings_module.environment(), app.config))
     app.config.update(config)
     configure_logging(app.config)
-    AfterSales(app, plugins=config.get("AFTERSALES_EXTRA_PLUGINS"))
+    AfterSales(app, plugins=config.get("AFTERSALES_EXTRA_PLUGINS"), standalone=True)
     _trust_proxy_headers(app)
     return app
 
@@ -181,3 +208,14 @@ def _select_locale() -> str | None:
         return request.accept_languages.best_match(["en", "zh"]) or None
     except RuntimeError:
         return None
+
+
+def _select_module_locale() -> str | None:
+    """Mounted in a host without Babel: the module's pages follow the browser, the host's keep
+    the default locale."""
+    try:
+        if not (request.blueprint or "").startswith("aftersales_"):
+            return None
+    except RuntimeError:
+        return None
+    return _select_locale()

@@ -24,7 +24,7 @@ def require_schema() -> None:
     """A clear message instead of a traceback when the database was never migrated."""
     from sqlalchemy import inspect
 
-    if not inspect(db.engine).has_table("cases"):
+    if not inspect(db.engine).has_table("aftersales_cases"):
         raise click.ClickException(
             f"the database at {db.engine.url.render_as_string(hide_password=True)} has no after-sales "
             "tables yet: run `flask db upgrade` first"
@@ -329,16 +329,19 @@ def demo_command(if_empty: bool) -> None:
 
 
 @aftersales_cli.command("hooks-doc")
-@click.option("--check", is_flag=True, help="Exit 1 if docs/hooks.md is not up to date instead of writing it.")
-def hooks_doc_command(check: bool) -> None:
-    """Write docs/hooks.md, the hook reference, from the hookspec docstrings."""
-    from .hookdoc import HOOKS_DOC_PATH, render_hook_reference
+@click.option("--check", is_flag=True, help="Exit 1 if the file is not up to date instead of writing it.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("docs/hooks.md"),
+              show_default=True, help="The file to write (relative to the current folder: run it from a checkout).")
+def hooks_doc_command(check: bool, output: Path) -> None:
+    """Write docs/hooks.md, the hook reference, from the hookspec docstrings (a tool for the
+    module's developers, run from the root of a checkout)."""
+    from .hookdoc import render_hook_reference
 
     text = render_hook_reference()
     if check:
-        if not HOOKS_DOC_PATH.exists() or HOOKS_DOC_PATH.read_text(encoding="utf-8") != text:
-            raise click.ClickException("docs/hooks.md is out of date: run flask aftersales hooks-doc")
-        click.echo("docs/hooks.md is up to date")
+        if not output.exists() or output.read_text(encoding="utf-8") != text:
+            raise click.ClickException(f"{output} is out of date: run flask aftersales hooks-doc")
+        click.echo(f"{output} is up to date")
         return
-    HOOKS_DOC_PATH.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {HOOKS_DOC_PATH}")
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}")

@@ -27,7 +27,7 @@ class Defaults:
     # Where the module's pages live when mounted into a host app ("" = at the root).
     AFTERSALES_URL_PREFIX = ""
     # Plugins: the folder scanned for plugin modules, and which plugins run.
-    AFTERSALES_PLUGINS_DIR: str | None = None  # default: the project's plugins/ folder
+    AFTERSALES_PLUGINS_DIR: str | None = None  # folders of the operator's own plugins; default: none
     AFTERSALES_PLUGINS = "all"  # "all", or a comma-separated list of plugin names
     AFTERSALES_DISABLED_PLUGINS = ""  # comma-separated plugin names to leave out
     AFTERSALES_LOAD_ENTRY_POINTS = True

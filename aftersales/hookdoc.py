@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 from . import hookspecs
 
-HOOKS_DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "hooks.md"
 
 
 def hook_functions() -> list[tuple[str, object]]:

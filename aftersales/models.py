@@ -29,7 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .extensions import db
+from .extensions import Base, db
+from .textinput import clean_line
 
 
 def utcnow() -> datetime:
@@ -55,6 +56,12 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc)
 
 
+def lookup_number(number: Any) -> str:
+    """An order number the way people type it: spaces around it and letter case do not matter
+    (`` bk-4001 `` is ``BK-4001``). Kept in ``Order.lookup_number`` for the buyer's lookup."""
+    return clean_line(number).lower()
+
+
 #: The largest value of an Integer column (ids, quantities): a larger number from a URL or a form
 #: names nothing and would overflow the query on PostgreSQL.
 INT32_MAX = 2**31 - 1
@@ -73,8 +80,8 @@ TERMINAL_STATES = frozenset({"completed", "closed", "cancelled"})
 CASE_KINDS = ("refund_only", "return_refund", "exchange", "repair")
 
 
-class Shop(db.Model):
-    __tablename__ = "shops"
+class Shop(Base):
+    __tablename__ = "aftersales_shops"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -89,14 +96,14 @@ class Shop(db.Model):
         return ZoneInfo(self.timezone or "UTC")
 
 
-class StaffUser(db.Model):
+class StaffUser(Base):
     """A person who works cases: seller staff of one shop, or a platform operator (no shop)."""
 
-    __tablename__ = "staff_users"
+    __tablename__ = "aftersales_staff_users"
     __table_args__ = (CheckConstraint("role IN ('seller', 'platform')", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id"), index=True)
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("aftersales_shops.id"), index=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16), default="seller")
@@ -147,13 +154,15 @@ class StaffUser(db.Model):
         return f"{self.id}.{self.session_generation or 0}"
 
 
-class Order(db.Model):
-    __tablename__ = "orders"
-    __table_args__ = (UniqueConstraint("shop_id", "number", name="uq_orders_shop_number"),)
+class Order(Base):
+    __tablename__ = "aftersales_orders"
+    __table_args__ = (UniqueConstraint("shop_id", "number", name="uq_aftersales_orders_shop_number"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"), index=True)
-    number: Mapped[str] = mapped_column(String(64), index=True)  # the buyer's lookup gives no shop
+    shop_id: Mapped[int] = mapped_column(ForeignKey("aftersales_shops.id"), index=True)
+    number: Mapped[str] = mapped_column(String(64))  # unique per shop, not across shops
+    #: The number as the buyer's lookup compares it (:func:`lookup_number`), set with ``number``.
+    lookup_number: Mapped[str] = mapped_column(String(64), index=True)
     buyer_email: Mapped[str] = mapped_column(String(254), index=True)
     buyer_name: Mapped[str] = mapped_column(String(200), default="")
     currency: Mapped[str] = mapped_column(String(3))
@@ -174,6 +183,11 @@ class Order(db.Model):
         back_populates="order", order_by="OrderLine.position", cascade="all, delete-orphan"
     )
 
+    @validates("number")
+    def _keep_lookup_number(self, key: str, value: Any) -> Any:
+        self.lookup_number = lookup_number(value)
+        return value
+
     @validates("buyer_email")
     def _revoke_access_on_new_email(self, key: str, value: Any) -> Any:
         before = getattr(self, key)
@@ -190,12 +204,12 @@ class Order(db.Model):
         return self.delivered_at is not None
 
 
-class OrderLine(db.Model):
+class OrderLine(Base):
     """One product on an order: what was bought, how many, and what was actually paid for it."""
 
-    __tablename__ = "order_lines"
+    __tablename__ = "aftersales_order_lines"
     __table_args__ = (
-        UniqueConstraint("order_id", "position", name="uq_order_lines_order_position"),
+        UniqueConstraint("order_id", "position", name="uq_aftersales_order_lines_order_position"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("paid_amount >= 0", name="paid_not_negative"),
         CheckConstraint("tax_paid >= 0", name="tax_not_negative"),
@@ -205,7 +219,7 @@ class OrderLine(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("aftersales_orders.id"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     sku: Mapped[str] = mapped_column(String(64), default="")
     title: Mapped[str] = mapped_column(String(300))
@@ -260,37 +274,37 @@ class OrderLine(db.Model):
         return (now.astimezone(self.order.shop.zone).date() - delivered).days
 
 
-class Case(db.Model):
+class Case(Base):
     """An after-sales case (售后单) for one order line."""
 
-    __tablename__ = "cases"
+    __tablename__ = "aftersales_cases"
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         # The seller queue reads its pages in deadline order straight from these (keyset
         # pagination, aftersales/web/queue.py): open cases of a shop, of every shop (platform
         # staff), and cases in one state, of a shop or of every shop.
-        Index("ix_cases_open_queue", "shop_id", "due_at", "id",
+        Index("ix_aftersales_cases_open_queue", "shop_id", "due_at", "id",
               sqlite_where=text("open_line_id IS NOT NULL"), postgresql_where=text("open_line_id IS NOT NULL")),
-        Index("ix_cases_open_due", "due_at", "id",
+        Index("ix_aftersales_cases_open_due", "due_at", "id",
               sqlite_where=text("open_line_id IS NOT NULL"), postgresql_where=text("open_line_id IS NOT NULL")),
-        Index("ix_cases_shop_state_due", "shop_id", "state", "due_at", "id"),
-        Index("ix_cases_state_due", "state", "due_at", "id"),
+        Index("ix_aftersales_cases_shop_state_due", "shop_id", "state", "due_at", "id"),
+        Index("ix_aftersales_cases_state_due", "state", "due_at", "id"),
         # The queue's kind and category filters on open cases, of a shop and of every shop.
         *(Index(name, *columns, "due_at", "id", sqlite_where=text("open_line_id IS NOT NULL"),
                 postgresql_where=text("open_line_id IS NOT NULL"))
-          for name, columns in (("ix_cases_open_shop_kind", ("shop_id", "kind")),
-                                ("ix_cases_open_shop_category", ("shop_id", "category")),
-                                ("ix_cases_open_kind", ("kind",)), ("ix_cases_open_category", ("category",)))),
+          for name, columns in (("ix_aftersales_cases_open_shop_kind", ("shop_id", "kind")),
+                                ("ix_aftersales_cases_open_shop_category", ("shop_id", "category")),
+                                ("ix_aftersales_cases_open_kind", ("kind",)), ("ix_aftersales_cases_open_category", ("category",)))),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
-    line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), index=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("aftersales_shops.id"))
+    order_id: Mapped[int] = mapped_column(ForeignKey("aftersales_orders.id"), index=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("aftersales_order_lines.id"), index=True)
     # Equal to line_id while the case is open, NULL once it ends: the unique constraint is
     # what makes "one open case per line" hold under concurrent requests.
-    open_line_id: Mapped[int | None] = mapped_column(ForeignKey("order_lines.id"), unique=True)
+    open_line_id: Mapped[int | None] = mapped_column(ForeignKey("aftersales_order_lines.id"), unique=True)
     category: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(64))
@@ -356,15 +370,15 @@ class Case(db.Model):
         return min(found) if found else None
 
 
-class CaseEvent(db.Model):
+class CaseEvent(Base):
     """Append-only timeline of a case: every state change and every money movement."""
 
-    __tablename__ = "case_events"
+    __tablename__ = "aftersales_case_events"
     # A case's timeline, newest first, a page at a time (aftersales/timeline.py).
-    __table_args__ = (Index("ix_case_events_case_id_id", "case_id", "id"),)
+    __table_args__ = (Index("ix_aftersales_case_events_case_id_id", "case_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("aftersales_cases.id"))
     actor_type: Mapped[str] = mapped_column(String(32))
     actor_id: Mapped[str | None] = mapped_column(String(254))
     trigger: Mapped[str] = mapped_column(String(64))
@@ -383,18 +397,18 @@ class CaseEvent(db.Model):
         return self.from_state != self.to_state
 
 
-class Refund(db.Model):
+class Refund(Base):
     """Money leaving the shop for one case. Never edited or re-sent once pending or succeeded."""
 
-    __tablename__ = "refunds"
+    __tablename__ = "aftersales_refunds"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
-    line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("aftersales_cases.id"), index=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("aftersales_order_lines.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     payer: Mapped[str] = mapped_column(String(16), default="seller")
@@ -410,15 +424,15 @@ class Refund(db.Model):
     case: Mapped[Case] = relationship(back_populates="refunds")
 
 
-class Note(db.Model):
+class Note(Base):
     """An internal note on a case, for staff only (the handover between shifts)."""
 
-    __tablename__ = "notes"
-    __table_args__ = (Index("ix_notes_case_id_id", "case_id", "id"),)
+    __tablename__ = "aftersales_notes"
+    __table_args__ = (Index("ix_aftersales_notes_case_id_id", "case_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
-    author_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    case_id: Mapped[int] = mapped_column(ForeignKey("aftersales_cases.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("aftersales_staff_users.id"))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -426,13 +440,13 @@ class Note(db.Model):
     author: Mapped[StaffUser] = relationship()
 
 
-class Evidence(db.Model):
+class Evidence(Base):
     """Metadata of an uploaded photo. The file itself lives outside static/ under storage_key."""
 
-    __tablename__ = "evidence"
+    __tablename__ = "aftersales_evidence"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("aftersales_cases.id"), index=True)
     uploaded_by: Mapped[str] = mapped_column(String(32))  # actor type
     storage_key: Mapped[str] = mapped_column(String(128), unique=True)
     original_name: Mapped[str] = mapped_column(String(255), default="")
@@ -447,10 +461,10 @@ class Evidence(db.Model):
     case: Mapped[Case] = relationship(back_populates="evidence")
 
 
-class OutboxMessage(db.Model):
+class OutboxMessage(Base):
     """A side effect that leaves the database, written with the change and delivered after commit."""
 
-    __tablename__ = "outbox"
+    __tablename__ = "aftersales_outbox"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     topic: Mapped[str] = mapped_column(String(64))

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from .database import write_transaction
 from .errors import InvalidInput, NotFound
 from .extensions import db
 from .i18n import _
 from .money import split_exact
-from .models import Order, OrderLine, Shop, utcnow
+from .models import Order, OrderLine, Shop, lookup_number, utcnow
 from .textinput import clean_line
 
 
@@ -285,6 +285,25 @@ def _has_cases(line: OrderLine) -> bool:
     from .models import Case
 
     return db.session.scalar(select(Case.id).where(Case.line_id == line.id).limit(1)) is not None
+
+
+#: The buyer's lookup: the order number as typed, in one shop or in any (``ix_..._lookup_number``).
+_ORDERS_BY_NUMBER = (select(Order).join(Shop).where(Order.lookup_number == bindparam("number"))
+                     .order_by(Shop.name, Order.id))
+
+
+def orders_for_buyer(number: Any, email: Any, shop: str | None = None) -> list[Order]:
+    """The orders a buyer may open with this number and e-mail address, in the shop ``shop``
+    (a slug, from the page's address) or in any shop. Order numbers are unique per shop only,
+    so two shops may share one: the e-mail tells them apart, and when it does not (the same
+    buyer in both) every match is returned for the buyer to choose. An unknown number and a
+    wrong e-mail both give ``[]``: the caller cannot tell them apart, nor can a guesser."""
+    wanted_number, wanted_email = lookup_number(number), clean_line(email).lower()
+    if not wanted_number or not wanted_email:
+        return []
+    query = _ORDERS_BY_NUMBER if shop is None else _ORDERS_BY_NUMBER.where(Shop.slug == shop)
+    return [order for order in db.session.scalars(query, {"number": wanted_number})
+            if order.buyer_email == wanted_email]
 
 
 def _find(shop: str, number: str) -> Order:

@@ -1,8 +1,8 @@
 """The plugin manager: loads plugins, knows which categories each serves, calls their hooks.
 
-Plugins come from the ``aftersales`` entry-point group of installed distributions and from the
-plugin folders (``AFTERSALES_PLUGINS_DIR``, default: the project's ``plugins/``). Each app has
-its own manager in ``app.extensions["aftersales"].plugins``.
+Plugins come from the ``aftersales`` entry-point group of installed distributions (the shipped
+plugins among them) and from the operator's plugin folders (``AFTERSALES_PLUGINS_DIR``, default:
+none). Each app has its own manager in ``app.extensions["aftersales"].plugins``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, resources
 from .errors import PluginError, WorkflowError
 from .workflow import GENERAL_CATEGORY
 
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 PROJECT = "aftersales"
 hookimpl = pluggy.HookimplMarker(PROJECT)
-DEFAULT_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+#: The folder of the shipped plugins (the source tree's plugins/). They register through the
+#: ``aftersales`` entry-point group; tests load them from this folder by name.
+SHIPPED_PLUGINS_DIR = resources.SHIPPED_PLUGINS_DIR
 
 
 @dataclass(frozen=True)
@@ -238,8 +240,8 @@ def _name_set(value: Any) -> set[str] | None:
 
 
 def _folders(value: Any) -> list[Path]:
-    if value is None:
-        return [DEFAULT_PLUGINS_DIR] if DEFAULT_PLUGINS_DIR.is_dir() else []
+    if value is None:  # the shipped plugins come through their entry points
+        return []
     if isinstance(value, (str, os.PathLike)):
         value = [p for p in str(value).split(os.pathsep) if p]
     folders = [Path(p) for p in value]

@@ -14,8 +14,9 @@ from .workflow import CompiledWorkflow, WorkflowRegistry
 class Runtime:
     """Stored in ``app.extensions["aftersales"]``; the service layer reaches it via :func:`current`."""
 
-    def __init__(self, settings: Mapping[str, Any], plugins: PluginHost, instance_path: str):
+    def __init__(self, settings: Mapping[str, Any], plugins: PluginHost, instance_path: str, *, standalone: bool = True):
         self.settings = settings
+        self.standalone = standalone  # create_app's own app, or mounted in a host
         self.plugins = plugins
         self.instance_path = instance_path  # the app's instance folder (uploads live there by default)
         self.workflows = WorkflowRegistry(settings, plugins.apply_workflow, plugins.category_key)

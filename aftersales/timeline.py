@@ -2,8 +2,8 @@
 
 A busy case collects thousands of events (every reminder, every refund attempt) and many notes.
 A case page shows the latest :data:`EVENTS_PER_PAGE` events and :data:`NOTES_PER_PAGE` notes with a
-link to earlier ones, and reads only those rows (indexes ``ix_case_events_case_id_id`` and
-``ix_notes_case_id_id``), so the page costs the same for a case with 5 events as with 5 000.
+link to earlier ones, and reads only those rows (indexes ``ix_aftersales_case_events_case_id_id`` and
+``ix_aftersales_notes_case_id_id``), so the page costs the same for a case with 5 events as with 5 000.
 """
 from __future__ import annotations
 

@@ -154,8 +154,8 @@ def report(args: Any) -> None:
     try:
         with engine.connect() as connection:
             approves = connection.execute(text(
-                "SELECT count(*) FROM case_events WHERE trigger = 'approve' AND actor_type = 'seller'")).scalar_one()
-            states = dict(connection.execute(text("SELECT state, count(*) FROM cases GROUP BY state")).all())
+                "SELECT count(*) FROM aftersales_case_events WHERE trigger = 'approve' AND actor_type = 'seller'")).scalar_one()
+            states = dict(connection.execute(text("SELECT state, count(*) FROM aftersales_cases GROUP BY state")).all())
     finally:
         engine.dispose()
     print(json.dumps({"seller_approves": approves, "states": states}))

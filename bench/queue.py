@@ -99,7 +99,7 @@ def _summary(statement: str) -> str:
     words = " ".join(statement.split())
     if words.upper().startswith("SELECT COUNT(*)") or "count(*)" in words[:40].lower():
         return "SELECT count(*) ... LIMIT 1001 (the capped total)"
-    if " ORDER BY " in words.upper() and " FROM cases" in words:
+    if " ORDER BY " in words.upper() and " FROM aftersales_cases" in words:
         return "SELECT cases ... ORDER BY due_at, id LIMIT 51 (the page rows)"
     table = words.split(" FROM ", 1)[1].split()[0] if " FROM " in words else ""
     return f"{words.split()[0]} {table}".strip()

@@ -41,9 +41,10 @@ target_db = current_app.extensions['migrate'].db
 
 
 def get_metadata():
-    if hasattr(target_db, 'metadatas'):
-        return target_db.metadatas[None]
-    return target_db.metadata
+    # The module's own tables, whichever Flask-SQLAlchemy instance (a host's) runs them.
+    from aftersales.extensions import Base
+
+    return Base.metadata
 
 
 def run_migrations_offline():
@@ -92,14 +93,25 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=get_metadata(),
-            **conf_args
-        )
+        # SQLite rebuilds a table to change it (batch mode, and revision 0006): with foreign keys
+        # on, dropping the old table would cascade or fail. The pragma is ignored inside a
+        # transaction, so it is set before the migration's, on the driver's connection; a
+        # revision that rebuilds checks the keys itself (PRAGMA foreign_key_check).
+        sqlite = connection.dialect.name == 'sqlite'
+        if sqlite:
+            connection.connection.driver_connection.execute('PRAGMA foreign_keys=OFF')
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=get_metadata(),
+                **conf_args
+            )
 
-        with context.begin_transaction():
-            context.run_migrations()
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute('PRAGMA foreign_keys=ON')
 
 
 if context.is_offline_mode():

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, render_template
+from flask import Blueprint, Flask, current_app, render_template, request
 from flask_babel import format_datetime
+from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
+from wtforms import ValidationError
 
 from ..i18n import _, ngettext
 from ..models import utcnow
 from ..money import format_money
+from ..runtime import current
 from . import security, wording
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-STATIC = Path(__file__).resolve().parents[1] / "static"
+from ..resources import STATIC_DIR as STATIC, TEMPLATES_DIR as TEMPLATES
 
 #: Serves the stylesheet (no inline styles or scripts: the CSP forbids them).
 assets = Blueprint("aftersales_assets", __name__, static_folder=str(STATIC), static_url_path="/aftersales-static")
@@ -36,24 +37,73 @@ def time_left(due_at: datetime | None, now: datetime | None = None) -> str:
     return _("overdue by %(span)s", span=span) if overdue else _("%(span)s left", span=span)
 
 
-def register_blueprints(app: Flask, url_prefix: str) -> None:
+#: The error pages the module renders itself.
+ERROR_STATUSES = (400, 403, 404, 405, 413, 429, 500)
+
+
+def module_blueprints() -> tuple[Blueprint, ...]:
     from .buyer import buyer
     from .evidence import evidence_files
     from .platform import platform
     from .seller import seller
     from .site import site
 
-    prefix = url_prefix or None
-    for blueprint in (assets, site, buyer, seller, platform, evidence_files):
-        app.register_blueprint(blueprint, url_prefix=prefix)
-    security.install(app)
-    app.jinja_env.filters.setdefault("money", lambda amount, currency: format_money(int(amount or 0), currency))
-    app.jinja_env.filters.setdefault("when", lambda value: format_datetime(value, "yyyy-MM-dd HH:mm zzz") if value else "")
-    app.jinja_env.filters.setdefault("time_left", time_left)
-    app.jinja_env.globals.setdefault("wording", wording)
+    return (assets, site, buyer, seller, platform, evidence_files)
 
-    for status in (400, 403, 404, 405, 413, 429, 500):
-        app.register_error_handler(status, _error_page)
+
+def _scope_to_module_blueprints(blueprints: tuple[Blueprint, ...]) -> None:
+    """What every page of the module gets, set on its blueprints (once, before any app registers
+    them): the security headers, the error pages, the upload cap and CSRF when no app-wide
+    protection runs, ``csrf_token()`` in its templates. Mounted in a host, nothing else gets them."""
+    for blueprint in blueprints:
+        if getattr(blueprint, "_aftersales_scoped", False):
+            continue
+        blueprint._aftersales_scoped = True  # type: ignore[attr-defined]
+        blueprint.before_request(_module_request)
+        blueprint.after_request(security.add_security_headers)
+        blueprint.context_processor(lambda: {"csrf_token": generate_csrf})
+        for status in ERROR_STATUSES:
+            blueprint.register_error_handler(status, _error_page)
+
+
+def _module_request() -> None:
+    """Before each request of the module's pages. The standalone app caps bodies and checks CSRF
+    app-wide; mounted, the module does it for its own pages (a host's own CSRFProtect, when it
+    has one, has already checked them)."""
+    if current().standalone:
+        return
+    request.max_content_length = _body_limit(current_app.config)
+    if current_app.extensions.get("csrf") is None and current_app.config.get("WTF_CSRF_ENABLED", True):
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            token = request.form.get("csrf_token") or request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token")
+            try:
+                validate_csrf(token)
+            except ValidationError as error:
+                raise CSRFError(error.args[0]) from None
+
+
+def _body_limit(config: Any) -> int:
+    """Every photo a case may hold, plus the form."""
+    return int(config["AFTERSALES_UPLOAD_MAX_BYTES"]) * int(config["AFTERSALES_UPLOAD_MAX_PER_CASE"]) + 1024 * 1024
+
+
+def register_blueprints(app: Flask, url_prefix: str, *, standalone: bool) -> None:
+    prefix = url_prefix or None
+    blueprints = module_blueprints()
+    _scope_to_module_blueprints(blueprints)
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint, url_prefix=prefix)
+    # Prefixed, so they neither replace a host's own filters nor are shadowed by them.
+    app.jinja_env.filters["aftersales_money"] = lambda amount, currency: format_money(int(amount or 0), currency)
+    app.jinja_env.filters["aftersales_when"] = lambda value: format_datetime(value, "yyyy-MM-dd HH:mm zzz") if value else ""
+    app.jinja_env.filters["aftersales_time_left"] = time_left
+    app.jinja_env.globals["aftersales_wording"] = wording
+    if standalone:  # the whole app is the module's: headers, caps and error pages everywhere
+        security.install(app)
+        if app.config.get("MAX_CONTENT_LENGTH") is None:  # Flask's default is None: no cap at all
+            app.config["MAX_CONTENT_LENGTH"] = _body_limit(app.config)
+        for status in ERROR_STATUSES:
+            app.register_error_handler(status, _error_page)
 
 
 def _error_page(error: Any) -> Any:
@@ -69,4 +119,4 @@ def _error_page(error: Any) -> Any:
         429: _("Too many attempts. Please wait a minute and try again."),
         500: _("Something went wrong on our side. Nothing was changed; please try again."),
     }
-    return render_template("error.html", status=status, message=messages.get(status, messages[500])), status
+    return render_template("aftersales/error.html", status=status, message=messages.get(status, messages[500])), status

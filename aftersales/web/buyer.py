@@ -9,7 +9,8 @@ from ..eligibility import CaseRequest, core_reasons
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _
-from ..models import Case, Order, OrderLine
+from ..models import Case, OrderLine, Shop
+from ..orders import orders_for_buyer
 from ..money import format_money
 from .access import ROW_ID, buyer_case_or_404, buyer_order_or_404, forget_buyer_orders, grant_buyer
 from .actions import action_views, perform
@@ -22,19 +23,28 @@ buyer = Blueprint("aftersales_buyer", __name__)
 
 
 @buyer.route("/", methods=["GET", "POST"])
+@buyer.route("/s/<shop_slug>/", methods=["GET", "POST"])
 @limiter.limit(lambda: lookup_limits()["client"], methods=["POST"])
 @limiter.limit(lambda: lookup_limits()["order"], key_func=order_number_key, methods=["POST"])
-def lookup():
-    """Find my order: number + e-mail. Not found and wrong e-mail give the same answer."""
+def lookup(shop_slug: str | None = None):
+    """Find my order: number + e-mail, in the shop of the address (``/s/<shop>/``) or in any.
+    Not found and wrong e-mail give the same answer; the same number and e-mail in two shops
+    lets the buyer choose."""
+    shop = None
+    if shop_slug is not None:
+        shop = db.session.scalar(select(Shop).where(Shop.slug == shop_slug)) or abort(404)
     form = LookupForm()
     if form.validate_on_submit():
-        order = db.session.scalar(select(Order).where(Order.number == form.order_number.data))
-        if order is not None and order.buyer_email == form.email.data.strip().lower():
+        found = orders_for_buyer(form.order_number.data, form.email.data, shop.slug if shop else None)
+        for order in found:
             grant_buyer(order)
-            return redirect(url_for(".order", order_id=order.id))
+        if len(found) == 1:
+            return redirect(url_for(".order", order_id=found[0].id))
+        if found:
+            return render_template("aftersales/buyer/choose_order.html", orders=found)
         flash(_("We could not find an order with that number and e-mail address. Check both and try again."), "error")
-        return render_template("buyer/lookup.html", form=form), 404
-    return render_template("buyer/lookup.html", form=form), 400 if form.errors else 200
+        return render_template("aftersales/buyer/lookup.html", form=form, shop=shop), 404
+    return render_template("aftersales/buyer/lookup.html", form=form, shop=shop), 400 if form.errors else 200
 
 
 @buyer.post("/forget")
@@ -54,7 +64,7 @@ def order(order_id: int):
     for line in order.lines:
         options = None if line.id in open_cases else services.line_eligibility(line).options
         lines.append((line, open_cases.get(line.id), options))
-    return render_template("buyer/order.html", order=order, lines=lines, past_cases=past_cases,
+    return render_template("aftersales/buyer/order.html", order=order, lines=lines, past_cases=past_cases,
                            entries=KIND_ENTRIES)
 
 
@@ -97,7 +107,7 @@ def request_case(order_id: int, line_id: int):
     refused = [(label({code: reasons[code].label}, code), messages) for code, messages in option.refused.items()
                if code not in core_codes and messages]
     return render_template(
-        "buyer/request.html", order=order, line=line, form=form, kind=chosen, kinds=kinds, refused=refused,
+        "aftersales/buyer/request.html", order=order, line=line, form=form, kind=chosen, kinds=kinds, refused=refused,
         kind_labels=KIND_LABELS, photos_needed=verdict.requirement("photos"),
         max_amount=format_money(verdict.max_amount, order.currency),
     ), status
@@ -139,7 +149,7 @@ def _case_page(case: Case, failed=None, status: int = 200):
     case = loaded_case(case)
     rate_form = RateForm() if case.is_terminal and case.rating is None else None
     return render_template(
-        "buyer/case.html", case=case, actions=action_views(case, "buyer", failed), notices=services.case_notices(case, "buyer"),
+        "aftersales/buyer/case.html", case=case, actions=action_views(case, "buyer", failed), notices=services.case_notices(case, "buyer"),
         deadline=_deadline_words(case), rate_form=rate_form, **timeline_context(case, ".case"),
     ), status
 

@@ -30,7 +30,7 @@ def queue():
     query = (select(Case).where(Case.state == "escalated").options(joinedload(Case.line), joinedload(Case.shop))
              .order_by(Case.updated_at.asc(), Case.id.asc()))
     page = db.paginate(query, page=page_number, per_page=50, error_out=False)
-    return render_template("platform/queue.html", page=page, now=utcnow())
+    return render_template("aftersales/platform/queue.html", page=page, now=utcnow())
 
 
 @platform.get(f"/cases/<{ROW_ID}:case_id>")
@@ -42,7 +42,7 @@ def case(case_id: int):
 def _case_page(case: Case, failed=None, status: int = 200):
     case = loaded_case(case)
     return render_template(
-        "platform/case.html", case=case, actions=action_views(case, "platform", failed), notices=services.case_notices(case, "platform"),
+        "aftersales/platform/case.html", case=case, actions=action_views(case, "platform", failed), notices=services.case_notices(case, "platform"),
         refundable=services.refundable(case.line), **timeline_context(case, ".case"),
     ), status
 

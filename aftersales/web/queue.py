@@ -3,9 +3,9 @@
 Cases come in deadline order (the most urgent first, cases without a deadline last, ties by
 number). A page is fetched by its position in that order (``after`` / ``before`` the first or last
 case of the neighbouring page), never by OFFSET, so page 1 000 costs what page 1 costs: a shop's
-queue reads its 50 rows straight from the index ``ix_cases_open_queue`` (or
-``ix_cases_shop_state_due`` when a state is chosen; platform staff's all-shops queue from
-``ix_cases_open_due`` or ``ix_cases_state_due``). The count above the table stops at :data:`COUNT_CAP`: beyond it the
+queue reads its 50 rows straight from the index ``ix_aftersales_cases_open_queue`` (or
+``ix_aftersales_cases_shop_state_due`` when a state is chosen; platform staff's all-shops queue from
+``ix_aftersales_cases_open_due`` or ``ix_aftersales_cases_state_due``). The count above the table stops at :data:`COUNT_CAP`: beyond it the
 page says "more than 1,000" instead of counting every row of a large shop on every visit.
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ def _paused_page(words: Callable[[int], str], limit: Any) -> Response:
                 minutes, request.form.get("email", "")[:254], request.remote_addr, limit.limit)
     form = LoginForm(formdata=None, next=request.form.get("next", ""))
     form.email.data = request.form.get("email", "")
-    return make_response(render_template("seller/login.html", form=form, paused=words(minutes)), 429)
+    return make_response(render_template("aftersales/seller/login.html", form=form, paused=words(minutes)), 429)
 
 
 def _account_paused(limit: Any) -> Response:
@@ -89,8 +89,8 @@ def login():
                 target = url_for("aftersales_platform.queue" if staff.role == "platform" else ".queue")
             return redirect(target)
         flash(_("Wrong e-mail or password."), "error")
-        return render_template("seller/login.html", form=form), 401
-    return render_template("seller/login.html", form=form), 400 if form.errors else 200
+        return render_template("aftersales/seller/login.html", form=form), 401
+    return render_template("aftersales/seller/login.html", form=form), 400 if form.errors else 200
 
 
 @seller.post("/staff/logout")
@@ -108,7 +108,7 @@ def queue():
     filters = QueueFilters.from_args(request.args)
     page = seller_queue(current_user, filters)
     session[QUEUE_VIEW] = request.full_path.rstrip("?")  # the case page's way back: same filters, same page
-    return render_template("seller/queue.html", page=page, filters=filters, now=utcnow())
+    return render_template("aftersales/seller/queue.html", page=page, filters=filters, now=utcnow())
 
 
 @seller.get(f"/seller/cases/<{ROW_ID}:case_id>")
@@ -132,7 +132,7 @@ def queue_view_url() -> str:
 def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: NoteForm | None = None):
     case = loaded_case(case)
     return render_template(
-        "seller/case.html", case=case, actions=action_views(case, "seller", failed), notices=services.case_notices(case, "seller"),
+        "aftersales/seller/case.html", case=case, actions=action_views(case, "seller", failed), notices=services.case_notices(case, "seller"),
         note_form=note_form or NoteForm(formdata=None), paid_form=MarkPaidForm(formdata=None),
         refundable=services.refundable(case.line), now=utcnow(), back_url=queue_view_url(),
         notes=timeline.case_notes(case.id, timeline.position(request.args.get("notes_before"))),

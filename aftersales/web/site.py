@@ -26,7 +26,7 @@ def workflow():
         table = current().workflow(category, kind)
     except WorkflowError:
         abort(500)
-    return render_template("site/workflow.html", table=table, category=category, kind=kind, kinds=KIND_ORDER,
+    return render_template("aftersales/site/workflow.html", table=table, category=category, kind=kind, kinds=KIND_ORDER,
                            plugins=current().plugins.describe())
 
 

@@ -99,9 +99,9 @@ def shop_app(tmp_path: Path, shop_name: str, return_address: str, **settings: An
 
 def plugin_shop_app(tmp_path: Path, shop_name: str, return_address: str, plugin: str, **settings: Any) -> Any:
     """:func:`shop_app` with one shipped plugin of plugins/ on (and no other)."""
-    from aftersales.plugins import DEFAULT_PLUGINS_DIR
+    from aftersales.plugins import SHIPPED_PLUGINS_DIR
 
-    return shop_app(tmp_path, shop_name, return_address, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR),
+    return shop_app(tmp_path, shop_name, return_address, AFTERSALES_PLUGINS_DIR=str(SHIPPED_PLUGINS_DIR),
                     AFTERSALES_PLUGINS=plugin, **settings)
 
 

@@ -20,7 +20,7 @@ from aftersales.errors import InvalidInput, NotEligible
 from aftersales.extensions import db
 from aftersales.models import Case, utcnow
 from aftersales.orders import ensure_shop
-from aftersales.plugins import DEFAULT_PLUGINS_DIR
+from aftersales.plugins import SHIPPED_PLUGINS_DIR
 from aftersales.runtime import current
 from aftersales.staff import create_staff
 from tests.conftest import NOW, make_app, make_order, photos
@@ -35,7 +35,7 @@ TAX = 2700  # import tax the buyer paid on top of PRICE (not part of the line's 
 SHOP_ADDRESS = "1 Return Road"
 WAREHOUSE = "Bonded warehouse 3, Free Trade Zone, Ningbo 315800"
 
-ON = {"AFTERSALES_PLUGINS_DIR": str(DEFAULT_PLUGINS_DIR), "AFTERSALES_PLUGINS": "cross_border"}
+ON = {"AFTERSALES_PLUGINS_DIR": str(SHIPPED_PLUGINS_DIR), "AFTERSALES_PLUGINS": "cross_border"}
 OFF = {**ON, "AFTERSALES_DISABLED_PLUGINS": "cross_border"}
 
 
@@ -315,13 +315,13 @@ def test_the_same_line_gets_different_eligibility_and_workflow_with_the_plugin_o
 
 
 def test_plugin_is_enabled_by_default_and_settings_turn_it_off(tmp_path):
-    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=None)  # the project's own plugins folder, every plugin
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=None, AFTERSALES_LOAD_ENTRY_POINTS=True)  # the defaults: the shipped plugins, through their entry points
     with app.app_context():
         infos = {info.name: info for info in current().plugins.describe()}
         assert infos["cross_border"].categories == ("cross_border",)
         assert "package_damaged" in current().reasons("cross_border")
         assert "package_damaged" not in current().reasons("books")
-    app = make_app(tmp_path / "off", AFTERSALES_PLUGINS_DIR=None, AFTERSALES_DISABLED_PLUGINS="cross_border")
+    app = make_app(tmp_path / "off", AFTERSALES_PLUGINS_DIR=None, AFTERSALES_LOAD_ENTRY_POINTS=True, AFTERSALES_DISABLED_PLUGINS="cross_border")
     with app.app_context():
         assert "cross_border" not in {info.name for info in current().plugins.describe()}
         assert "package_damaged" not in current().reasons("cross_border")

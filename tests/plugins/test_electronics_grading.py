@@ -17,7 +17,7 @@ from aftersales.errors import InvalidInput, NotAllowed, NotEligible
 from aftersales.extensions import db
 from aftersales.models import Case, utcnow
 from aftersales.orders import ensure_shop
-from aftersales.plugins import DEFAULT_PLUGINS_DIR
+from aftersales.plugins import SHIPPED_PLUGINS_DIR
 from aftersales.runtime import current
 from aftersales.staff import create_staff
 from tests.conftest import NOW, make_app, make_order, photos
@@ -31,7 +31,7 @@ PHONE = 499900  # 4,999.00 CNY
 def electronics_app(tmp_path, *, plugin: bool = True, **config):
     """The project's plugins folder with only this plugin on, or with it turned off."""
     switch = {"AFTERSALES_PLUGINS": PLUGIN} if plugin else {"AFTERSALES_DISABLED_PLUGINS": PLUGIN}
-    return make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR), **switch, **config)
+    return make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(SHIPPED_PLUGINS_DIR), **switch, **config)
 
 
 @pytest.fixture
@@ -101,14 +101,14 @@ def test_workflow_command_shows_inspecting_for_electronics_and_not_for_the_base_
 
 @pytest.mark.parametrize("switch", [{"AFTERSALES_PLUGINS": "another_plugin"}, {"AFTERSALES_DISABLED_PLUGINS": PLUGIN}])
 def test_the_plugin_is_turned_off_by_the_plugin_settings(tmp_path, switch):
-    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR), **switch)
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(SHIPPED_PLUGINS_DIR), **switch)
     with app.app_context():
         assert PLUGIN not in {info.name for info in current().plugins.describe()}
         assert "inspecting" not in current().workflow("electronics", "return_refund").states
 
 
 def test_on_by_default_from_the_project_plugins_folder(tmp_path):
-    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(DEFAULT_PLUGINS_DIR))
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(SHIPPED_PLUGINS_DIR))
     with app.app_context():
         info = {info.name: info for info in current().plugins.describe()}[PLUGIN]
         assert info.categories == ("electronics",)

@@ -16,7 +16,7 @@ from aftersales.errors import InvalidInput, NotAllowed, NotEligible
 from aftersales.extensions import db
 from aftersales.models import Case, OrderLine, utcnow
 from aftersales.orders import ensure_shop
-from aftersales.plugins import DEFAULT_PLUGINS_DIR
+from aftersales.plugins import SHIPPED_PLUGINS_DIR
 from aftersales.runtime import current
 from aftersales.staff import create_staff
 from tests.conftest import NOW, make_app, make_order, photos
@@ -25,7 +25,7 @@ from tests.web.test_flows import (
     act, act_ok, case_row, forms_on, mark_paid, opened_case_id, photo, request_url, state_text,
 )
 
-FOLDER = str(DEFAULT_PLUGINS_DIR)
+FOLDER = str(SHIPPED_PLUGINS_DIR)
 PLUGIN_ON = {"AFTERSALES_PLUGINS_DIR": FOLDER, "AFTERSALES_PLUGINS": "furniture_installation"}
 PLUGIN_OFF = {"AFTERSALES_PLUGINS_DIR": FOLDER, "AFTERSALES_DISABLED_PLUGINS": "furniture_installation"}
 
@@ -74,7 +74,7 @@ def allowed(case: Case, actor: str, now=NOW) -> set[str]:
 
 
 def test_plugin_is_enabled_by_default_and_turned_off_by_the_settings(tmp_path):
-    default = make_app(tmp_path / "default", AFTERSALES_PLUGINS_DIR=None)
+    default = make_app(tmp_path / "default", AFTERSALES_PLUGINS_DIR=None, AFTERSALES_LOAD_ENTRY_POINTS=True)
     with default.app_context():
         assert "furniture_installation" in [info.name for info in current().plugins.describe()]
         info = next(i for i in current().plugins.describe() if i.name == "furniture_installation")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import aftersales
-from aftersales.plugins import DEFAULT_PLUGINS_DIR
+from aftersales.plugins import SHIPPED_PLUGINS_DIR
 
-PLUGIN_FILES = sorted(DEFAULT_PLUGINS_DIR.rglob("*.py"))
+PLUGIN_FILES = sorted(SHIPPED_PLUGINS_DIR.rglob("*.py"))
 
 
 def aftersales_imports(source: str) -> list[str]:
@@ -28,7 +28,7 @@ def test_the_checker_sees_a_reach_past_the_public_api():
     assert aftersales_imports(source) == ["aftersales:hookimpl", "aftersales.services:act", "aftersales.models"]
 
 
-@pytest.mark.parametrize("path", PLUGIN_FILES, ids=[str(p.relative_to(DEFAULT_PLUGINS_DIR)) for p in PLUGIN_FILES])
+@pytest.mark.parametrize("path", PLUGIN_FILES, ids=[str(p.relative_to(SHIPPED_PLUGINS_DIR)) for p in PLUGIN_FILES])
 def test_plugin_imports_only_public_names(path: Path):
     for imported in aftersales_imports(path.read_text(encoding="utf-8")):
         module, _, name = imported.partition(":")

@@ -45,9 +45,9 @@ def test_an_action_writes_the_case_once_and_its_event_once(order_factory):
     db.session.remove()
     with statements() as seen:
         services.act(case.id, "seller", "approve", now=NOW)
-    assert writes(seen) == ["UPDATE cases", "INSERT case_events"]
-    update_statement = next(s for s in seen if s.startswith("UPDATE cases"))
-    assert "cases.version = " in update_statement  # the compare-and-set
+    assert writes(seen) == ["UPDATE aftersales_cases", "INSERT aftersales_case_events"]
+    update_statement = next(s for s in seen if s.startswith("UPDATE aftersales_cases"))
+    assert "aftersales_cases.version = " in update_statement  # the compare-and-set
     db.session.remove()
     fresh = db.session.get(Case, case.id)
     assert (fresh.state, fresh.version, fresh.return_address) == ("awaiting_return", 2, "1 Return Road")
@@ -106,7 +106,7 @@ def test_a_batch_writes_nothing_until_it_ends_or_something_reads(order_factory):
                 approved = db.session.scalar(select(func.count(Case.id)).where(Case.state == "awaiting_return"))
                 assert approved == 2
                 services.fire_timeout(loaded[2], later)
-            assert writes(seen) == ["UPDATE cases", "INSERT case_events", "UPDATE cases", "INSERT case_events"]
+            assert writes(seen) == ["UPDATE aftersales_cases", "INSERT aftersales_case_events", "UPDATE aftersales_cases", "INSERT aftersales_case_events"]
     db.session.remove()
     assert {db.session.get(Case, case_id).state for case_id in ids} == {"awaiting_return"}
     assert db.session.scalar(select(func.count(CaseEvent.id)).where(CaseEvent.trigger == "approve")) == 3

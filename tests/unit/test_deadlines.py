@@ -189,9 +189,9 @@ def test_sweep_loop_outlives_a_failing_sweep(order_factory):
         round_number = next(rounds, None)
         with db.engine.begin() as connection:
             if round_number == 0:
-                connection.exec_driver_sql("ALTER TABLE cases RENAME TO cases_away")
+                connection.exec_driver_sql("ALTER TABLE aftersales_cases RENAME TO aftersales_cases_away")
             elif round_number == 1:
-                connection.exec_driver_sql("ALTER TABLE cases_away RENAME TO cases")
+                connection.exec_driver_sql("ALTER TABLE aftersales_cases_away RENAME TO aftersales_cases")
         return round_number is None or round_number >= 2
 
     sweep_forever(0, reports.append, stop=stop, now=NOW + 48 * HOUR)

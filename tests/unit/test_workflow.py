@@ -341,7 +341,7 @@ def shipped_workflows(app):
 def test_the_compiled_table_fires_exactly_what_the_machine_fires(tmp_path):
     from tests.conftest import make_app
 
-    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=None)  # the shipped category plugins
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=None, AFTERSALES_LOAD_ENTRY_POINTS=True)  # the defaults: the shipped plugins, through their entry points
     checked = 0
     with app.app_context():
         for workflow in shipped_workflows(app):

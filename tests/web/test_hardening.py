@@ -210,7 +210,7 @@ def test_login_next_with_a_line_break_logs_in_and_goes_to_the_queue(site):
 
 # --- 3. caches keyed only by categories the plugins declare -----------------------------------
 def test_workflow_page_for_any_number_of_made_up_categories_keeps_the_caches_bounded(tmp_path):
-    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=None)  # the shipped category plugins
+    app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=None, AFTERSALES_LOAD_ENTRY_POINTS=True)  # the defaults: the shipped plugins, through their entry points
     client = app.test_client()
     for kind in ("return_refund", "exchange"):
         assert client.get(f"/workflow?category=electronics&kind={kind}").status_code == 200

@@ -22,7 +22,7 @@ from aftersales.models import Case, utcnow
 from tests.web.test_security import ROUTES, BUYER_A_EMAIL, client_for, site  # noqa: F401  (site is a fixture)
 
 #: Tables that grow with the business; a full read of one is a page that slows down as the shop grows.
-LARGE_TABLES = ("orders", "order_lines", "cases", "case_events", "refunds", "notes", "evidence", "outbox")
+LARGE_TABLES = tuple(f"aftersales_{name}" for name in ("orders", "order_lines", "cases", "case_events", "refunds", "notes", "evidence", "outbox"))
 
 QUEUE_QUERIES = ["", "kind=refund_only", "category=books", "state=requested", "mine=1", "overdue=1",
                  "kind=exchange&category=books", "state=refunding&kind=refund_only"]

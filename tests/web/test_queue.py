@@ -186,7 +186,7 @@ def test_queue_pages_read_their_rows_from_an_index_without_sorting(web_app, smal
     statements: list[tuple[str, Any]] = []
 
     def remember(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "FROM cases" in statement and "ORDER BY" in statement:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM aftersales_cases" in statement and "ORDER BY" in statement:
             statements.append((statement, parameters))
 
     platform = login(web_app, "platform@example.com")  # every shop's queue
@@ -203,7 +203,7 @@ def test_queue_pages_read_their_rows_from_an_index_without_sorting(web_app, smal
         for statement, parameters in statements:
             plan = " | ".join(row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
             assert "TEMP B-TREE" not in plan, f"{statement}\n{parameters}\n{plan}"
-            # Which index depends on the planner's guesses (ix_cases_due_at also yields (due_at, id)
+            # Which index depends on the planner's guesses (ix_aftersales_cases_due_at also yields (due_at, id)
             # order); that the rows come from one, in order, is what keeps a page's cost flat.
             assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
 

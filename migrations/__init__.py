@@ -1,0 +1,1 @@
+"""Installed as aftersales.migrations (setup.cfg package_dir); found through importlib.resources."""

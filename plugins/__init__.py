@@ -1,0 +1,1 @@
+"""Installed as aftersales.shipped_plugins (setup.cfg package_dir); found through importlib.resources."""
