@@ -48,7 +48,7 @@ class AfterSales:
             os.makedirs(app.instance_path, exist_ok=True)
             app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "aftersales.sqlite3")
         app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
-        _refuse_insecure_secret_key(app)
+        _refuse_insecure_secret_key(app, "AFTERSALES_SECRET_KEY" if self.standalone else "SECRET_KEY")
 
         database = self._database(app)
         with app.app_context():
@@ -86,15 +86,18 @@ class AfterSales:
 
         from .web.ratelimit import limiter
 
-        app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["AFTERSALES_RATELIMIT_STORAGE_URI"])
-        app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-        # Redis down must not take the buyers' order lookup down with it: count in this process's
-        # memory until the storage answers again (limits still hold, per worker), and log.
-        app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
-        app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
-        # The limiter is shared by every app in the process and remembers the last app's
-        # switch; each app says its own.
-        app.config.setdefault("RATELIMIT_ENABLED", True)
+        # Flask-Limiter reads RATELIMIT_* from the app's config: they are set here unless the host
+        # runs a limiter of its own, whose settings then stay as the host made them.
+        if self.standalone or "limiter" not in app.extensions:
+            app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["AFTERSALES_RATELIMIT_STORAGE_URI"])
+            app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+            # Redis down must not take the buyers' order lookup down with it: count in this process's
+            # memory until the storage answers again (limits still hold, per worker), and log.
+            app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+            app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+            # The limiter is shared by every app in the process and remembers the last app's
+            # switch; each app says its own.
+            app.config.setdefault("RATELIMIT_ENABLED", True)
         limiter.init_app(app)
         # One limiter object serves every app of the process (its limits decorate our views); an
         # app's storage starts out healthy even if an earlier app's Redis was found down.
@@ -191,15 +194,15 @@ def _normalise_database_url(url: str) -> str:
     return url
 
 
-def _refuse_insecure_secret_key(app: Flask) -> None:
+def _refuse_insecure_secret_key(app: Flask, setting: str) -> None:
     key = app.config.get("SECRET_KEY") or ""
     if app.debug or app.testing:
         return
-    if key == settings_module.INSECURE_SECRET_KEY or len(str(key)) < 16:
+    if key == settings_module.INSECURE_SECRET_KEY or len(str(key)) < 16:  # it signs the buyers' access too
         raise RuntimeError(
-            "AFTERSALES_SECRET_KEY is not set (or shorter than 16 characters). Set it to a long random "
+            f"{setting} is not set (or shorter than 16 characters). Set it to a long random "
             "value before running in production, e.g. "
-            "AFTERSALES_SECRET_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')"
+            f"{setting}=$(python -c 'import secrets; print(secrets.token_hex(32))')"
         )
 
 

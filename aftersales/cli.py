@@ -20,6 +20,45 @@ from .workflow import ALL_KINDS
 aftersales_cli = AppGroup("aftersales", help="After-sales service: deadlines, plugins, workflows, orders, demo data.")
 
 
+@aftersales_cli.group("db")
+def db_group() -> None:
+    """The module's own migrations, in any app: the standalone one, or a host marketplace with
+    migrations of its own (its `flask db` keeps its history; the module's revisions are recorded
+    in the table aftersales_alembic_version)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade_command(revision: str) -> None:
+    """Apply the module's migrations up to REVISION (default: the latest)."""
+    import flask_migrate
+
+    from .resources import MIGRATIONS_DIR
+
+    flask_migrate.upgrade(directory=str(MIGRATIONS_DIR), revision=revision)
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+def db_downgrade_command(revision: str) -> None:
+    """Undo the module's migrations down to REVISION (e.g. 0005, or base for none)."""
+    import flask_migrate
+
+    from .resources import MIGRATIONS_DIR
+
+    flask_migrate.downgrade(directory=str(MIGRATIONS_DIR), revision=revision)
+
+
+@db_group.command("current")
+def db_current_command() -> None:
+    """Show the module's revision in this database."""
+    import flask_migrate
+
+    from .resources import MIGRATIONS_DIR
+
+    flask_migrate.current(directory=str(MIGRATIONS_DIR))
+
+
 def require_schema() -> None:
     """A clear message instead of a traceback when the database was never migrated."""
     from sqlalchemy import inspect
@@ -27,7 +66,7 @@ def require_schema() -> None:
     if not inspect(db.engine).has_table("aftersales_cases"):
         raise click.ClickException(
             f"the database at {db.engine.url.render_as_string(hide_password=True)} has no after-sales "
-            "tables yet: run `flask db upgrade` first"
+            "tables yet: run `flask aftersales db upgrade` (or `flask db upgrade`) first"
         )
 
 

@@ -188,3 +188,18 @@ def aftersales_wording() -> dict:
     request is approved automatically"). Values should be lazy translations (``lazy_``). All
     answers are merged; core words are kept where a plugin names the same key.
     """
+
+
+@hookspec(firstresult=True)
+def aftersales_current_staff(request: Any) -> Any:
+    """Who the current person is for the module's staff pages, when a host marketplace knows.
+
+    Called once per request of a staff page (the seller queue and case pages, arbitration).
+    Return a staff account (``aftersales.models.StaffUser``), usually from
+    ``aftersales.staff.staff_for_host_user(email=..., name=..., shop=...)`` for a shop's staff
+    member or ``(..., platform=True)`` for a platform operator, so the host's own logged-in users
+    work the queue without separate accounts. Return ``None`` when the person is nobody to the
+    module (not logged in, a buyer): the module's own staff login (``/staff/login``) then decides,
+    the default. The first non-``None`` answer wins; an inactive account counts as nobody.
+    Register the implementation with ``AfterSales(app, plugins=[...])``; it serves no category.
+    """

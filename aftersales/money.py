@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Iterable, Sequence
 
-#: ISO 4217 currencies whose minor unit is not 1/100.
-_MINOR_UNIT_DIGITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "JOD": 3}
+import iso4217
 
 #: Reasons that put the fault on the seller: the seller pays return shipping.
 SELLER_FAULT_REASONS = frozenset(
@@ -32,8 +32,31 @@ class Money:
         return format_money(self.amount, self.currency)
 
 
+class UnknownCurrency(ValueError):
+    """Not an ISO 4217 currency that money can be paid in (unknown, or a metal/fund with no minor unit)."""
+
+
+@lru_cache(maxsize=None)
 def minor_unit_digits(currency: str) -> int:
-    return _MINOR_UNIT_DIGITS.get(currency.upper(), 2)
+    """The minor-unit exponent of an ISO 4217 currency, from the ISO table itself (the ``iso4217``
+    package ships it): 2 for CNY and HUF, 0 for JPY, UGX and XAF, 3 for KWD, OMR and TND.
+    Babel's display precision is not used: it differs from ISO (IDR, HUF)."""
+    try:
+        exponent = iso4217.Currency(currency.upper()).exponent
+    except (ValueError, AttributeError):
+        raise UnknownCurrency(f"{currency!r} is not an ISO 4217 currency code") from None
+    if exponent is None:
+        raise UnknownCurrency(f"{currency} has no minor unit (a metal or a fund, not money a shop is paid in)")
+    return int(exponent)
+
+
+def is_payable_currency(currency: str) -> bool:
+    """Whether an order or a shop may use this currency."""
+    try:
+        minor_unit_digits(currency)
+    except UnknownCurrency:
+        return False
+    return True
 
 
 def format_money(amount: int, currency: str) -> str:

@@ -16,7 +16,7 @@ from .database import write_transaction
 from .errors import InvalidInput, NotFound
 from .extensions import db
 from .i18n import _
-from .money import split_exact
+from .money import is_payable_currency, split_exact
 from .models import Order, OrderLine, Shop, lookup_number, utcnow
 from .textinput import clean_line
 
@@ -166,6 +166,8 @@ def check_order(order: OrderInput) -> list[str]:
     problems = []
     if order.currency and (len(order.currency) != 3 or not order.currency.isalpha()):
         problems.append(_("currency must be a 3-letter ISO code"))
+    elif order.currency and not is_payable_currency(order.currency):
+        problems.append(_("currency %(code)s is not an ISO 4217 currency", code=order.currency))
     if order.buyer_email and "@" not in order.buyer_email:
         problems.append(_("buyer_email is not an e-mail address"))
     positions = [line.position for line in order.lines]
@@ -348,8 +350,8 @@ def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: s
     slug, currency = slug.strip().lower(), currency.strip().upper()
     if not slug or not all(ch.isalnum() or ch in "-_" for ch in slug):
         raise ShopProblem(_("A shop slug uses letters, digits, - and _ only."), field="slug")
-    if len(currency) != 3 or not currency.isalpha():
-        raise ShopProblem(_("The currency must be a 3-letter ISO code such as CNY."), field="currency")
+    if len(currency) != 3 or not currency.isalpha() or not is_payable_currency(currency):
+        raise ShopProblem(_("The currency must be a 3-letter ISO 4217 code such as CNY."), field="currency")
     try:
         ZoneInfo(timezone_name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -46,6 +46,40 @@ def create_staff(*, email: str, password: str, name: str = "", shop_slug: str | 
     return staff
 
 
+#: The password of an account a host vouches for: no password the staff login accepts.
+_NO_PASSWORD = "!host"
+
+
+def staff_for_host_user(*, email: str, name: str = "", shop: str | None = None, platform: bool = False) -> StaffUser:
+    """The module's staff account of a host marketplace's user, made on first use (for the
+    ``aftersales_current_staff`` hook): seller staff of the shop with slug ``shop``, or a platform
+    operator (``platform=True``). Matched by e-mail address; the name and shop follow the host's.
+    Such an account has no password of its own: the host logs its people in. Raises
+    :class:`StaffProblem` for a missing shop or an unclear role."""
+    address = clean_line(email).lower()
+    if "@" not in address:
+        raise StaffProblem(_("%(email)s is not an e-mail address.", email=address), field="email")
+    if platform == bool(shop):
+        raise StaffProblem(_("A host user is either staff of one shop or a platform operator."), field="shop")
+    staff = db.session.scalar(select(StaffUser).where(StaffUser.email == address))
+    shop_row = db.session.scalar(select(Shop).where(Shop.slug == shop)) if shop else None
+    if shop and shop_row is None:
+        raise StaffProblem(_("There is no shop %(slug)s.", slug=shop), field="shop")
+    wanted = {"name": clean_line(name) or address, "role": "platform" if platform else "seller",
+              "shop_id": shop_row.id if shop_row is not None else None}
+    if staff is not None and all(getattr(staff, key) == value for key, value in wanted.items()):
+        return staff
+    with write_transaction():
+        staff = db.session.scalar(select(StaffUser).where(StaffUser.email == address))
+        if staff is None:
+            staff = StaffUser(email=address, password_hash=_NO_PASSWORD, **wanted)
+            db.session.add(staff)
+        else:
+            for key, value in wanted.items():
+                setattr(staff, key, value)
+    return staff
+
+
 def authenticate(email: str, password: str) -> StaffUser | None:
     """The active staff login with this e-mail and password, else None.
 

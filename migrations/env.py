@@ -1,12 +1,24 @@
+"""Alembic environment of the after-sales module: its own tables, its own version table.
+
+Run by ``flask db upgrade`` (the standalone app, or a host without Flask-Migrate of its own) and
+by ``flask aftersales db upgrade`` (any app). Whichever runs it, it migrates the module's tables
+only (``aftersales.extensions.Base.metadata``) on the database of the module's Flask-SQLAlchemy
+instance (the host's, when mounted with ``db=``), records its revisions in
+``aftersales_alembic_version`` (a host's ``alembic_version`` is its own), and autogenerate never
+looks at tables that are not the module's.
+"""
 import logging
 from logging.config import fileConfig
 
-from flask import current_app
-
 from alembic import context
+from sqlalchemy import inspect, text
 
-# this is the Alembic Config object, which provides
-# access to the values within the .ini file in use.
+from aftersales.extensions import Base, db
+
+VERSION_TABLE = 'aftersales_alembic_version'
+#: Where revisions 0001-0007 were recorded before the module had a version table of its own.
+SHARED_VERSION_TABLE = 'alembic_version'
+
 config = context.config
 
 # Interpret the config file for Python logging.
@@ -14,54 +26,85 @@ config = context.config
 fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
+target_metadata = Base.metadata
+
+
+def include_name(name, type_, parent_names):
+    """Autogenerate compares the module's tables only: without this it would drop a host's."""
+    if type_ == 'table':
+        return name in target_metadata.tables or name == VERSION_TABLE
+    return True
+
 
 def get_engine():
-    return current_app.extensions['migrate'].db.engine
+    return db.engine
 
 
 def get_engine_url():
-    try:
-        return get_engine().url.render_as_string(hide_password=False).replace(
-            '%', '%%')
-    except AttributeError:
-        return str(get_engine().url).replace('%', '%%')
+    return get_engine().url.render_as_string(hide_password=False).replace('%', '%%')
 
 
-# add your model's MetaData object here
-# for 'autogenerate' support
-# from myapp import mymodel
-# target_metadata = mymodel.Base.metadata
 config.set_main_option('sqlalchemy.url', get_engine_url())
-target_db = current_app.extensions['migrate'].db
-
-# other values from the config, defined by the needs of env.py,
-# can be acquired:
-# my_important_option = config.get_main_option("my_important_option")
-# ... etc.
 
 
-def get_metadata():
-    # The module's own tables, whichever Flask-SQLAlchemy instance (a host's) runs them.
-    from aftersales.extensions import Base
+def _own_revisions():
+    from alembic.script import ScriptDirectory
 
-    return Base.metadata
+    return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+
+
+def move_version_from_shared_table(connection):
+    """An install from before the module's own version table: its revision moves from
+    ``alembic_version`` to ``aftersales_alembic_version`` (only a revision of the module's own;
+    the row is deleted from the shared table, the table dropped if nothing else is left)."""
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE in tables or SHARED_VERSION_TABLE not in tables:
+        return
+    versions = [row[0] for row in connection.execute(text(f'SELECT version_num FROM {SHARED_VERSION_TABLE}'))]
+    ours = [version for version in versions if version in _own_revisions()]
+    if not ours:
+        return
+    connection.execute(text(f'CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, '
+                            f'CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))'))
+    for version in ours:
+        connection.execute(text(f'INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)'), {'v': version})
+        connection.execute(text(f'DELETE FROM {SHARED_VERSION_TABLE} WHERE version_num = :v'), {'v': version})
+    if len(ours) == len(versions):
+        connection.execute(text(f'DROP TABLE {SHARED_VERSION_TABLE}'))
+    logger.info('Moved revision %s from %s to %s.', ', '.join(ours), SHARED_VERSION_TABLE, VERSION_TABLE)
+
+
+def create_fresh_at_head(connection):
+    """A database the module has never been in (no revision recorded, none of its tables), being
+    upgraded to the latest revision: the tables are created as the models declare them (which
+    tests/test_migrations.py holds equal to what the revisions build) and the latest revision is
+    recorded, instead of replaying history. Revision 0001 made tables called ``orders`` and
+    ``shops``, which a host's database may already have. True when it did."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(config).get_current_head()
+    try:
+        destination = context.get_revision_argument()
+    except KeyError:  # a command that moves nothing (current, history)
+        return False
+    if destination != head:
+        return False
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE in tables or tables & set(target_metadata.tables):
+        return False
+    target_metadata.create_all(connection)
+    connection.execute(text(f'CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, '
+                            f'CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))'))
+    connection.execute(text(f'INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)'), {'v': head})
+    logger.info('Created the after-sales tables at revision %s.', head)
+    return True
 
 
 def run_migrations_offline():
-    """Run migrations in 'offline' mode.
-
-    This configures the context with just a URL
-    and not an Engine, though an Engine is acceptable
-    here as well.  By skipping the Engine creation
-    we don't even need a DBAPI to be available.
-
-    Calls to context.execute() here emit the given string to the
-    script output.
-
-    """
-    url = config.get_main_option("sqlalchemy.url")
+    """Run migrations in 'offline' mode: the SQL is printed, not run."""
     context.configure(
-        url=url, target_metadata=get_metadata(), literal_binds=True
+        url=config.get_main_option('sqlalchemy.url'), target_metadata=target_metadata, literal_binds=True,
+        version_table=VERSION_TABLE, include_name=include_name, render_as_batch=True,
     )
 
     with context.begin_transaction():
@@ -69,16 +112,9 @@ def run_migrations_offline():
 
 
 def run_migrations_online():
-    """Run migrations in 'online' mode.
+    """Run migrations on the app's database."""
 
-    In this scenario we need to create an Engine
-    and associate a connection with the context.
-
-    """
-
-    # this callback is used to prevent an auto-migration from being generated
-    # when there are no changes to the schema
-    # reference: http://alembic.zzzcomputing.com/en/latest/cookbook.html
+    # No empty revision file when autogenerate finds nothing to do.
     def process_revision_directives(context, revision, directives):
         if getattr(config.cmd_opts, 'autogenerate', False):
             script = directives[0]
@@ -86,13 +122,7 @@ def run_migrations_online():
                 directives[:] = []
                 logger.info('No changes in schema detected.')
 
-    conf_args = current_app.extensions['migrate'].configure_args
-    if conf_args.get("process_revision_directives") is None:
-        conf_args["process_revision_directives"] = process_revision_directives
-
-    connectable = get_engine()
-
-    with connectable.connect() as connection:
+    with get_engine().connect() as connection:
         # SQLite rebuilds a table to change it (batch mode, and revision 0006): with foreign keys
         # on, dropping the old table would cascade or fail. The pragma is ignored inside a
         # transaction, so it is set before the migration's, on the driver's connection; a
@@ -101,10 +131,18 @@ def run_migrations_online():
         if sqlite:
             connection.connection.driver_connection.execute('PRAGMA foreign_keys=OFF')
         try:
+            with connection.begin():
+                move_version_from_shared_table(connection)
+                if create_fresh_at_head(connection):
+                    return
             context.configure(
                 connection=connection,
-                target_metadata=get_metadata(),
-                **conf_args
+                target_metadata=target_metadata,
+                version_table=VERSION_TABLE,
+                include_name=include_name,
+                render_as_batch=True,
+                compare_type=True,
+                process_revision_directives=process_revision_directives,
             )
 
             with context.begin_transaction():

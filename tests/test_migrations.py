@@ -11,11 +11,23 @@ from aftersales.extensions import db
 from tests.conftest import app_settings
 
 
-def migrated_app(tmp_path):
+def migrated_app(tmp_path, *, through_every_revision=True):
+    """An app whose database was migrated to the latest revision; by replaying every revision
+    from 0001 (``through_every_revision``), or as a fresh install does (tables from the models)."""
     app = create_app(app_settings(tmp_path))
     with app.app_context():
+        if through_every_revision:
+            upgrade(revision="0001")
         upgrade()
     return app
+
+
+def test_a_fresh_database_is_created_at_the_latest_revision(tmp_path):
+    app = migrated_app(tmp_path, through_every_revision=False)
+    with app.app_context(), db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": "aftersales_alembic_version"})
+        assert compare_metadata(context, db.metadata) == []
+        assert context.get_current_revision() == "0007"
 
 
 def test_upgrade_builds_every_table(tmp_path):
@@ -23,13 +35,13 @@ def test_upgrade_builds_every_table(tmp_path):
     with app.app_context():
         tables = set(inspect(db.engine).get_table_names())
     assert set(db.metadata.tables) <= tables
-    assert "alembic_version" in tables
+    assert "aftersales_alembic_version" in tables and "alembic_version" not in tables
 
 
 def test_models_and_migrations_agree(tmp_path):
     app = migrated_app(tmp_path)
     with app.app_context(), db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": "aftersales_alembic_version"})
         differences = compare_metadata(context, db.metadata)
     assert differences == []
 
@@ -47,10 +59,10 @@ def test_every_migration_downgrades_and_upgrades_again(tmp_path):
     app = migrated_app(tmp_path)
     with app.app_context():
         downgrade(revision="base")
-        assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        assert set(inspect(db.engine).get_table_names()) <= {"aftersales_alembic_version"}
         upgrade()
         with db.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": "aftersales_alembic_version"})
             assert compare_metadata(context, db.metadata) == []
 
 
@@ -98,7 +110,7 @@ def test_the_prefix_rename_keeps_every_row_both_ways(tmp_path):
         assert {fk["name"] for fk in inspect(db.engine).get_foreign_keys("aftersales_refunds")} == {
             "fk_aftersales_refunds_case_id_aftersales_cases", "fk_aftersales_refunds_line_id_aftersales_order_lines"}
         with db.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": "aftersales_alembic_version"})
             assert compare_metadata(context, db.metadata) == []
         # the ids go on from where they were, and the keys still hold
         second = services.open_case(make_order().lines[0].id, "return_refund", "no_reason", now=NOW)
@@ -109,3 +121,60 @@ def test_the_prefix_rename_keeps_every_row_both_ways(tmp_path):
         with db.engine.connect() as connection:
             if connection.dialect.name == "sqlite":
                 assert connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_an_install_recorded_in_the_shared_version_table_moves_to_its_own(tmp_path):
+    """Installs made before the module had a version table of its own recorded it in alembic_version; the next upgrade
+    moves it to aftersales_alembic_version and leaves a host's own revision where it is."""
+    from flask_migrate import downgrade
+    from sqlalchemy import text
+
+    app = migrated_app(tmp_path)
+    with app.app_context():
+        downgrade(revision="0005")
+        with db.engine.begin() as connection:  # as an older install left it, beside a host's history
+            connection.execute(text("DROP TABLE aftersales_alembic_version"))
+            connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+            connection.execute(text("INSERT INTO alembic_version VALUES ('0005'), ('hosts_own_1')"))
+        upgrade()
+        with db.engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == ["0007"]
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["hosts_own_1"]
+        assert "aftersales_orders" in inspect(db.engine).get_table_names()
+
+
+def test_flask_aftersales_db_upgrade_migrates_in_a_host_with_its_own_migrations(tmp_path):
+    """A host with Flask-Migrate of its own: `flask aftersales db upgrade` builds the module's
+    tables in the host's database and touches neither the host's tables nor its history."""
+    from flask import Flask
+    from flask_migrate import Migrate
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy import text
+
+    from aftersales import AfterSales
+    from tests.support.databases import track
+
+    settings = app_settings(tmp_path)
+    host = Flask("marketplace", instance_path=settings.pop("AFTERSALES_INSTANCE_PATH"))
+    host.config.update(settings)
+    host_db = SQLAlchemy()
+    host_db.init_app(host)
+    Migrate(host, host_db, directory=str(tmp_path / "host_migrations"))
+    AfterSales(host, db=host_db)
+    with host.app_context():
+        track(host_db.engine)
+        with host_db.engine.begin() as connection:
+            connection.execute(text("CREATE TABLE orders (id INTEGER PRIMARY KEY, ref VARCHAR(20))"))
+            connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+            connection.execute(text("INSERT INTO alembic_version VALUES ('host_rev_9')"))
+    runner = host.test_cli_runner()
+    result = runner.invoke(args=["aftersales", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(args=["aftersales", "db", "current"]).exit_code == 0
+    with host.app_context():
+        tables = set(inspect(host_db.engine).get_table_names())
+        assert {"orders", "alembic_version", "aftersales_alembic_version", "aftersales_cases"} <= tables
+        with host_db.engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["host_rev_9"]
+            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == ["0007"]
+    assert host.extensions["migrate"].directory == str(tmp_path / "host_migrations")

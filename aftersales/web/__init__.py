@@ -61,9 +61,16 @@ def _scope_to_module_blueprints(blueprints: tuple[Blueprint, ...]) -> None:
         blueprint._aftersales_scoped = True  # type: ignore[attr-defined]
         blueprint.before_request(_module_request)
         blueprint.after_request(security.add_security_headers)
-        blueprint.context_processor(lambda: {"csrf_token": generate_csrf})
+        blueprint.context_processor(_module_template_context)
         for status in ERROR_STATUSES:
             blueprint.register_error_handler(status, _error_page)
+
+
+def _module_template_context() -> dict[str, Any]:
+    from .access import current_staff, module_login_available, staff_from_host
+
+    return {"csrf_token": generate_csrf, "aftersales_staff": current_staff(),
+            "aftersales_staff_from_host": staff_from_host(), "aftersales_module_login": module_login_available()}
 
 
 def _module_request() -> None:
@@ -75,7 +82,9 @@ def _module_request() -> None:
     request.max_content_length = _body_limit(current_app.config)
     if current_app.extensions.get("csrf") is None and current_app.config.get("WTF_CSRF_ENABLED", True):
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-            token = request.form.get("csrf_token") or request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token")
+            token = (request.form.get("csrf_token")  # the form's own, or a prefixed form's ("approve-csrf_token")
+                     or next((value for key, value in request.form.items() if key.endswith("-csrf_token") and value), None)
+                     or request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token"))
             try:
                 validate_csrf(token)
             except ValidationError as error:
@@ -88,11 +97,12 @@ def _body_limit(config: Any) -> int:
 
 
 def register_blueprints(app: Flask, url_prefix: str, *, standalone: bool) -> None:
-    prefix = url_prefix or None
     blueprints = module_blueprints()
     _scope_to_module_blueprints(blueprints)
     for blueprint in blueprints:
-        app.register_blueprint(blueprint, url_prefix=prefix)
+        # The mount point goes before a blueprint's own prefix ("/platform"), not instead of it.
+        combined = (url_prefix or "").rstrip("/") + (blueprint.url_prefix or "")
+        app.register_blueprint(blueprint, url_prefix=combined or None)
     # Prefixed, so they neither replace a host's own filters nor are shadowed by them.
     app.jinja_env.filters["aftersales_money"] = lambda amount, currency: format_money(int(amount or 0), currency)
     app.jinja_env.filters["aftersales_when"] = lambda value: format_datetime(value, "yyyy-MM-dd HH:mm zzz") if value else ""

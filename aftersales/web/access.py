@@ -1,12 +1,14 @@
 """Who may see which object. Anything not yours is a 404, the same answer as "does not exist"."""
 from __future__ import annotations
 
-from flask import abort, session
+from flask import abort, current_app, request, session
 from flask_login import current_user
 
-from ..extensions import db
-from ..models import INT32_MAX, Case, Order
+from ..errors import PluginError
+from ..extensions import db, login_manager
+from ..models import INT32_MAX, Case, Order, StaffUser
 from ..orders import revoke_buyer_access
+from ..runtime import current
 
 BUYER_ORDERS = "aftersales_buyer_orders"
 
@@ -60,10 +62,46 @@ def buyer_case_or_404(case_id: int) -> Case:
     return case
 
 
+_NOT_ASKED = object()
+
+
+def current_staff() -> StaffUser | None:
+    """The staff member this request is for, or None: whom the host says
+    (``aftersales_current_staff``), else whom the module's own staff login says. Asked once per
+    request; an inactive account is nobody."""
+    asked = request.environ  # per request (``g`` lives as long as the app context, which may be longer)
+    staff = asked.get("aftersales.staff", _NOT_ASKED)
+    if staff is _NOT_ASKED:
+        staff = current().plugins.call("aftersales_current_staff", request=request)
+        if staff is not None and not isinstance(staff, StaffUser):
+            raise PluginError("?", "aftersales_current_staff", None,
+                              f"aftersales_current_staff must return a StaffUser or None, got {staff!r}")
+        asked["aftersales.staff_from_host"] = staff is not None
+        if staff is None and module_login_available() and current_user.is_authenticated:
+            staff = current_user._get_current_object()
+        if staff is not None and not staff.active:
+            staff = None
+        asked["aftersales.staff"] = staff
+    return staff
+
+
+def staff_from_host() -> bool:
+    """Whether the host said who this is (then the host, not the module, logs people in and out)."""
+    current_staff()
+    return bool(request.environ.get("aftersales.staff_from_host"))
+
+
+def module_login_available() -> bool:
+    """The module's own staff login works only with its own login manager: a host's manager
+    loads the host's users from the session, and a module staff id there would name one of them."""
+    return getattr(current_app, "login_manager", None) is login_manager
+
+
 def staff_can_see(case: Case) -> bool:
-    if not current_user.is_authenticated:
+    staff = current_staff()
+    if staff is None:
         return False
-    return current_user.role == "platform" or current_user.shop_id == case.shop_id
+    return staff.role == "platform" or staff.shop_id == case.shop_id
 
 
 def staff_case_or_404(case_id: int) -> Case:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request, url_for
-from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from .. import services
 from ..extensions import db
 from ..models import Case, utcnow
-from .access import ROW_ID, staff_case_or_404
+from .access import ROW_ID, current_staff, staff_case_or_404
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
 from .seller import staff_required
@@ -51,7 +50,7 @@ def _case_page(case: Case, failed=None, status: int = 200):
 @staff_required("platform")
 def act(case_id: int, trigger: str):
     case = staff_case_or_404(case_id)
-    result = perform(case, "platform", str(current_user.id), trigger, url_for(".case", case_id=case.id))
+    result = perform(case, "platform", str(current_staff().id), trigger, url_for(".case", case_id=case.id))
     if hasattr(result, "form"):
         return _case_page(case, failed=result, status=result.status)
     return result

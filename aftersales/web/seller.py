@@ -15,7 +15,7 @@ from ..extensions import db
 from ..i18n import _, ngettext
 from ..models import Case, Refund, utcnow
 from ..staff import authenticate, end_sessions
-from .access import ROW_ID, staff_case_or_404
+from .access import ROW_ID, current_staff, module_login_available, staff_case_or_404
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
 from .forms import LoginForm, MarkPaidForm, NoteForm
@@ -32,12 +32,15 @@ def staff_required(*roles: str) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not current_user.is_authenticated:
+            staff = current_staff()
+            if staff is None:
+                if not module_login_available():
+                    abort(403)  # the host logs its people in; the module's login is not for this app
                 # Come back to the page after logging in; a form post can't be replayed, so
                 # those come back to the queue.
                 back = request.full_path.rstrip("?") if request.method == "GET" else None
                 return redirect(url_for("aftersales_seller.login", next=back))
-            if current_user.role not in roles:
+            if staff.role not in roles:
                 abort(404)
             return view(*args, **kwargs)
         return wrapper
@@ -79,6 +82,8 @@ def _client_paused(limit: Any) -> Response:
 @limiter.limit(lambda: login_limits()["account"], key_func=login_account_key, methods=["POST"],
                on_breach=_account_paused)
 def login():
+    if not module_login_available():
+        abort(404)  # mounted in a host with its own login: its people log in there
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
         staff = authenticate(form.email.data, form.password.data)
@@ -95,6 +100,8 @@ def login():
 
 @seller.post("/staff/logout")
 def logout():
+    if not module_login_available():
+        abort(404)
     if current_user.is_authenticated:
         end_sessions(current_user.id)  # copies of the cookie stop working too
     logout_user()
@@ -106,7 +113,7 @@ def logout():
 @staff_required("seller", "platform")
 def queue():
     filters = QueueFilters.from_args(request.args)
-    page = seller_queue(current_user, filters)
+    page = seller_queue(current_staff(), filters)
     session[QUEUE_VIEW] = request.full_path.rstrip("?")  # the case page's way back: same filters, same page
     return render_template("aftersales/seller/queue.html", page=page, filters=filters, now=utcnow())
 
@@ -144,7 +151,7 @@ def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: Not
 @staff_required("seller", "platform")
 def act(case_id: int, trigger: str):
     case = staff_case_or_404(case_id)
-    result = perform(case, "seller", str(current_user.id), trigger, url_for(".case", case_id=case.id))
+    result = perform(case, "seller", str(current_staff().id), trigger, url_for(".case", case_id=case.id))
     if hasattr(result, "form"):
         return _case_page(case, failed=result, status=result.status)
     return result
@@ -158,7 +165,7 @@ def add_note(case_id: int):
     if not form.validate_on_submit():
         return _case_page(case, status=400, note_form=form)
     try:
-        services.add_note(case.id, current_user, form.body.data)
+        services.add_note(case.id, current_staff(), form.body.data)
     except DomainError as error:
         flash(str(error), "error")
     return redirect(url_for(".case", case_id=case.id) + "#notes")
@@ -180,7 +187,7 @@ def mark_paid(refund_id: int):
         flash(_("This refund was already settled: nothing was recorded twice."), "info")
         return redirect(url_for(".case", case_id=case.id))
     try:
-        services.mark_refund_paid(refund.id, current_user.id, (form.reference.data or "").strip())
+        services.mark_refund_paid(refund.id, current_staff().id, (form.reference.data or "").strip())
     except DomainError as error:
         flash(str(error), "error")
     else:
@@ -195,7 +202,7 @@ def retry_refund(case_id: int):
     form = MarkPaidForm()
     if form.validate_on_submit():
         try:
-            services.retry_refund(case.id, actor="seller", actor_id=str(current_user.id))
+            services.retry_refund(case.id, actor="seller", actor_id=str(current_staff().id))
         except DomainError as error:
             flash(str(error), "error")
         else:

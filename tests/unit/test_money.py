@@ -18,6 +18,7 @@ from aftersales.money import (
     apply_adjustments,
     express_refund_decision,
     format_money,
+    minor_unit_digits,
     parse_money,
     refundable_amount,
     shipping_payer,
@@ -305,3 +306,42 @@ def test_refund_result_accepts_the_three_statuses(status):
 def test_refund_result_refuses_a_bad_status(status):
     with pytest.raises(ValueError):
         RefundResult(status)
+
+
+@pytest.mark.parametrize("currency, digits", [
+    ("CNY", 2), ("USD", 2), ("HUF", 2), ("IDR", 2),  # ISO 4217 says 2 where Babel's display says 0 (HUF, IDR)
+    ("JPY", 0), ("KRW", 0), ("UGX", 0), ("PYG", 0), ("XAF", 0),
+    ("KWD", 3), ("BHD", 3), ("OMR", 3), ("TND", 3), ("IQD", 3), ("CLF", 4),
+])
+def test_minor_units_come_from_the_iso_4217_table(currency, digits):
+    assert minor_unit_digits(currency) == digits
+    assert minor_unit_digits(currency.lower()) == digits
+    one_major = 10 ** digits
+    assert parse_money("1", currency) == one_major
+    if digits:
+        assert parse_money("0." + "0" * (digits - 1) + "1", currency) == 1
+    with pytest.raises(ValueError):
+        parse_money("1." + "0" * digits + "1", currency)  # one digit more than the currency has
+
+
+@pytest.mark.parametrize("code", ["XXX", "ABC", "XAU", "US", ""])
+def test_codes_that_are_no_payable_currency_are_refused(code):
+    from aftersales.money import UnknownCurrency, is_payable_currency
+
+    assert not is_payable_currency(code)
+    with pytest.raises(UnknownCurrency):
+        minor_unit_digits(code)
+
+
+def test_orders_and_shops_refuse_an_unknown_currency(app):
+    from aftersales.orders import OrderProblems, ShopProblem, create_shop, upsert_order
+
+    with pytest.raises(ShopProblem):
+        create_shop(slug="gold", name="Gold", currency="XAU")
+    create_shop(slug="oman", name="Muscat", currency="OMR")
+    with pytest.raises(OrderProblems, match="XYZ is not an ISO 4217 currency"):
+        upsert_order({"shop": "oman", "number": "1", "buyer_email": "b@example.com", "currency": "XYZ",
+                      "lines": [{"title": "Dates", "category": "food", "quantity": 1, "unit_price": 1500}]})
+    order = upsert_order({"shop": "oman", "number": "2", "buyer_email": "b@example.com", "currency": "OMR",
+                          "lines": [{"title": "Dates", "category": "food", "quantity": 1, "unit_price": 1500}]})
+    assert order.currency == "OMR" and format_money(1500, "OMR") == "1.500 OMR"

@@ -10,9 +10,10 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String, inspect, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from aftersales import AfterSales, services
+from aftersales import AfterSales, hookimpl, services
 from aftersales.extensions import db, own_db
 from aftersales.models import Case
+from aftersales.staff import staff_for_host_user
 from tests.conftest import NOW, app_settings, make_order
 from tests.support.databases import track
 
@@ -132,3 +133,90 @@ def test_mounted_the_module_pages_keep_theirs(tmp_path):
     too_big = client.post("/after-sales/", data=b"x" * (limit + 1),
                           content_type="application/x-www-form-urlencoded")
     assert too_big.status_code == 413
+
+
+class HostUser:
+    """A marketplace's own user (Flask-Login), with the shop it sells for."""
+
+    def __init__(self, user_id: str, email: str, shop: str | None, operator: bool = False):
+        self.id, self.email, self.shop, self.operator = user_id, email, shop, operator
+        self.is_authenticated, self.is_active, self.is_anonymous = True, True, False
+
+    def get_id(self) -> str:
+        return self.id
+
+
+HOST_USERS = {"7": HostUser("7", "hana@market.example", "shop"), "8": HostUser("8", "olu@market.example", None, True)}
+
+
+class HostIdentity:
+    """The host's answer to "who is this?" for the module, through the public hook."""
+
+    @hookimpl
+    def aftersales_current_staff(self, request):
+        from flask_login import current_user
+
+        if not current_user.is_authenticated:
+            return None
+        return staff_for_host_user(email=current_user.email, name=f"Host user {current_user.id}",
+                                   shop=current_user.shop, platform=current_user.operator)
+
+
+def market_with_logins(tmp_path):
+    from flask_login import LoginManager, login_user
+
+    app, host_db = host_app(tmp_path, AFTERSALES_URL_PREFIX="/after-sales")
+    logins = LoginManager(app)
+    logins.login_view = "host_login"
+    logins.user_loader(HOST_USERS.get)
+
+    @app.get("/login/<user_id>")
+    def host_login(user_id="7"):
+        login_user(HOST_USERS[user_id])
+        return "logged in to the marketplace"
+
+    AfterSales(app, db=host_db, plugins=[HostIdentity()])
+    with app.app_context():
+        track(host_db.engine)
+        db.create_all()
+    return app
+
+
+def test_a_host_user_mapped_to_shop_staff_works_the_queue(tmp_path, monkeypatch):
+    app = market_with_logins(tmp_path)
+    with app.app_context():
+        case = services.open_case(make_order().lines[0].id, "return_refund", "no_reason", now=NOW)
+        case_id = case.id
+        db.session.remove()
+    client = app.test_client()
+    assert client.get("/login/7").status_code == 200
+    queue = client.get("/after-sales/seller/")
+    assert queue.status_code == 200 and "Test Shop" in queue.text and "Host user 7" in queue.text
+    assert "Log out" not in queue.text  # the host logs its people out
+    page = client.get(f"/after-sales/seller/cases/{case_id}")
+    assert page.status_code == 200
+    version = re.search(r'name="approve-expected_version"[^>]*value="(\d+)"', page.text).group(1)
+    token = re.search(r'name="approve-csrf_token"[^>]*value="([^"]+)"', page.text).group(1)
+    acted = client.post(f"/after-sales/seller/cases/{case_id}/act/approve",
+                        data={"approve-csrf_token": token, "approve-expected_version": version, "approve-return_address": "1 Return Road"})
+    assert acted.status_code == 302
+    with app.app_context():
+        from aftersales.models import CaseEvent, StaffUser
+
+        staff = db.session.scalar(select(StaffUser).where(StaffUser.email == "hana@market.example"))
+        approve = db.session.scalar(select(CaseEvent).where(CaseEvent.case_id == case_id, CaseEvent.trigger == "approve"))
+        assert (staff.role, staff.shop.slug, approve.actor_id) == ("seller", "shop", str(staff.id))
+        assert staff.check_password("") is False and staff.check_password("!host") is False
+    operator = app.test_client()
+    operator.get("/login/8")
+    assert operator.get("/after-sales/platform/").status_code == 200
+    assert client.get("/after-sales/platform/").status_code == 404  # a seller is no operator
+
+
+def test_with_a_host_login_the_module_login_stands_aside(tmp_path):
+    app = market_with_logins(tmp_path)
+    client = app.test_client()
+    assert client.get("/after-sales/seller/").status_code == 403  # nobody: log in to the marketplace
+    assert client.get("/after-sales/staff/login").status_code == 404
+    assert app.login_manager.login_view == "host_login"
+    assert "Staff login" not in client.get("/after-sales/").text
