@@ -9,7 +9,12 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Iterable, Sequence
 
+import re
+import unicodedata
+
 import iso4217
+from babel import Locale, UnknownLocaleError
+from babel.numbers import NumberFormatError, NumberPattern, get_group_symbol, parse_decimal
 
 #: Reasons that put the fault on the seller: the seller pays return shipping.
 SELLER_FAULT_REASONS = frozenset(
@@ -59,11 +64,32 @@ def is_payable_currency(currency: str) -> bool:
     return True
 
 
-def format_money(amount: int, currency: str) -> str:
-    """``12345, "CNY"`` → ``"123.45 CNY"``; exact for any integer."""
+@lru_cache(maxsize=256)
+def _money_pattern(locale: str, digits: int) -> tuple[Locale, NumberPattern]:
+    """The locale's currency format (CLDR, through Babel) with exactly ``digits`` decimals."""
+    try:
+        parsed = Locale.parse(locale or "en")
+    except (UnknownLocaleError, ValueError):
+        parsed = Locale.parse("en")
+    base = parsed.currency_formats["standard"]
+    return parsed, NumberPattern(base.pattern, base.prefix, base.suffix, base.grouping, base.int_prec,
+                                 (digits, digits), base.exp_prec, base.exp_plus, base.number_pattern)
+
+
+def format_money(amount: int, currency: str, locale: str = "en") -> str:
+    """An amount for people to read, as the locale writes money: ``12345, "CNY"`` is
+    ``"CN¥123.45"`` in ``en``, ``"¥123.45"`` in ``zh_Hans``, ``"123,45 CN¥"`` in ``de``. Exactly
+    the currency's ISO 4217 decimals (Babel's own display precision differs for some); exact for
+    any integer."""
     digits = minor_unit_digits(currency)
-    value = Decimal(amount).scaleb(-digits)
-    return f"{value:.{digits}f} {currency}"
+    parsed, pattern = _money_pattern(str(locale), digits)
+    return pattern.apply(Decimal(amount).scaleb(-digits), parsed, currency=currency.upper(), currency_digits=False)
+
+
+def plain_amount(amount: int, currency: str) -> str:
+    """``12345, "CNY"`` → ``"123.45"``: the number alone, as a form field shows it (every locale reads it)."""
+    digits = minor_unit_digits(currency)
+    return f"{Decimal(amount).scaleb(-digits):.{digits}f}"
 
 
 #: No amount of money this module handles comes near it (in minor units); larger input is a typo
@@ -78,18 +104,61 @@ class AmountTooLarge(ValueError):
     """An amount written correctly but beyond :data:`MAX_AMOUNT` minor units."""
 
 
-def parse_money(text: str, currency: str) -> int:
-    """``"123.45"`` → ``12345`` for a two-digit currency; refuses more digits than the currency has.
+#: Words for the currency people write after a Chinese amount (12.5元, 12块).
+_CURRENCY_WORDS = ("元", "圆", "圓", "块", "塊")
+
+
+@lru_cache(maxsize=256)
+def _currency_signs(code: str) -> frozenset[str]:
+    """The currency signs (Unicode category Sc) this currency is written with in the locales the
+    module speaks: ``¥`` for CNY and JPY, ``$`` for USD. Another currency's sign is no amount of this one."""
+    from babel.numbers import get_currency_symbol
+
+    symbols = {get_currency_symbol(code, locale) for locale in ("en", "zh_Hans", "zh_Hant")}
+    return frozenset(ch for symbol in symbols for ch in symbol if unicodedata.category(ch) == "Sc")
+
+
+def _as_typed(text: str, currency: str) -> str:
+    """The number in what someone typed: full-width characters made plain (``１２.５`` →
+    ``12.5``, ``￥`` → ``¥``), the currency around it dropped (``CNY``, ``¥``, ``CN¥``, ``€``, ``元``)."""
+    text = unicodedata.normalize("NFKC", text).replace("\u00a0", " ").replace("\u202f", " ").strip()
+    negative = text.startswith(("-", "\u2212"))  # -CN¥2.50, as Babel writes a negative amount
+    if negative:
+        text = text[1:].strip()
+    code = currency.upper()
+    if text.upper().startswith(code):
+        text = text[len(code):].strip()
+    elif text.upper().endswith(code):
+        text = text[:-len(code)].strip()
+    own = _currency_signs(code)
+    sign = re.match(r"[A-Za-z]{0,3}(.)", text)  # the currency's sign, maybe with its region: ¥, CN¥, US$
+    if sign and sign.group(1) in own:
+        text = text[sign.end():].strip()
+    sign = re.search(r"(.)[A-Za-z]{0,3}$", text)
+    if sign and sign.group(1) in own:  # written after the number: 12,50 €, 12,50 CN¥
+        text = text[:sign.start()].strip()
+    if text.endswith(_CURRENCY_WORDS):
+        text = text[:-1].strip()
+    return "-" + text if negative else text
+
+
+def parse_money(text: str, currency: str, locale: str = "en") -> int:
+    """What someone typed as an amount, in minor units: ``"123.45"`` → ``12345`` for CNY, and so
+    do ``"¥123.45"``, ``"123.45元"``, ``"１２３.４５"`` and ``"1,234.5"`` (grouping as ``locale``
+    writes it; ``"12,50"`` is 12.50 where the locale writes decimals with a comma, and also where
+    it cannot be read as grouping). Refuses more decimals than the currency has.
 
     Raises ``ValueError`` for anything that is not a plain finite amount (``1e999999`` included:
     Decimal's own overflow never escapes), :class:`AmountTooLarge` beyond :data:`MAX_AMOUNT`.
     """
     digits = minor_unit_digits(currency)
-    text = text.strip()
     if len(text) > _MAX_AMOUNT_TEXT:
         raise ValueError("not an amount: too long")
+    text = _as_typed(text, currency)
+    if not re.fullmatch(r"[-+]?[0-9][0-9.,'\s]*", text):
+        raise ValueError(f"not an amount: {text!r}")
     try:
-        value = Decimal(text)
+        value = _decimal(text, locale)
         if not value.is_finite():
             raise ValueError(f"not an amount: {text!r}")
         if value.adjusted() > 20:  # far beyond MAX_AMOUNT whatever the currency; keeps scaleb small
@@ -98,7 +167,7 @@ def parse_money(text: str, currency: str) -> int:
             raise ValueError(f"{currency} amounts have at most {digits} decimal places")
         scaled = value.scaleb(digits)
         whole = scaled == scaled.to_integral_value()
-    except ArithmeticError as error:
+    except (ArithmeticError, NumberFormatError) as error:
         raise ValueError(f"not an amount: {text!r}") from error
     if not whole:
         raise ValueError(f"{currency} amounts have at most {digits} decimal places")
@@ -106,6 +175,25 @@ def parse_money(text: str, currency: str) -> int:
     if abs(amount) > MAX_AMOUNT:
         raise AmountTooLarge(f"{text!r} is far too large")
     return amount
+
+
+def _decimal(text: str, locale: str) -> Decimal:
+    """The number, read with the locale's decimal and grouping symbols (strictly: ``1,2,3`` is no
+    number); a single comma that cannot be grouping (``12,5``, ``12,50``) is a decimal comma."""
+    try:
+        parsed = Locale.parse(locale or "en")
+    except (UnknownLocaleError, ValueError):
+        parsed = Locale.parse("en")
+    group = get_group_symbol(parsed)
+    if group in ("\u00a0", "\u202f"):  # typed as a plain space (and NFKC made it one)
+        text = text.replace(" ", group)
+    try:
+        return parse_decimal(text, locale=parsed, strict=True)
+    except NumberFormatError:
+        whole, comma, fraction = text.partition(",")
+        if comma and "." not in text and "," not in fraction and fraction.isdigit() and len(fraction) != 3:
+            return Decimal(f"{whole}.{fraction}")
+        raise
 
 
 def split_exact(total: int, weights: Sequence[int]) -> list[int]:

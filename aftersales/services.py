@@ -34,7 +34,7 @@ from .errors import (
 )
 from .extensions import db
 from .fields import FormField
-from .i18n import _, lazy_
+from .i18n import _, lazy_, money_text
 from .models import Case, CaseEvent, Evidence, Note, Order, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
 from .runtime import Runtime, current
 from .textinput import clean_text
@@ -491,7 +491,7 @@ class Offer(Effect):
         amount = _amount(inputs.get("amount"))
         ceiling = refundable(case.line)
         if not 0 < amount <= ceiling:
-            raise InvalidInput(_("An offer must be more than zero and at most %(max)s.", max=money.format_money(ceiling, case.currency)), field="amount")
+            raise InvalidInput(_("An offer must be more than zero and at most %(max)s.", max=money_text(ceiling, case.currency)), field="amount")
         if case.amount and amount >= case.amount:
             raise InvalidInput(_("An offer must be less than the amount the buyer asked for; approve the request instead."), field="amount")
         inputs["amount"] = amount
@@ -612,7 +612,7 @@ class Decide(Effect):
         amount = _amount(inputs.get("amount"))
         ceiling = refundable(case.line)
         if not 0 <= amount <= ceiling:
-            raise InvalidInput(_("The decided refund must be between 0 and %(max)s.", max=money.format_money(ceiling, case.currency)), field="amount")
+            raise InvalidInput(_("The decided refund must be between 0 and %(max)s.", max=money_text(ceiling, case.currency)), field="amount")
         if inputs.get("payer") not in self.PAYERS:
             raise InvalidInput(_("Say who pays: the seller or the platform."), field="payer")
         inputs["amount"] = amount

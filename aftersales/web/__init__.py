@@ -9,9 +9,8 @@ from flask_babel import format_datetime
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from wtforms import ValidationError
 
-from ..i18n import _, ngettext
+from ..i18n import _, money_text, ngettext
 from ..models import utcnow
-from ..money import format_money
 from ..runtime import current
 from . import security, wording
 
@@ -104,7 +103,7 @@ def register_blueprints(app: Flask, url_prefix: str, *, standalone: bool) -> Non
         combined = (url_prefix or "").rstrip("/") + (blueprint.url_prefix or "")
         app.register_blueprint(blueprint, url_prefix=combined or None)
     # Prefixed, so they neither replace a host's own filters nor are shadowed by them.
-    app.jinja_env.filters["aftersales_money"] = lambda amount, currency: format_money(int(amount or 0), currency)
+    app.jinja_env.filters["aftersales_money"] = money_text
     app.jinja_env.filters["aftersales_when"] = lambda value: format_datetime(value, "yyyy-MM-dd HH:mm zzz") if value else ""
     app.jinja_env.filters["aftersales_time_left"] = time_left
     app.jinja_env.globals["aftersales_wording"] = wording

@@ -8,10 +8,9 @@ from .. import evidence, reconcile, services
 from ..eligibility import CaseRequest, core_reasons
 from ..errors import DomainError
 from ..extensions import db
-from ..i18n import _
+from ..i18n import _, money_text
 from ..models import Case, OrderLine, Shop
 from ..orders import orders_for_buyer
-from ..money import format_money
 from .access import ROW_ID, buyer_case_or_404, buyer_order_or_404, forget_buyer_orders, grant_buyer
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
@@ -109,7 +108,7 @@ def request_case(order_id: int, line_id: int):
     return render_template(
         "aftersales/buyer/request.html", order=order, line=line, form=form, kind=chosen, kinds=kinds, refused=refused,
         kind_labels=KIND_LABELS, photos_needed=verdict.requirement("photos"),
-        max_amount=format_money(verdict.max_amount, order.currency),
+        max_amount=money_text(verdict.max_amount, order.currency),
     ), status
 
 

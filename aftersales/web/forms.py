@@ -3,6 +3,7 @@ always asks exactly what the service layer will require."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
@@ -23,9 +24,9 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from ..fields import FormField
-from ..i18n import _, lazy_
+from ..i18n import _, current_locale, lazy_
 from ..models import INT32_MAX
-from ..money import AmountTooLarge, format_money, minor_unit_digits, parse_money
+from ..money import AmountTooLarge, minor_unit_digits, parse_money, plain_amount
 from ..textinput import clean_text
 from .wording import FIELD_LABELS
 
@@ -109,28 +110,28 @@ class VersionedForm(Form):
 def money_field(label: Any, currency: str, required: bool = True, default: int | None = None) -> StringField:
     validators = [DataRequired()] if required else [Optional()]
     digits = minor_unit_digits(currency)
-    text = format_money(default, currency).split(" ")[0] if default is not None else None
+    text = plain_amount(default, currency) if default is not None else None
     return StringField(f"{label} ({currency})", validators=validators, default=text,
-                       render_kw={"inputmode": "decimal", "pattern": r"\d+([.,]\d{1,%d})?" % max(digits, 1) if digits else r"\d+"})
+                       render_kw={"inputmode": "decimal" if digits else "numeric"})
 
 
 def parsed_amount(form: Any, name: str, currency: str) -> int | None:
     """The money field's value in minor units; records a form error and returns None if bad."""
     field = getattr(form, name)
-    raw = (field.data or "").strip().replace(",", ".")
+    raw = (field.data or "").strip()
     if not raw:
         return None
     try:
-        return parse_money(raw, currency)
+        return parse_money(raw, currency, current_locale())
     except AmountTooLarge:
         field.errors = list(field.errors) + [_("That amount is far too large.")]
         return None
     except ValueError:
         digits = minor_unit_digits(currency)
-        if re.fullmatch(r"-?\d+(\.\d+)?", raw):
+        if re.fullmatch(r"-?\d+([.,]\d+)?", unicodedata.normalize("NFKC", raw)):
             message = _("%(currency)s amounts have at most %(digits)d decimal places.", currency=currency, digits=digits)
         else:
-            example = format_money(1250 if digits else 12, currency).split(" ")[0]
+            example = plain_amount(1250 if digits else 12, currency)
             message = _("Write the amount as a number, for example %(example)s.", example=example)
         field.errors = list(field.errors) + [message]
         return None

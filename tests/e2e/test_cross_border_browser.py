@@ -194,6 +194,6 @@ def test_cheap_import_is_refunded_without_travelling_back(live_shop, buyer, sell
 
     b.reload()
     state_is(b, "Refunded")
-    expect(b.locator("main")).to_contain_text("Refund of 89.00 CNY: refunded")
+    expect(b.locator("main")).to_contain_text("Refund of CN¥89.00: refunded")
     expect(b.locator("#action-ship_return")).to_have_count(0)
     assert len(seller.clicks) <= 3, seller.clicks

@@ -136,7 +136,7 @@ def test_no_reason_return_graded_c_deduction_offer_accepted_partial_refund(live_
 
     b.reload()
     state_is(b, "The seller made an offer")
-    expect(b.locator("main")).to_contain_text("The seller offers 4200.00 CNY.")
+    expect(b.locator("main")).to_contain_text("The seller offers CN¥4,200.00.")
     expect(b.locator("#action-withdraw")).to_have_count(0)  # the shop holds the phone: decline, don't withdraw
     screenshots.take(b, "case-offer")
     buyer.submit(b.locator("#action-accept_offer").get_by_role("button", name="Accept the offer"), "accept the offer")
@@ -147,7 +147,7 @@ def test_no_reason_return_graded_c_deduction_offer_accepted_partial_refund(live_
     state_is(s, "Refunded")
     b.reload()
     state_is(b, "Refunded")
-    expect(b.locator("main")).to_contain_text("Refund of 4200.00 CNY: refunded")
+    expect(b.locator("main")).to_contain_text("Refund of CN¥4,200.00: refunded")
     screenshots.take(b, "case-refunded")
     pages_behaved(buyer, seller)
 
@@ -162,5 +162,5 @@ def test_grade_a_return_is_refunded_in_full_within_the_click_budget(live_shop, b
     state_is(s, "Refunded")
     assert len(seller.clicks) <= SELLER_CLICK_BUDGET, seller.clicks
     b.reload()
-    expect(b.locator("main")).to_contain_text("Refund of 4999.00 CNY: refunded")
+    expect(b.locator("main")).to_contain_text("Refund of CN¥4,999.00: refunded")
     pages_behaved(buyer, seller)

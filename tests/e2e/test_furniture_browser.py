@@ -152,7 +152,7 @@ def test_installation_damage_is_visited_collected_and_refunded(live_shop, buyer,
 
     b.reload()
     state_is(b, "Refunded")
-    expect(b.locator("main")).to_contain_text("Refund of 1299.00 CNY: refunded")
+    expect(b.locator("main")).to_contain_text("Refund of CN¥1,299.00: refunded")
     screenshots.take(b, "case-refunded")
     for person in (buyer, seller):
         assert person.watch.page_errors == [] and person.watch.csp_violations() == [], person.watch.console

@@ -409,7 +409,7 @@ def test_buyer_page_says_before_shipping_that_the_import_tax_stays_paid(site):
     act_ok(seller, "seller", case_id, "refund")
     mark_paid(seller, case_id)
     page = buyer.get(f"/cases/{case_id}").text
-    assert state_text(page) == "Refunded" and "Refund of 300.00 CNY: refunded" in page
+    assert state_text(page) == "Refunded" and "Refund of CN¥300.00: refunded" in page
 
 
 def test_cheap_item_is_refunded_without_a_return_through_the_pages(site):
@@ -426,7 +426,7 @@ def test_cheap_item_is_refunded_without_a_return_through_the_pages(site):
     assert "approve" in forms_on(seller_page) and WAREHOUSE not in seller_page  # nothing to send back
     act_ok(seller, "seller", case_id, "approve")
     page = buyer.get(f"/cases/{case_id}").text
-    assert "ship_return" not in forms_on(page) and "Refund of 59.00 CNY: being paid" in page
+    assert "ship_return" not in forms_on(page) and "Refund of CN¥59.00: being paid" in page
 
 
 def test_seller_page_says_the_shop_bears_the_tax_when_the_price_included_it(site):

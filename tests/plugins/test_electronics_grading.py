@@ -438,13 +438,13 @@ def test_pages_grade_c_deduction_offer_accepted_partial_refund(web):
 
     act_ok(seller, "seller", case_id, "offer", amount="4200.00", note="79.90 for the charger.")
     page = buyer.get(f"/cases/{case_id}").text
-    assert "The seller offers 4200.00 CNY." in page
+    assert "The seller offers CN¥4,200.00." in page
     assert forms_on(page) == {"accept_offer", "decline_offer"}
 
     act_ok(buyer, "buyer", case_id, "accept_offer")
     mark_paid(seller, case_id)
     page = buyer.get(f"/cases/{case_id}").text
-    assert state_text(page) == "Refunded" and "Refund of 4200.00 CNY: refunded" in page
+    assert state_text(page) == "Refunded" and "Refund of CN¥4,200.00: refunded" in page
     assert case_row(case_id).state == "completed"
 
 
@@ -455,7 +455,7 @@ def test_pages_grade_a_refunds_in_full_and_a_bad_grade_is_refused(web):
     assert case_row(case_id).state == "inspecting"
     act_ok(seller, "seller", case_id, "record_grade", grade="A")
     assert case_row(case_id).state == "refunding"
-    assert "Refund of 4999.00 CNY: being paid" in buyer.get(f"/cases/{case_id}").text
+    assert "Refund of CN¥4,999.00: being paid" in buyer.get(f"/cases/{case_id}").text
 
 
 def test_pages_declined_deduction_and_the_item_sent_back(web):

@@ -20,6 +20,7 @@ from aftersales.money import (
     format_money,
     minor_unit_digits,
     parse_money,
+    plain_amount,
     refundable_amount,
     shipping_payer,
     split_exact,
@@ -170,19 +171,25 @@ def test_apply_adjustments_is_clamped_between_zero_and_the_ceiling():
 
 # --- formatting and parsing ---------------------------------------------------------------
 @pytest.mark.parametrize(
-    "amount, currency, text",
+    "amount, currency, locale, text",
     [
-        (12345, "CNY", "123.45 CNY"),
-        (5, "CNY", "0.05 CNY"),
-        (0, "CNY", "0.00 CNY"),
-        (-250, "EUR", "-2.50 EUR"),
-        (12345, "JPY", "12345 JPY"),
-        (12345, "BHD", "12.345 BHD"),
-        (10**20 + 1, "CNY", "1000000000000000000.01 CNY"),
+        (12345, "CNY", "en", "CN¥123.45"),
+        (12345, "CNY", "zh_Hans", "¥123.45"),
+        (12345, "CNY", "zh_Hant", "CN¥123.45"),
+        (5, "CNY", "en", "CN¥0.05"),
+        (0, "CNY", "zh_Hans", "¥0.00"),
+        (-250, "EUR", "en", "-€2.50"),
+        (12345, "JPY", "en", "¥12,345"),
+        (12345, "JPY", "zh_Hans", "JP¥12,345"),
+        (12345, "BHD", "en", "BHD12.345"),
+        (1500, "OMR", "en", "OMR1.500"),
+        (150000, "HUF", "en", "HUF1,500.00"),  # ISO 4217's two decimals, not Babel's display of none
+        (123450, "EUR", "de", "1.234,50\xa0€"),
+        (10**20 + 1, "CNY", "en", "CN¥1,000,000,000,000,000,000.01"),
     ],
 )
-def test_format_money(amount, currency, text):
-    assert format_money(amount, currency) == text
+def test_format_money(amount, currency, locale, text):
+    assert format_money(amount, currency, locale) == text
 
 
 @pytest.mark.parametrize(
@@ -195,10 +202,29 @@ def test_format_money(amount, currency, text):
         ("0.01", "CNY", 1),
         ("1234", "JPY", 1234),
         ("12.345", "BHD", 12345),
+        # as people type it: signs, words and codes of the currency, full-width digits, grouping
+        ("¥10", "CNY", 1000), ("CN¥ 12.50", "CNY", 1250), ("12.5元", "CNY", 1250), ("１２.５", "CNY", 1250),
+        ("￥１２．５０", "CNY", 1250), ("CNY 12.50", "CNY", 1250), ("12.50 cny", "CNY", 1250),
+        ("1,234.50", "CNY", 123450), ("12,50", "CNY", 1250), ("12,5", "CNY", 1250), ("1,250", "CNY", 125000),
+        ("¥1,234", "JPY", 1234), ("$5", "USD", 500),
     ],
 )
 def test_parse_money(text, currency, amount):
     assert parse_money(text, currency) == amount
+
+
+@pytest.mark.parametrize("text, locale, amount", [
+    ("12,50", "de", 1250), ("1.234,5", "de", 123450), ("12,50 €", "fr", 1250), ("1\u202f234,50", "fr", 123450),
+    ("12.50", "zh_Hans", 1250), ("1,234.50", "zh_Hant", 123450),
+])
+def test_parse_money_reads_the_locales_decimal_and_grouping(text, locale, amount):
+    assert parse_money(text, "EUR", locale) == amount
+
+
+@pytest.mark.parametrize("text, locale", [("12.5", "de"), ("1,2,3", "en"), ("1.2.3", "de")])
+def test_parse_money_refuses_what_the_locale_does_not_write(text, locale):
+    with pytest.raises(ValueError):
+        parse_money(text, "EUR", locale)
 
 
 @pytest.mark.parametrize("text, currency", [("1.005", "CNY"), ("0.001", "CNY"), ("12.5", "JPY"), ("1.0001", "BHD")])
@@ -207,7 +233,8 @@ def test_parse_money_refuses_more_decimals_than_the_currency_has(text, currency)
         parse_money(text, currency)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "abc", "12,50", "1.2.3", "¥10", "NaN", "nan", "sNaN", "Infinity", "-inf"])
+@pytest.mark.parametrize("text", ["", "   ", "abc", "1.2.3", "$10", "€10", "10 EUR", "1e5", "NaN", "nan", "sNaN",
+                                  "Infinity", "-inf", "12,5,0"])
 def test_parse_money_refuses_what_is_not_an_amount(text):
     with pytest.raises(ValueError):
         parse_money(text, "CNY")
@@ -215,17 +242,17 @@ def test_parse_money_refuses_what_is_not_an_amount(text):
 
 @given(amount=st.integers(min_value=-(10**15), max_value=10**15), currency=st.sampled_from(["CNY", "EUR", "JPY", "KRW", "BHD"]))
 def test_format_and_parse_round_trip(amount, currency):
-    text, code = format_money(amount, currency).split(" ")
-    assert code == currency
-    assert parse_money(text, currency) == amount
+    for locale in ("en", "zh_Hans", "zh_Hant"):
+        assert parse_money(format_money(amount, currency, locale), currency, locale) == amount
+        assert parse_money(plain_amount(amount, currency), currency, locale) == amount
 
 
 # --- Money ------------------------------------------------------------------------------
 def test_money_holds_integer_minor_units():
     money = Money(12345, "CNY")
     assert (money.amount, money.currency) == (12345, "CNY")
-    assert str(money) == "123.45 CNY"
-    assert str(Money(500, "JPY")) == "500 JPY"
+    assert str(money) == "CN¥123.45"
+    assert str(Money(500, "JPY")) == "¥500"
 
 
 @pytest.mark.parametrize("amount", [1.5, 100.0, Decimal("1.00"), "100", True, None])
@@ -344,4 +371,4 @@ def test_orders_and_shops_refuse_an_unknown_currency(app):
                       "lines": [{"title": "Dates", "category": "food", "quantity": 1, "unit_price": 1500}]})
     order = upsert_order({"shop": "oman", "number": "2", "buyer_email": "b@example.com", "currency": "OMR",
                           "lines": [{"title": "Dates", "category": "food", "quantity": 1, "unit_price": 1500}]})
-    assert order.currency == "OMR" and format_money(1500, "OMR") == "1.500 OMR"
+    assert order.currency == "OMR" and format_money(1500, "OMR") == "OMR1.500"

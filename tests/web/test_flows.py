@@ -206,17 +206,17 @@ def test_refund_only_for_a_faulty_item_is_approved_paid_and_shown_refunded(web_a
     seller = login(web_app, "seller@example.com")
     act_ok(seller, "seller", case_id, "approve")
     assert case_row(case_id).state == "refunding"
-    assert "Refund of 100.00 CNY: being paid" in buyer.get(f"/cases/{case_id}").text
+    assert "Refund of CN¥100.00: being paid" in buyer.get(f"/cases/{case_id}").text
 
     staff_page = seller.get(f"/seller/cases/{case_id}").text
-    assert "Refund of 100.00 CNY to the buyer, paid by the shop: waiting to be paid" in staff_page
+    assert "Refund of CN¥100.00 to the buyer, paid by the shop: waiting to be paid" in staff_page
 
     mark_paid(seller, case_id)
     page = buyer.get(f"/cases/{case_id}").text
     assert state_text(page) == "Refunded"
-    assert "Refund of 100.00 CNY: refunded" in page
+    assert "Refund of CN¥100.00: refunded" in page
     assert case_row(case_id).state == "completed"
-    assert "Refund of 100.00 CNY to the buyer, paid by the shop: paid" in seller.get(f"/seller/cases/{case_id}").text
+    assert "Refund of CN¥100.00 to the buyer, paid by the shop: paid" in seller.get(f"/seller/cases/{case_id}").text
 
     rated = buyer.post(f"/cases/{case_id}/rate", data={"rating": "5", "comment": "Quick."})
     assert rated.status_code == 302
@@ -246,7 +246,7 @@ def test_no_reason_return_is_approved_shipped_received_refunded_and_shown_refund
     mark_paid(seller, case_id)
     page = buyer.get(f"/cases/{case_id}").text
     assert state_text(page) == "Refunded"
-    assert "Refund of 100.00 CNY: refunded" in page
+    assert "Refund of CN¥100.00: refunded" in page
     case = case_row(case_id)
     assert case.state == "completed"
     assert [r.amount for r in case.refunds] == [10000]
@@ -320,7 +320,7 @@ def test_rejected_request_escalated_is_decided_by_the_platform_and_refunded(web_
     mark_paid(seller, case_id)
     page = buyer.get(f"/cases/{case_id}").text
     assert state_text(page) == "Refunded"
-    assert "Refund of 60.00 CNY: refunded" in page
+    assert "Refund of CN¥60.00: refunded" in page
     assert "The damage is real but partial." in page
     assert case_row(case_id).state == "completed"
 
@@ -360,7 +360,7 @@ def test_accepted_offer_refunds_the_offered_amount(web_app):
     act_ok(seller, "seller", case_id, "offer", amount="30.00", note="We can refund part of it.")
     page = buyer.get(f"/cases/{case_id}").text
     assert state_text(page) == "The seller made an offer"
-    assert "The seller offers 30.00 CNY." in page
+    assert "The seller offers CN¥30.00." in page
     assert {"accept_offer", "decline_offer"} <= forms_on(page)
 
     act_ok(buyer, "buyer", case_id, "accept_offer")
@@ -371,7 +371,7 @@ def test_accepted_offer_refunds_the_offered_amount(web_app):
     mark_paid(seller, case_id)
     page = buyer.get(f"/cases/{case_id}").text
     assert state_text(page) == "Refunded"
-    assert "Refund of 30.00 CNY: refunded" in page
+    assert "Refund of CN¥30.00: refunded" in page
 
 
 def test_declined_offer_goes_back_to_the_seller(web_app):
@@ -692,7 +692,7 @@ def test_request_form_prefills_the_refundable_maximum_and_refuses_more(web_app):
     order = recent_order(quantity=2, unit_price=4950)
     buyer = buyer_client(web_app, order)
     page = buyer.get(request_url(order, "return_refund")).text
-    assert "You can get back at most 99.00 CNY for this item." in page
+    assert "You can get back at most CN¥99.00 for this item." in page
     assert re.search(r'<input[^>]*id="amount"[^>]*value="99.00"', page) or \
         re.search(r'<input[^>]*value="99.00"[^>]*id="amount"', page), page
     assert re.search(r'<input[^>]*id="quantity"[^>]*value="2"', page) or \
