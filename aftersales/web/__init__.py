@@ -5,11 +5,12 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, render_template, request
-from flask_babel import format_datetime
+from babel.dates import format_datetime
+from flask_babel import get_timezone
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from wtforms import ValidationError
 
-from ..i18n import _, money_text, ngettext
+from ..i18n import _, current_locale, money_text, ngettext
 from ..models import utcnow
 from ..runtime import current
 from . import security, wording
@@ -95,6 +96,15 @@ def _body_limit(config: Any) -> int:
     return int(config["AFTERSALES_UPLOAD_MAX_BYTES"]) * int(config["AFTERSALES_UPLOAD_MAX_PER_CASE"]) + 1024 * 1024
 
 
+def shop_time(moment: datetime | None, zone: Any = None) -> str:
+    """A moment as the shop lives it: in the shop's time zone (``zone``, a shop's ``zone``; else
+    ``BABEL_DEFAULT_TIMEZONE``), with the zone's name in the reader's language ("2026-11-20 20:00
+    China Standard Time", "2026-11-20 20:00 中国标准时间"). Stored times are UTC."""
+    if moment is None:
+        return ""
+    return format_datetime(moment, "yyyy-MM-dd HH:mm zzzz", tzinfo=zone or get_timezone(), locale=current_locale())
+
+
 def register_blueprints(app: Flask, url_prefix: str, *, standalone: bool) -> None:
     blueprints = module_blueprints()
     _scope_to_module_blueprints(blueprints)
@@ -104,7 +114,7 @@ def register_blueprints(app: Flask, url_prefix: str, *, standalone: bool) -> Non
         app.register_blueprint(blueprint, url_prefix=combined or None)
     # Prefixed, so they neither replace a host's own filters nor are shadowed by them.
     app.jinja_env.filters["aftersales_money"] = money_text
-    app.jinja_env.filters["aftersales_when"] = lambda value: format_datetime(value, "yyyy-MM-dd HH:mm zzz") if value else ""
+    app.jinja_env.filters["aftersales_when"] = shop_time
     app.jinja_env.filters["aftersales_time_left"] = time_left
     app.jinja_env.globals["aftersales_wording"] = wording
     if standalone:  # the whole app is the module's: headers, caps and error pages everywhere
