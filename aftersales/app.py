@@ -208,9 +208,33 @@ def _refuse_insecure_secret_key(app: Flask, setting: str) -> None:
 
 def _select_locale() -> str | None:
     try:
-        return request.accept_languages.best_match(["en", "zh"]) or None
+        return locale_for_accept_language(request.accept_languages)
     except RuntimeError:
         return None
+
+
+#: Chinese regions that write Traditional characters.
+TRADITIONAL_REGIONS = frozenset({"TW", "HK", "MO"})
+
+
+def locale_for_accept_language(accepted: Any) -> str | None:
+    """The first language of the browser's list the module speaks, as a Babel locale: ``en``,
+    ``zh_Hans`` (zh, zh-CN, zh-SG, zh-Hans-*) or ``zh_Hant`` (zh-TW, zh-HK, zh-MO, zh-Hant-*);
+    None (then ``BABEL_DEFAULT_LOCALE``) when it asks for none of them."""
+    for tag, _quality in accepted:  # werkzeug keeps them best first
+        parts = tag.replace("_", "-").split("-")
+        language = parts[0].lower()
+        if language == "en":
+            return "en"
+        if language != "zh":
+            continue
+        rest = [part.title() if len(part) == 4 else part.upper() for part in parts[1:]]
+        if "Hant" in rest:
+            return "zh_Hant"
+        if "Hans" in rest:
+            return "zh_Hans"
+        return "zh_Hant" if TRADITIONAL_REGIONS & set(rest) else "zh_Hans"
+    return None
 
 
 def _select_module_locale() -> str | None:

@@ -46,3 +46,41 @@ def test_the_zone_is_named_in_the_readers_language(web_app):
             refresh()  # the fixture's long-lived app context keeps Flask-Babel's choice otherwise
             assert shop_time(moment, zone) == moment.strftime("%Y-%m-%d ") + "20:00 " + name
     assert shop_time(None, zone) == ""
+
+
+def test_the_browsers_chinese_is_simplified_or_traditional_by_region():
+    from werkzeug.datastructures import LanguageAccept
+    from werkzeug.http import parse_accept_header
+
+    from aftersales.app import locale_for_accept_language
+
+    def chosen(header: str):
+        return locale_for_accept_language(parse_accept_header(header, LanguageAccept))
+
+    for header, locale in [
+        ("zh-CN,zh;q=0.9", "zh_Hans"), ("zh-SG", "zh_Hans"), ("zh", "zh_Hans"), ("zh-Hans-HK", "zh_Hans"),
+        ("zh-TW,zh;q=0.9,en;q=0.8", "zh_Hant"), ("zh-HK", "zh_Hant"), ("zh-MO", "zh_Hant"), ("zh-Hant", "zh_Hant"),
+        ("en-US,en;q=0.9", "en"), ("fr-FR,en;q=0.5", "en"), ("fr-FR,zh-TW;q=0.5", "zh_Hant"), ("de-DE", None), ("", None),
+    ]:
+        assert chosen(header) == locale, header
+
+
+def test_a_traditional_chinese_reader_gets_traditional_formats(web_app):
+    moment = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    zone = ensure_shop("tw", "TW", timezone_name="Asia/Shanghai").zone
+    with web_app.test_request_context(headers={"Accept-Language": "zh-TW"}):
+        refresh()
+        assert shop_time(moment, zone).endswith("20:00 中國標準時間")
+        from aftersales.i18n import money_text
+
+        assert money_text(12345, "CNY") == "CN¥123.45"
+    with web_app.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        refresh()
+        from aftersales.i18n import money_text
+
+        assert money_text(12345, "CNY") == "¥123.45"
+
+
+def test_the_page_says_its_language_as_html_wants_it(web_app):
+    page = web_app.test_client().get("/", headers={"Accept-Language": "zh-HK"}).text
+    assert '<html lang="zh-Hant">' in page
