@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from sqlalchemy import bindparam, event, insert, inspect, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import ClauseElement
@@ -84,17 +84,19 @@ class _Batch:
             connection.execute(_INSERT_EVENT, events)
 
 
-def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: bool) -> CaseEvent | None:
+def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: bool) -> int | None:
     """Write ``case``'s pending changes and its new event (``event_values``: the event's columns
-    but ``case_id``). Returns the event, persistent in the session, when it was written now: always
-    outside :func:`batched`, and inside it when ``event_needed`` (its id goes into the outbox)."""
+    but ``case_id``). Returns the event's id when it was written now: always outside
+    :func:`batched`, and inside it when ``event_needed`` (the id goes into the outbox). No ORM
+    object is made for the event: a rolled-back one would stay in the session under an id the
+    database hands out again (SQLite does)."""
     session = db.session()
     state = inspect(case)
     if not state.persistent:  # a new case: the ORM inserts it, with its evidence
         event = CaseEvent(case=case, **event_values)
         session.add(event)
         session.flush()
-        return event
+        return event.id
     batch: _Batch | None = session.info.get(_BATCH)
     if batch is not None and event_needed and batch:
         batch.write(session)  # keep the order of the timeline: what was collected goes first
@@ -127,12 +129,7 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
         raise StaleDataError(f"case {case.id} changed since it was read (version {read_version})")
     _mark_loaded(session, case, new_version)
     event_id = connection.execute(_INSERT_EVENT, event_row).inserted_primary_key[0]
-    if not event_needed:
-        return None
-    event = CaseEvent(id=event_id, **event_row)
-    make_transient_to_detached(event)
-    session.add(event)
-    return event
+    return int(event_id)
 
 
 def _mark_loaded(session: Session, case: Case, version: int) -> None:

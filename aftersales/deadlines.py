@@ -74,8 +74,11 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
     while True:
         try:
             position_after = _sweep_batch_whole(now, batch_size, position, report)
+            whole = True
         except Exception as error:  # noqa: BLE001 - rolled back; redone case by case below
             log.info("a timeout in the batch after %s failed (%s); applying it case by case", position, error)
+            whole = False
+        if not whole:  # outside the except block: its traceback would keep the failed batch's objects alive
             position_after = _sweep_batch_case_by_case(now, batch_size, position, report)
         services.deliver_new()
         if position_after is None:

@@ -59,7 +59,7 @@ class UTCDateTime(TypeDecorator):
 def lookup_number(number: Any) -> str:
     """An order number the way people type it: spaces around it and letter case do not matter
     (`` bk-4001 `` is ``BK-4001``). Kept in ``Order.lookup_number`` for the buyer's lookup."""
-    return clean_line(number).lower()
+    return clean_line(number).lower()[:64]  # lower() can lengthen a few letters (İ)
 
 
 #: The largest value of an Integer column (ids, quantities): a larger number from a URL or a form

@@ -104,24 +104,30 @@ class AmountTooLarge(ValueError):
     """An amount written correctly but beyond :data:`MAX_AMOUNT` minor units."""
 
 
+#: Full-width forms as Chinese and Japanese keyboards type them (１２．５, ￥) made plain; only
+#: these: a general normalisation (NFKC) would also read "10²" as 102.
+_FULL_WIDTH = {**{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}, 0x3000: " ", 0xFFE5: "¥", 0xFFE0: "¢", 0xFFE1: "£"}
+
 #: Words for the currency people write after a Chinese amount (12.5元, 12块).
 _CURRENCY_WORDS = ("元", "圆", "圓", "块", "塊")
 
 
 @lru_cache(maxsize=256)
-def _currency_signs(code: str) -> frozenset[str]:
-    """The currency signs (Unicode category Sc) this currency is written with in the locales the
-    module speaks: ``¥`` for CNY and JPY, ``$`` for USD. Another currency's sign is no amount of this one."""
+def _currency_symbols(code: str) -> frozenset[str]:
+    """The symbols this currency is written with in the locales the module speaks, whole (``¥``
+    and ``CN¥`` for CNY; ``$`` and ``US$`` for USD): another currency's (``HK$`` for USD, ``JP¥``
+    for CNY) is no amount of this one."""
     from babel.numbers import get_currency_symbol
 
     symbols = {get_currency_symbol(code, locale) for locale in ("en", "zh_Hans", "zh_Hant")}
-    return frozenset(ch for symbol in symbols for ch in symbol if unicodedata.category(ch) == "Sc")
+    signs = {symbol[-1] for symbol in symbols if symbol and unicodedata.category(symbol[-1]) == "Sc"}
+    return frozenset(symbols | signs)
 
 
 def _as_typed(text: str, currency: str) -> str:
     """The number in what someone typed: full-width characters made plain (``１２.５`` →
     ``12.5``, ``￥`` → ``¥``), the currency around it dropped (``CNY``, ``¥``, ``CN¥``, ``€``, ``元``)."""
-    text = unicodedata.normalize("NFKC", text).replace("\u00a0", " ").replace("\u202f", " ").strip()
+    text = text.translate(_FULL_WIDTH).replace("\u00a0", " ").replace("\u202f", " ").strip()
     negative = text.startswith(("-", "\u2212"))  # -CN¥2.50, as Babel writes a negative amount
     if negative:
         text = text[1:].strip()
@@ -130,12 +136,12 @@ def _as_typed(text: str, currency: str) -> str:
         text = text[len(code):].strip()
     elif text.upper().endswith(code):
         text = text[:-len(code)].strip()
-    own = _currency_signs(code)
-    sign = re.match(r"[A-Za-z]{0,3}(.)", text)  # the currency's sign, maybe with its region: ¥, CN¥, US$
-    if sign and sign.group(1) in own:
+    own = _currency_symbols(code)
+    sign = re.match(r"[A-Za-z]{0,3}\S", text)  # the currency's symbol, maybe with its region: ¥, CN¥, US$
+    if sign and sign.group(0) in own:
         text = text[sign.end():].strip()
-    sign = re.search(r"(.)[A-Za-z]{0,3}$", text)
-    if sign and sign.group(1) in own:  # written after the number: 12,50 €, 12,50 CN¥
+    sign = re.search(r"\S?[A-Za-z]{0,3}$", text)
+    if sign and sign.group(0) in own:  # written after the number: 12,50 €, 12,50 CN¥
         text = text[:sign.start()].strip()
     if text.endswith(_CURRENCY_WORDS):
         text = text[:-1].strip()

@@ -327,14 +327,14 @@ def _transition(
     else:
         amount, currency = (refund.amount, refund.currency) if refund is not None else (None, None)
     listened = runtime.plugins.implements("aftersales_case_event", case.category)
-    event = case_writes.write_transition(case, {
+    event_id = case_writes.write_transition(case, {
         "actor_type": actor, "actor_id": actor_id, "trigger": trigger,
         "from_state": None if from_state == INITIAL_STATE else from_state, "to_state": case.state,
         "note": note if paid_note is None else paid_note, "data": _event_data(inputs), "created_at": now,
         "amount": amount, "currency": currency,
     }, event_needed=listened)
-    if listened:
-        _enqueue("case_event", event=event)
+    if listened and event_id is not None:
+        _write_outbox("case_event", {"event_id": event_id})
     if entering_refunding and refund is None:  # everything due was already paid (e.g. by hand before approval)
         _complete_when_paid(runtime, case, now)
 
@@ -912,6 +912,11 @@ def _enqueue(topic: str, *, event: CaseEvent | None = None, refund: Refund | Non
         return  # the manual gateway: staff pay it and mark it paid, nothing to send
     db.session.flush()
     payload = {"event_id": event.id} if event is not None else {"refund_id": refund.id}  # type: ignore[union-attr]
+    _write_outbox(topic, payload)
+
+
+def _write_outbox(topic: str, payload: dict[str, Any]) -> None:
+    """One message for after the commit, in the transaction that causes it."""
     message = OutboxMessage(topic=topic, payload=payload, created_at=utcnow())
     db.session.add(message)
     db.session.info.setdefault(_NEW_MESSAGES, []).append(message)

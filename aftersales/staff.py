@@ -55,7 +55,8 @@ def staff_for_host_user(*, email: str, name: str = "", shop: str | None = None, 
     ``aftersales_current_staff`` hook): seller staff of the shop with slug ``shop``, or a platform
     operator (``platform=True``). Matched by e-mail address; the name and shop follow the host's.
     Such an account has no password of its own: the host logs its people in. Raises
-    :class:`StaffProblem` for a missing shop or an unclear role."""
+    :class:`StaffProblem` for a missing shop, an unclear role, or an address that already has a
+    login of the module's own (made with create-staff): a host user never takes one over."""
     address = clean_line(email).lower()
     if "@" not in address:
         raise StaffProblem(_("%(email)s is not an e-mail address.", email=address), field="email")
@@ -67,10 +68,18 @@ def staff_for_host_user(*, email: str, name: str = "", shop: str | None = None, 
         raise StaffProblem(_("There is no shop %(slug)s.", slug=shop), field="shop")
     wanted = {"name": clean_line(name) or address, "role": "platform" if platform else "seller",
               "shop_id": shop_row.id if shop_row is not None else None}
+    if staff is not None and staff.password_hash != _NO_PASSWORD:
+        # A login made with create-staff is a person of the module's own; a host user with the
+        # same address does not take it over (nor its password, role or shop).
+        raise StaffProblem(_("%(email)s already has a staff login of its own; give the host user another address.",
+                             email=address), field="email")
     if staff is not None and all(getattr(staff, key) == value for key, value in wanted.items()):
         return staff
     with write_transaction():
         staff = db.session.scalar(select(StaffUser).where(StaffUser.email == address))
+        if staff is not None and staff.password_hash != _NO_PASSWORD:
+            raise StaffProblem(_("%(email)s already has a staff login of its own; give the host user another address.",
+                                 email=address), field="email")
         if staff is None:
             staff = StaffUser(email=address, password_hash=_NO_PASSWORD, **wanted)
             db.session.add(staff)

@@ -60,6 +60,10 @@ def move_version_from_shared_table(connection):
     tables = set(inspect(connection).get_table_names())
     if VERSION_TABLE in tables or SHARED_VERSION_TABLE not in tables:
         return
+    # Only a database that holds the module's tables (named as before revision 0006, or after):
+    # a host may number its own revisions 0001, 0002 ... too, and its history is not ours.
+    if not ({"cases", "shops", "case_events"} <= tables or {"aftersales_cases", "aftersales_shops"} <= tables):
+        return
     versions = [row[0] for row in connection.execute(text(f'SELECT version_num FROM {SHARED_VERSION_TABLE}'))]
     ours = [version for version in versions if version in _own_revisions()]
     if not ours:

@@ -178,3 +178,20 @@ def test_flask_aftersales_db_upgrade_migrates_in_a_host_with_its_own_migrations(
             assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["host_rev_9"]
             assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == ["0007"]
     assert host.extensions["migrate"].directory == str(tmp_path / "host_migrations")
+
+
+def test_a_hosts_own_revision_numbered_like_ours_is_left_alone(tmp_path):
+    """A host whose own revisions are called 0001, 0002 ... keeps its alembic_version: without the
+    module's tables in the database, that row is not the module's."""
+    from sqlalchemy import text
+
+    app = create_app(app_settings(tmp_path))
+    with app.app_context():
+        with db.engine.begin() as connection:
+            connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+            connection.execute(text("INSERT INTO alembic_version VALUES ('0002')"))
+        upgrade()
+        with db.engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == ["0007"]
+        assert "aftersales_cases" in inspect(db.engine).get_table_names()

@@ -59,6 +59,7 @@ def _scope_to_module_blueprints(blueprints: tuple[Blueprint, ...]) -> None:
         if getattr(blueprint, "_aftersales_scoped", False):
             continue
         blueprint._aftersales_scoped = True  # type: ignore[attr-defined]
+        blueprint.url_value_preprocessor(_cap_module_request_body)  # runs before any before_request, the host's too
         blueprint.before_request(_module_request)
         blueprint.after_request(security.add_security_headers)
         blueprint.context_processor(_module_template_context)
@@ -73,14 +74,22 @@ def _module_template_context() -> dict[str, Any]:
             "aftersales_staff_from_host": staff_from_host(), "aftersales_module_login": module_login_available()}
 
 
+def _cap_module_request_body(endpoint: str | None, values: Any) -> None:
+    """Mounted, the module's pages cap the request body themselves (the standalone app sets
+    MAX_CONTENT_LENGTH). Flask runs URL value preprocessors before every before_request hook, so
+    the cap holds before a host's own hook (its CSRFProtect) reads the form."""
+    if not current().standalone:
+        request.max_content_length = _body_limit(current_app.config)
+
+
 def _module_request() -> None:
-    """Before each request of the module's pages. The standalone app caps bodies and checks CSRF
-    app-wide; mounted, the module does it for its own pages (a host's own CSRFProtect, when it
-    has one, has already checked them)."""
+    """Before each request of the module's pages. The standalone app checks CSRF app-wide;
+    mounted, the module checks its own pages' POSTs unless a host's CSRFProtect already does
+    (app-wide, ``WTF_CSRF_CHECK_DEFAULT`` on)."""
     if current().standalone:
         return
-    request.max_content_length = _body_limit(current_app.config)
-    if current_app.extensions.get("csrf") is None and current_app.config.get("WTF_CSRF_ENABLED", True):
+    host_checks = current_app.extensions.get("csrf") is not None and current_app.config.get("WTF_CSRF_CHECK_DEFAULT", True)
+    if not host_checks and current_app.config.get("WTF_CSRF_ENABLED", True):
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             token = (request.form.get("csrf_token")  # the form's own, or a prefixed form's ("approve-csrf_token")
                      or next((value for key, value in request.form.items() if key.endswith("-csrf_token") and value), None)

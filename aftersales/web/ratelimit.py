@@ -11,6 +11,7 @@ from flask import current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from ..models import lookup_number
 from ..textinput import clean_line
 
 limiter = Limiter(key_func=get_remote_address)
@@ -23,8 +24,7 @@ def lookup_limits() -> dict[str, str]:
 
 def order_number_key() -> str:
     """Counts attempts on one order number, whoever makes them (guessing e-mails for an order)."""
-    number = clean_line(request.form.get("order_number")).upper()[:64]
-    return f"order:{number}"
+    return f"order:{lookup_number(request.form.get('order_number'))}"  # the lookup's own folding: one bucket per order
 
 
 def login_limits() -> dict[str, str]:

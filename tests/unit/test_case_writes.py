@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
-from aftersales import case_writes, services
+from aftersales import case_writes, hookimpl, services
 from aftersales.database import write_transaction
 from aftersales.deadlines import sweep
 from aftersales.extensions import db
 from aftersales.models import Case, CaseEvent
-from tests.conftest import NOW
+from tests.conftest import NOW, make_app, make_order
 
 
 @contextmanager
@@ -134,3 +134,35 @@ def test_a_batch_with_a_case_changed_meanwhile_is_redone_case_by_case(app, order
     counts = db.session.execute(select(CaseEvent.case_id, func.count()).where(CaseEvent.trigger == "approve")
                                 .group_by(CaseEvent.case_id)).all()
     assert sorted(count for _, count in counts) == [1, 1, 1, 1]
+
+
+class Listener:
+    """A plugin that hears every committed event: each transition's event goes into the outbox."""
+
+    heard: list = []
+
+    @hookimpl
+    def aftersales_case_event(self, case, event):
+        self.heard.append((case.id, event.trigger))
+
+
+def test_a_failed_batch_with_listened_events_is_redone_case_by_case(tmp_path, monkeypatch):
+    app = make_app(tmp_path, AFTERSALES_EXTRA_PLUGINS=[Listener()])
+    with app.app_context():
+        ids = [services.open_case(make_order().lines[0].id, "return_refund", "no_reason", now=NOW).id for _ in range(3)]
+        real_write = services._write_outbox
+        failures = []
+
+        def fail_once(topic, payload):  # the batch's first event is written, then the transaction fails
+            real_write(topic, payload)
+            if topic == "case_event" and not failures:
+                failures.append(payload)
+                raise RuntimeError("the outbox refused, once")
+
+        monkeypatch.setattr(services, "_write_outbox", fail_once)
+        report = sweep(now=NOW + timedelta(days=3))
+        db.session.remove()
+        assert (report.applied, report.failed) == (3, 0), report.errors
+        assert {db.session.get(Case, case_id).state for case_id in ids} == {"awaiting_return"}
+        approvals = db.session.scalars(select(CaseEvent.case_id).where(CaseEvent.trigger == "approve")).all()
+        assert sorted(approvals) == sorted(ids)

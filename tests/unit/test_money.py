@@ -372,3 +372,12 @@ def test_orders_and_shops_refuse_an_unknown_currency(app):
     order = upsert_order({"shop": "oman", "number": "2", "buyer_email": "b@example.com", "currency": "OMR",
                           "lines": [{"title": "Dates", "category": "food", "quantity": 1, "unit_price": 1500}]})
     assert order.currency == "OMR" and format_money(1500, "OMR") == "OMR1.500"
+
+
+@pytest.mark.parametrize("text, currency", [
+    ("HK$100", "USD"), ("A$100", "USD"), ("NT$100", "USD"), ("JP¥100", "CNY"), ("CN¥100", "JPY"), ("XYZ¥5", "CNY"),
+    ("10²", "CNY"), ("⑫", "CNY"),  # superscripts and circled digits are no amounts (no NFKC)
+])
+def test_another_currencys_symbol_or_a_digit_lookalike_is_no_amount(text, currency):
+    with pytest.raises(ValueError):
+        parse_money(text, currency)

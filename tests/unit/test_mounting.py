@@ -220,3 +220,50 @@ def test_with_a_host_login_the_module_login_stands_aside(tmp_path):
     assert client.get("/after-sales/staff/login").status_code == 404
     assert app.login_manager.login_view == "host_login"
     assert "Staff login" not in client.get("/after-sales/").text
+
+
+def csrf_host(tmp_path, **config):
+    from flask_wtf import CSRFProtect
+
+    app, host_db = host_app(tmp_path, AFTERSALES_URL_PREFIX="/after-sales", WTF_CSRF_ENABLED=True, **config)
+    CSRFProtect(app)
+    AfterSales(app, db=host_db)
+    with app.app_context():
+        track(host_db.engine)
+        db.create_all()
+    return app
+
+
+def test_the_body_cap_holds_before_a_hosts_own_csrf_check_reads_the_form(tmp_path):
+    app = csrf_host(tmp_path)
+    client = app.test_client()
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/after-sales/").text).group(1)
+    limit = int(app.config["AFTERSALES_UPLOAD_MAX_BYTES"]) * int(app.config["AFTERSALES_UPLOAD_MAX_PER_CASE"]) + 1024 * 1024
+    too_big = client.post("/after-sales/", data={"csrf_token": token, "order_number": "1", "email": "a@example.com",
+                                                  "filler": "x" * (limit + 1)})
+    assert too_big.status_code == 413
+
+
+def test_a_host_csrf_that_checks_nothing_by_default_leaves_the_check_to_the_module(tmp_path):
+    app = csrf_host(tmp_path, WTF_CSRF_CHECK_DEFAULT=False)
+    client = app.test_client()
+    client.get("/after-sales/")
+    assert client.post("/after-sales/forget").status_code == 400  # no token: refused, not "forgotten"
+
+
+def test_a_host_user_does_not_take_over_a_module_login(tmp_path):
+    from aftersales.orders import ensure_shop
+    from aftersales.staff import StaffProblem, create_staff
+
+    app, host_db = host_app(tmp_path)
+    AfterSales(app, db=host_db)
+    with app.app_context():
+        track(host_db.engine)
+        db.create_all()
+        ensure_shop("shop", "Shop")
+        db.session.commit()
+        create_staff(email="pat@example.com", password="a-long-password", name="Pat")  # a platform login
+        with pytest.raises(StaffProblem, match="already has a staff login"):
+            staff_for_host_user(email="Pat@Example.com", shop="shop")
+        staff = staff_for_host_user(email="hana@example.com", shop="shop")
+        assert staff_for_host_user(email="HANA@example.com", shop="shop").id == staff.id  # addresses ignore case
