@@ -105,9 +105,8 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
                if key not in unmodified and key in state.dict}
     if any(isinstance(value, ClauseElement) for value in changes.values()):
         session.flush()  # an SQL expression assigned to a column: the unit of work evaluates it
-        changes, read_version = {}, case.version
-    else:
-        read_version = case.version
+        changes = {}
+    read_version = case.version
     new_version = read_version + 1 if changes else read_version
     event_row = {"case_id": case.id, **{key: event_values.get(key) for key in _EVENT_COLUMNS if key != "case_id"}}
     keys = tuple(sorted(changes))
