@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import click
+import flask_migrate
 from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from .errors import AfterSalesError, InvalidInput
 from .extensions import db
+from .resources import MIGRATIONS_DIR
 from .runtime import current
 from .workflow import ALL_KINDS
 
@@ -31,10 +33,6 @@ def db_group() -> None:
 @click.argument("revision", default="head")
 def db_upgrade_command(revision: str) -> None:
     """Apply the module's migrations up to REVISION (default: the latest)."""
-    import flask_migrate
-
-    from .resources import MIGRATIONS_DIR
-
     flask_migrate.upgrade(directory=str(MIGRATIONS_DIR), revision=revision)
 
 
@@ -42,20 +40,12 @@ def db_upgrade_command(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade_command(revision: str) -> None:
     """Undo the module's migrations down to REVISION (e.g. 0005, or base for none)."""
-    import flask_migrate
-
-    from .resources import MIGRATIONS_DIR
-
     flask_migrate.downgrade(directory=str(MIGRATIONS_DIR), revision=revision)
 
 
 @db_group.command("current")
 def db_current_command() -> None:
     """Show the module's revision in this database."""
-    import flask_migrate
-
-    from .resources import MIGRATIONS_DIR
-
     flask_migrate.current(directory=str(MIGRATIONS_DIR))
 
 

@@ -53,6 +53,14 @@ def _own_revisions():
     return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
 
 
+def record_versions(connection, versions):
+    """The module's version table, as Alembic makes it, holding ``versions``."""
+    connection.execute(text(f'CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, '
+                            f'CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))'))
+    for version in versions:
+        connection.execute(text(f'INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)'), {'v': version})
+
+
 def move_version_from_shared_table(connection):
     """An install from before the module's own version table: its revision moves from
     ``alembic_version`` to ``aftersales_alembic_version`` (only a revision of the module's own;
@@ -68,10 +76,8 @@ def move_version_from_shared_table(connection):
     ours = [version for version in versions if version in _own_revisions()]
     if not ours:
         return
-    connection.execute(text(f'CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, '
-                            f'CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))'))
+    record_versions(connection, ours)
     for version in ours:
-        connection.execute(text(f'INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)'), {'v': version})
         connection.execute(text(f'DELETE FROM {SHARED_VERSION_TABLE} WHERE version_num = :v'), {'v': version})
     if len(ours) == len(versions):
         connection.execute(text(f'DROP TABLE {SHARED_VERSION_TABLE}'))
@@ -97,9 +103,7 @@ def create_fresh_at_head(connection):
     if VERSION_TABLE in tables or tables & set(target_metadata.tables):
         return False
     target_metadata.create_all(connection)
-    connection.execute(text(f'CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, '
-                            f'CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))'))
-    connection.execute(text(f'INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)'), {'v': head})
+    record_versions(connection, [head])
     logger.info('Created the after-sales tables at revision %s.', head)
     return True
 
