@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 INSTANCE ?= $(CURDIR)/instance
 
-.PHONY: run test install install-test migrate demo sweep clean
+.PHONY: run test install install-test migrate demo sweep clean translations catalogs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml setup.py
 	$(BIN)/pip install -e ".[postgres]"
 	touch $@
 
@@ -19,9 +19,17 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -e ".[test]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed translations
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test translations
+
+## translations: compile the catalogs (.po -> .mo; make install does it, and so does building a wheel)
+translations: $(VENV)/.installed
+	$(BIN)/python -m aftersales.catalogs compile
+
+## catalogs: after changing user-facing text, extract the messages and update every .po (then translate the new entries)
+catalogs: $(VENV)/.installed
+	$(BIN)/python -m aftersales.catalogs update
 
 migrate: install
 	AFTERSALES_INSTANCE_PATH=$(INSTANCE) FLASK_DEBUG=1 $(BIN)/flask db upgrade
@@ -78,7 +86,7 @@ $(VENV)/.installed-serve: $(VENV)/.installed
 serve: export AFTERSALES_INSTANCE_PATH := $(or $(AFTERSALES_INSTANCE_PATH),$(INSTANCE))
 serve: export FLASK_DEBUG := 0
 serve: export SERVE_PREFLIGHT := $(SERVE_PREFLIGHT)
-serve: $(VENV)/.installed-serve
+serve: $(VENV)/.installed-serve translations
 	@WORKERS=$(WORKERS) $(BIN)/python -c "$$SERVE_PREFLIGHT"
 	$(BIN)/flask db upgrade
 	exec $(BIN)/gunicorn --workers $(WORKERS) --threads $(THREADS) --bind $(BIND) --access-logfile - wsgi:app

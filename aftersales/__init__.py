@@ -17,7 +17,7 @@ from .errors import (
     WorkflowError,
 )
 from .fields import FormField
-from .i18n import _, lazy_
+from .i18n import PluginTranslations, _, lazy_, shop_time
 from .money import Adjustment, RefundResult
 from .plugins import hookimpl
 from .workflow import Condition, TransitionContext, WorkflowBuilder
@@ -34,6 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AfterSales",
+    "PluginTranslations",
+    "shop_time",
     "AfterSalesError",
     "Adjustment",
     "CaseChanged",

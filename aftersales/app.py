@@ -13,6 +13,7 @@ from . import case_writes
 from . import config as settings_module
 from . import models  # noqa: F401  (registers the tables on db.metadata)
 from .database import configure_engine
+from .i18n import TRANSLATIONS_DIR
 from .extensions import EXTENSION_KEY, babel, csrf, login_manager, migrate, own_db
 from .logs import configure_logging
 from .plugins import PluginHost
@@ -69,9 +70,12 @@ class AfterSales:
             for name in ("aftersales_seller", "aftersales_platform"):
                 app.login_manager.blueprint_login_views.setdefault(name, "aftersales_seller.login")  # type: ignore[attr-defined]
         if self.standalone:
-            babel.init_app(app, locale_selector=_select_locale)
+            # The standalone app's default domain is the module's: list_translations() offers its languages.
+            app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS_DIR))
+            app.config.setdefault("BABEL_DOMAIN", "aftersales")
+            babel.init_app(app, locale_selector=_select_locale, timezone_selector=_select_timezone)
         elif "babel" not in app.extensions:  # a host's own Babel keeps choosing the locale
-            babel.init_app(app, locale_selector=_select_module_locale)
+            babel.init_app(app, locale_selector=_select_module_locale, timezone_selector=_select_timezone)
         app.jinja_env.globals.setdefault("get_locale", get_locale)
 
         plugins = PluginHost()
@@ -207,39 +211,20 @@ def _refuse_insecure_secret_key(app: Flask, setting: str) -> None:
 
 
 def _select_locale() -> str | None:
-    try:
-        return locale_for_accept_language(request.accept_languages)
-    except RuntimeError:
-        return None
+    from .web.language import select_locale
+
+    return select_locale()
 
 
-#: Chinese regions that write Traditional characters.
-TRADITIONAL_REGIONS = frozenset({"TW", "HK", "MO"})
+def _select_timezone() -> str | None:
+    from .web.language import select_timezone
 
-
-def locale_for_accept_language(accepted: Any) -> str | None:
-    """The first language of the browser's list the module speaks, as a Babel locale: ``en``,
-    ``zh_Hans`` (zh, zh-CN, zh-SG, zh-Hans-*) or ``zh_Hant`` (zh-TW, zh-HK, zh-MO, zh-Hant-*);
-    None (then ``BABEL_DEFAULT_LOCALE``) when it asks for none of them."""
-    for tag, _quality in accepted:  # werkzeug keeps them best first
-        parts = tag.replace("_", "-").split("-")
-        language = parts[0].lower()
-        if language == "en":
-            return "en"
-        if language != "zh":
-            continue
-        rest = [part.title() if len(part) == 4 else part.upper() for part in parts[1:]]
-        if "Hant" in rest:
-            return "zh_Hant"
-        if "Hans" in rest:
-            return "zh_Hans"
-        return "zh_Hant" if TRADITIONAL_REGIONS & set(rest) else "zh_Hans"
-    return None
+    return select_timezone()
 
 
 def _select_module_locale() -> str | None:
-    """Mounted in a host without Babel: the module's pages follow the browser, the host's keep
-    the default locale."""
+    """Mounted in a host without Babel: the module's pages choose as the standalone app does,
+    the host's keep the default locale."""
     try:
         if not (request.blueprint or "").startswith("aftersales_"):
             return None

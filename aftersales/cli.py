@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,11 +16,39 @@ from sqlalchemy import func, select
 
 from .errors import AfterSalesError, InvalidInput
 from .extensions import db
+from .i18n import _, ngettext
 from .resources import MIGRATIONS_DIR
 from .runtime import current
 from .workflow import ALL_KINDS
 
-aftersales_cli = AppGroup("aftersales", help="After-sales service: deadlines, plugins, workflows, orders, demo data.")
+def terminal_locale(environ: Any = None) -> str:
+    """The language the shop owner's terminal speaks (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``,
+    ``LANG``, as gettext reads them): ``zh_Hans``, ``zh_Hant`` or ``en``."""
+    from .web.language import locale_for_accept_language
+
+    environ = os.environ if environ is None else environ
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        for value in (environ.get(name) or "").split(":"):
+            tag = value.split(".")[0].split("@")[0].strip()
+            if tag in ("C", "POSIX"):
+                return "en"
+            if tag:
+                return locale_for_accept_language([(tag.replace("_", "-"), 1)]) or "en"
+    return "en"
+
+
+@click.pass_context
+def _in_the_terminals_language(context: click.Context) -> None:
+    """What the commands print is in the terminal's language (LANG=zh_CN.UTF-8: Simplified Chinese)."""
+    from flask import current_app
+    from flask_babel import force_locale
+
+    if current_app:
+        context.with_resource(force_locale(terminal_locale()))
+
+
+aftersales_cli = AppGroup("aftersales", help="After-sales service: deadlines, plugins, workflows, orders, demo data.",
+                          callback=_in_the_terminals_language)
 
 
 @aftersales_cli.group("db")
@@ -54,10 +83,9 @@ def require_schema() -> None:
     from sqlalchemy import inspect
 
     if not inspect(db.engine).has_table("aftersales_cases"):
-        raise click.ClickException(
-            f"the database at {db.engine.url.render_as_string(hide_password=True)} has no after-sales "
-            "tables yet: run `flask aftersales db upgrade` (or `flask db upgrade`) first"
-        )
+        raise click.ClickException(_(
+            "the database at %(url)s has no after-sales tables yet: run `flask aftersales db upgrade` "
+            "(or `flask db upgrade`) first", url=db.engine.url.render_as_string(hide_password=True)))
 
 
 @aftersales_cli.command("sweep")
@@ -74,17 +102,18 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
     from .deadlines import sweep, sweep_forever
 
     def report(result: Any) -> None:
-        click.echo(f"applied {result.applied}, skipped {result.skipped}, failed {result.failed}, "
-                   f"side effects delivered {result.outbox_delivered}")
+        click.echo(_("applied %(applied)d, skipped %(skipped)d, failed %(failed)d, side effects delivered "
+                     "%(delivered)d", applied=result.applied, skipped=result.skipped, failed=result.failed,
+                     delivered=result.outbox_delivered))
         for error in result.errors:
-            click.echo(f"  error: {error}", err=True)
+            click.echo(_("  error: %(error)s", error=error), err=True)
 
     if loop:
         seconds = interval if interval is not None else current().settings["AFTERSALES_SWEEP_INTERVAL_SECONDS"]
         try:
             sweep_forever(float(seconds), report, batch_size=batch)
         except KeyboardInterrupt:
-            click.echo("stopped")
+            click.echo(_("stopped"))
         return
     result = sweep(batch_size=batch)
     report(result)
@@ -193,8 +222,9 @@ def import_orders_command(file: Path, input_format: str) -> None:
     if problems:
         for problem in problems:
             click.echo(problem, err=True)
-        raise click.ClickException(f"{len(problems)} problem(s); nothing was imported")
-    click.echo(f"imported {count} order(s)")
+        raise click.ClickException(ngettext("%(num)d problem; nothing was imported",
+                                            "%(num)d problems; nothing was imported", len(problems)))
+    click.echo(ngettext("imported %(num)d order", "imported %(num)d orders", count))
 
 
 ORDER_COLUMNS = ("shop", "number", "buyer_email", "buyer_name", "currency", "discount", "shipping_fee",
@@ -207,7 +237,7 @@ def csv_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text))
     missing = {"shop", "number", "title", "category", "quantity", "unit_price"} - set(reader.fieldnames or ())
     if missing:
-        raise InvalidInput(f"line 1: missing column(s): {', '.join(sorted(missing))}")
+        raise InvalidInput(_("line 1: missing columns: %(columns)s", columns=", ".join(sorted(missing))))
     orders: dict[tuple[str, str], tuple[list[int], dict[str, Any]]] = {}
     for row in reader:
         line_number = reader.line_num
@@ -223,7 +253,8 @@ def csv_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
             item["attributes"] = "not json"
         order["lines"].append(item)
     for lines, order in orders.values():
-        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
+        where = (_("line %(num)d", num=lines[0]) if len(lines) == 1
+                 else _("lines %(numbers)s", numbers=", ".join(map(str, lines))))
         yield where, order
 
 
@@ -232,7 +263,7 @@ def json_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
     decoder = json.JSONDecoder()
     index = _skip_space(text, 0)
     if index >= len(text) or text[index] != "[":
-        raise InvalidInput("line 1: a JSON import is a list of orders: [ {...}, {...} ]")
+        raise InvalidInput(_("line 1: a JSON import is a list of orders: [ {...}, {...} ]"))
     index += 1
     while True:
         index = _skip_space(text, index)
@@ -242,15 +273,15 @@ def json_records(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             value, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError as error:
-            raise InvalidInput(f"line {error.lineno}: invalid JSON: {error.msg}") from None
-        yield f"line {line}", value if isinstance(value, dict) else {"lines": "not an object"}
+            raise InvalidInput(_("line %(num)d: invalid JSON: %(error)s", num=error.lineno, error=error.msg)) from None
+        yield _("line %(num)d", num=line), value if isinstance(value, dict) else {"lines": "not an object"}
         index = _skip_space(text, index)
         if index < len(text) and text[index] == ",":
             index += 1
         elif index < len(text) and text[index] == "]":
             return
         else:
-            raise InvalidInput(f"line {text.count(chr(10), 0, index) + 1}: expected , or ] in the order list")
+            raise InvalidInput(_("line %(num)d: expected , or ] in the order list", num=text.count(chr(10), 0, index) + 1))
 
 
 def _skip_space(text: str, index: int) -> int:
@@ -275,12 +306,15 @@ def create_staff_command(email: str, name: str, shop_slug: str | None, role: str
         staff = create_staff(email=email, name=name, shop_slug=shop_slug, role=role, password=password)
     except StaffProblem as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"created {staff.role} {staff.email}" + (f" for shop {shop_slug}" if shop_slug else ""))
+    if shop_slug:
+        click.echo(_("created seller staff %(email)s for shop %(shop)s", email=staff.email, shop=shop_slug))
+    else:
+        click.echo(_("created platform operator %(email)s", email=staff.email))
 
 
 def _change_staff(change: Any, done: str) -> None:
     """Run one change of a staff login (``change()`` returns the account); print ``done``
-    (with ``{email}``) or the refusal in words."""
+    (with ``%(email)s``) or the refusal in words."""
     require_schema()
     from .staff import StaffProblem
 
@@ -288,7 +322,7 @@ def _change_staff(change: Any, done: str) -> None:
         staff = change()
     except StaffProblem as error:
         raise click.ClickException(str(error)) from None
-    click.echo(done.format(email=staff.email))
+    click.echo(done % {"email": staff.email})
 
 
 @aftersales_cli.command("deactivate-staff")
@@ -297,7 +331,7 @@ def deactivate_staff_command(email: str) -> None:
     """Stop a staff login: it can no longer log in, and every session it has ends at once."""
     from .staff import set_active
 
-    _change_staff(lambda: set_active(email, False), "deactivated {email}; its sessions have ended")
+    _change_staff(lambda: set_active(email, False), _("deactivated %(email)s; its sessions have ended"))
 
 
 @aftersales_cli.command("reactivate-staff")
@@ -306,7 +340,7 @@ def reactivate_staff_command(email: str) -> None:
     """Let a deactivated staff login log in again (sessions from before stay ended)."""
     from .staff import set_active
 
-    _change_staff(lambda: set_active(email, True), "reactivated {email}; it logs in with its password")
+    _change_staff(lambda: set_active(email, True), _("reactivated %(email)s; it logs in with its password"))
 
 
 @aftersales_cli.command("set-staff-password")
@@ -316,7 +350,7 @@ def set_staff_password_command(email: str, password: str) -> None:
     """Give a staff login a new password; every session it has ends (log in again with it)."""
     from .staff import set_password
 
-    _change_staff(lambda: set_password(email, password), "new password set for {email}; its sessions have ended")
+    _change_staff(lambda: set_password(email, password), _("new password set for %(email)s; its sessions have ended"))
 
 
 @aftersales_cli.command("create-shop")
@@ -326,17 +360,22 @@ def set_staff_password_command(email: str, password: str) -> None:
 @click.option("--timezone", "timezone_name", default="UTC", show_default=True,
               help="IANA timezone the after-sales windows count days in, e.g. Asia/Shanghai.")
 @click.option("--return-address", default="", help="Where buyers send returns (shown once a return is approved).")
-def create_shop_command(slug: str, name: str, currency: str, timezone_name: str, return_address: str) -> None:
+@click.option("--language", "locale", type=click.Choice(["en", "zh_Hans", "zh_Hant"]), default=None,
+              help="Language of the shop's pages for visitors whose browser asks for none the module speaks "
+                   "(default: English).")
+def create_shop_command(slug: str, name: str, currency: str, timezone_name: str, return_address: str,
+                        locale: str | None) -> None:
     """Create a shop (orders and seller staff belong to one)."""
     require_schema()
     from .orders import ShopProblem, create_shop
 
     try:
         shop = create_shop(slug=slug, name=name, currency=currency, timezone_name=timezone_name,
-                           return_address=return_address)
+                           return_address=return_address, locale=locale)
     except ShopProblem as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"created shop {shop.slug} ({shop.name}, {shop.currency}, {shop.timezone})")
+    click.echo(_("created shop %(slug)s (%(name)s, %(currency)s, %(timezone)s)", slug=shop.slug, name=shop.name,
+                 currency=shop.currency, timezone=shop.timezone))
 
 
 @aftersales_cli.command("demo")
@@ -348,7 +387,7 @@ def demo_command(if_empty: bool) -> None:
     from .models import Order
 
     if if_empty and db.session.scalar(select(func.count(Order.id))):
-        click.echo("database already has orders; demo data not loaded")
+        click.echo(_("database already has orders; demo data not loaded"))
         return
     try:
         summary = load_demo()

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from .database import write_transaction
 from .extensions import db
+from .i18n import _, ngettext
 from .models import StaffUser, utcnow
 from .orders import LineInput, OrderInput, _write_order, ensure_shop
 
@@ -97,7 +98,7 @@ def load_demo() -> str:
     """Create (or refresh) the demo shop, its staff and its orders. Returns what to try."""
     with write_transaction():
         ensure_shop(DEMO_SHOP, "Demo Shop", currency="CNY", timezone_name="Asia/Shanghai",
-                    return_address="Demo Shop Returns, 88 Century Avenue, Pudong, Shanghai 200120")
+                    return_address="Demo Shop Returns, 88 Century Avenue, Pudong, Shanghai 200120", locale="zh_Hans")
         shop = ensure_shop(DEMO_SHOP, "Demo Shop")
         for email, name, role in DEMO_STAFF:
             if db.session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is None:
@@ -107,7 +108,9 @@ def load_demo() -> str:
         orders = demo_orders()
         for order in orders:
             _write_order(order)
-    lines = [f"demo shop {DEMO_SHOP!r} with {len(orders)} orders"]
-    lines += [f"  order {o.number} / {o.buyer_email}" for o in orders]
-    lines += [f"staff login: {email} / {DEMO_PASSWORD} ({role})" for email, _, role in DEMO_STAFF]
+    lines = [ngettext("demo shop %(shop)s with %(num)d order", "demo shop %(shop)s with %(num)d orders", len(orders),
+                      shop=DEMO_SHOP)]
+    lines += [_("  order %(number)s / %(email)s", number=o.number, email=o.buyer_email) for o in orders]
+    lines += [_("staff login: %(email)s / %(password)s (%(role)s)", email=email, password=DEMO_PASSWORD,
+                role=_("seller") if role == "seller" else _("platform")) for email, _name, role in DEMO_STAFF]
     return "\n".join(lines)

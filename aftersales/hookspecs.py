@@ -185,8 +185,14 @@ def aftersales_wording() -> dict:
     for the buyer, e.g. "An installer visit is booked"), ``"triggers"`` (trigger → button and
     timeline label), ``"buyer_next"`` (state → what happens next, for the buyer) and
     ``"deadline_outcomes"`` (trigger → what the system does when the timer fires, e.g. "the
-    request is approved automatically"). Values should be lazy translations (``lazy_``). All
-    answers are merged; core words are kept where a plugin names the same key.
+    request is approved automatically"), ``"conditions"`` (condition name → what it checks, for
+    the published workflow table, e.g. "the item is a large piece"), ``"actors"`` (an actor the
+    plugin adds → its name, e.g. "Installer"), ``"categories"`` (category →
+    its name for people, e.g. "Furniture") and ``"plugins"`` (the plugin's name → its title,
+    e.g. "Furniture installation and pickup"). Values should be lazy translations from the
+    plugin's own catalogs (``aftersales.PluginTranslations``), so every page reads in the
+    visitor's language. All answers are merged; core words are kept where a plugin names the
+    same key.
     """
 
 

@@ -88,6 +88,9 @@ class Shop(Base):
     name: Mapped[str] = mapped_column(String(200))
     currency: Mapped[str] = mapped_column(String(3), default="CNY")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: The language of the shop's pages for visitors whose browser asks for none the module
+    #: speaks (``en``, ``zh_Hans``, ``zh_Hant``); None: English.
+    locale: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
     return_address: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

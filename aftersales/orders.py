@@ -343,9 +343,18 @@ class ShopProblem(InvalidInput):
     pass
 
 
-def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "") -> Shop:
-    """A new shop; refuses a taken slug, an unknown currency shape or timezone."""
+#: The languages a shop's pages can default to (``Shop.locale``).
+SHOP_LOCALES = ("en", "zh_Hans", "zh_Hant")
+
+
+def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "",
+                locale: str | None = None) -> Shop:
+    """A new shop; refuses a taken slug, an unknown currency shape, timezone or language."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if locale is not None and locale not in SHOP_LOCALES:
+        raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
+                            choices=", ".join(SHOP_LOCALES)), field="locale")
 
     slug, currency = slug.strip().lower(), currency.strip().upper()
     if not slug or not all(ch.isalnum() or ch in "-_" for ch in slug):
@@ -360,16 +369,24 @@ def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: s
         if db.session.scalar(select(Shop.id).where(Shop.slug == slug)) is not None:
             raise ShopProblem(_("A shop %(slug)s already exists.", slug=slug), field="slug")
         shop = Shop(slug=slug, name=name.strip() or slug, currency=currency, timezone=timezone_name,
-                    return_address=return_address.strip())
+                    return_address=return_address.strip(), locale=locale)
         db.session.add(shop)
     return shop
 
 
-def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "") -> Shop:
-    """Create a shop if it does not exist yet (used by the demo and by host apps)."""
+def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "",
+                locale: str | None = None) -> Shop:
+    """Create a shop if it does not exist yet (used by the demo and by host apps); an existing
+    shop without a default language gets ``locale``."""
+    if locale is not None and locale not in SHOP_LOCALES:
+        raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
+                            choices=", ".join(SHOP_LOCALES)), field="locale")
     shop = db.session.scalar(select(Shop).where(Shop.slug == slug))
+    if shop is not None and shop.locale is None and locale is not None:
+        shop.locale = locale
     if shop is None:
-        shop = Shop(slug=slug, name=name, currency=currency, timezone=timezone_name, return_address=return_address)
+        shop = Shop(slug=slug, name=name, currency=currency, timezone=timezone_name, return_address=return_address,
+                    locale=locale)
         db.session.add(shop)
         db.session.flush()
     return shop

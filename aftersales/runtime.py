@@ -11,6 +11,11 @@ from .plugins import PluginHost
 from .workflow import CompiledWorkflow, WorkflowRegistry
 
 
+
+#: The sections an ``aftersales_wording`` answer may have (see the hook's documentation).
+WORDING_SECTIONS = ("states", "triggers", "buyer_next", "deadline_outcomes", "conditions", "categories", "actors",
+                    "plugins")
+
 class Runtime:
     """Stored in ``app.extensions["aftersales"]``; the service layer reaches it via :func:`current`."""
 
@@ -27,7 +32,7 @@ class Runtime:
     def wording(self) -> dict[str, dict[str, Any]]:
         """Plugins' words for their states, triggers and timers, merged (see aftersales_wording)."""
         if self._wording is None:
-            merged: dict[str, dict[str, Any]] = {"states": {}, "triggers": {}, "buyer_next": {}, "deadline_outcomes": {}}
+            merged: dict[str, dict[str, Any]] = {section: {} for section in WORDING_SECTIONS}
             for answer in self.plugins.call("aftersales_wording"):
                 for section, words in (answer or {}).items():
                     if section not in merged:

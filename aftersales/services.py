@@ -439,7 +439,13 @@ def refundable(line: OrderLine) -> int:
 
 # --- what each core trigger checks and records --------------------------------------------
 class Effect:
-    """The input checks (before the transition) and record keeping (after) of one trigger."""
+    """The input checks (before the transition) and record keeping (after) of one trigger.
+
+    ``system_message``: the note a timer's firing writes (a lazy translation); the pages say it
+    again in the reader's language (``web.wording.event_note``), whatever language it was
+    stored in."""
+
+    system_message: Any = None
 
     def check(self, case: Case, actor: str, inputs: dict[str, Any], now: datetime) -> None:
         return None
@@ -474,7 +480,9 @@ class Approve(Effect):
             case.return_address = inputs["return_address"]
         else:
             case.approved_amount = case.amount
-        return _("Approved automatically: the seller did not answer in time.") if actor == "system" else None
+        return str(self.system_message) if actor == "system" else None
+
+    system_message = lazy_("Approved automatically: the seller did not answer in time.")
 
 
 class Reject(Effect):
@@ -510,7 +518,9 @@ class AcceptOffer(Effect):
 class DeclineOffer(Effect):
     def apply(self, case, actor, inputs, now):
         case.offer_amount = None
-        return _("The offer lapsed: the buyer did not answer in time.") if actor == "system" else None
+        return str(self.system_message) if actor == "system" else None
+
+    system_message = lazy_("The offer lapsed: the buyer did not answer in time.")
 
 
 class Revise(Effect):
@@ -560,6 +570,8 @@ class Shipment(Effect):
 
 
 class ConfirmReceipt(Effect):
+    system_message = lazy_("Receipt confirmed automatically: the seller did not confirm in time.")
+
     def check(self, case, actor, inputs, now):
         received = inputs.get("received_quantity", case.quantity)
         try:
@@ -573,7 +585,7 @@ class ConfirmReceipt(Effect):
     def apply(self, case, actor, inputs, now):
         case.received_quantity = inputs["received_quantity"]
         if actor == "system":
-            return _("Receipt confirmed automatically: the seller did not confirm in time.")
+            return str(self.system_message)
         if case.received_quantity < case.quantity:
             return _("Only %(received)d of %(count)d unit(s) arrived; the rest is left for the seller to resolve with the buyer.",
                      received=case.received_quantity, count=case.quantity)
@@ -592,7 +604,9 @@ def returned_goods_refund(case: Case) -> int:
 class RefundReturn(Effect):
     def apply(self, case, actor, inputs, now):
         case.approved_amount = returned_goods_refund(case)
-        return _("Refunded automatically: the seller did not refund in time.") if actor == "system" else None
+        return str(self.system_message) if actor == "system" else None
+
+    system_message = lazy_("Refunded automatically: the seller did not refund in time.")
 
 
 class DisputeGoods(Effect):
@@ -628,10 +642,10 @@ class Lapse(Effect):
     """Timers that end or move a case without inputs: a note says the system did it."""
 
     def __init__(self, message: Any):
-        self.message = message  # a lazy_ string, translated when the note is written
+        self.system_message = message
 
     def apply(self, case, actor, inputs, now):
-        return str(self.message) if actor == "system" else None
+        return str(self.system_message) if actor == "system" else None
 
 
 _EFFECTS: dict[str, Effect] = {
@@ -652,6 +666,12 @@ _EFFECTS: dict[str, Effect] = {
     "close": Lapse(lazy_("Closed automatically: no revision or escalation in time.")),
     "confirm_replacement": Lapse(lazy_("Confirmed automatically: the buyer did not answer in time.")),
 }
+
+
+def system_note(trigger: str) -> Any:
+    """The note a timer writes when it fires ``trigger`` (a lazy translation), or None."""
+    effect = _EFFECTS.get(trigger)
+    return effect.system_message if effect is not None else None
 
 
 # --- money ---------------------------------------------------------------------------------
@@ -793,20 +813,22 @@ def settle_refund(
             refund.status, refund.settled_at = status, now
             refund.provider_reference = reference or refund.provider_reference
             if status == "failed":
-                refund.failure_reason = message or _("The payment provider refused the refund.")
+                # The provider's own words if it gave any; else the pages say it in the reader's language.
+                refund.failure_reason = message or None
                 db.session.execute(
                     update(OrderLine).where(OrderLine.id == refund.line_id)
                     .values(refund_committed=OrderLine.refund_committed - refund.amount)
                     .execution_options(synchronize_session=False)
                 )
-                _money_event(case, actor, actor_id, "refund_failed", refund, refund.failure_reason, now)
+                _money_event(case, actor, actor_id, "refund_failed", refund, refund.failure_reason or "", now)
                 if not _complete_when_paid(runtime, case, now):
                     case.updated_at = now  # (a completion writes it with the case's new state)
                 log.warning("refund %s of case %s (%s %s, %s) failed: %s", refund.id, case.id, refund.amount,
                             refund.currency, refund.provider, refund.failure_reason)
             else:
-                paid_by = _("Marked as paid by staff.") if actor != "system" else ""
-                note = " ".join(part for part in (paid_by, reference or "") if part)
+                # The event's actor says who marked it paid, its trigger that it was paid; the note
+                # keeps only the payment's reference (in no one's language).
+                note = reference or ""
                 if not _complete_when_paid(runtime, case, now, note):
                     _money_event(case, actor, actor_id, "refund_settled", refund, note, now)
                     case.updated_at = now

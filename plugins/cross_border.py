@@ -6,8 +6,13 @@ The rules in a shop owner's words, and every setting: docs/plugins/cross_border.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from aftersales import Adjustment, Reason, _, deny, hookimpl, lazy_, require, setting, waive
+from aftersales import Adjustment, PluginTranslations, Reason, deny, hookimpl, require, setting, shop_time, waive
+
+#: This plugin's words, in its own catalogs (plugins/translations, domain aftersales_cross_border).
+TRANSLATIONS = PluginTranslations("aftersales_cross_border", Path(__file__).resolve().parent / "translations")
+_, lazy_ = TRANSLATIONS.gettext, TRANSLATIONS.lazy_gettext
 
 __version__ = "1.0.0"
 
@@ -29,6 +34,12 @@ RETURN_ADDRESS = ""
 @hookimpl
 def aftersales_categories():
     return ["cross_border"]
+
+
+@hookimpl
+def aftersales_wording():
+    return {"plugins": {"cross_border": lazy_("Cross-border goods: customs, import tax and damage")},
+            "categories": {"cross_border": lazy_("Cross-border goods")}}
 
 
 @hookimpl
@@ -94,7 +105,7 @@ def aftersales_case_notices(case, role):
         return [_("The import tax is refunded with the goods: they were back within the customs window.")]
     by = _customs_release(case) + _arrival_window()
     return [_("The import tax is refunded with the goods only if they are back at the bonded warehouse "
-              "by %(when)s; after that it stays paid.", when=f"{by.astimezone(case.shop.zone):%Y-%m-%d %H:%M %Z}")]
+              "by %(when)s; after that it stays paid.", when=shop_time(by, case.shop.zone))]
 
 
 def _why_tax_stays_paid(case, now: datetime) -> str | None:

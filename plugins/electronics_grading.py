@@ -6,8 +6,13 @@ The rules in a shop owner's words, and every setting: docs/plugins/electronics_g
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
-from aftersales import Adjustment, Condition, FormField, Reason, _, deny, hookimpl, lazy_, setting, waive
+from aftersales import Adjustment, Condition, FormField, PluginTranslations, Reason, deny, hookimpl, setting, waive
+
+#: This plugin's words, in its own catalogs (plugins/translations, domain aftersales_electronics_grading).
+TRANSLATIONS = PluginTranslations("aftersales_electronics_grading", Path(__file__).resolve().parent / "translations")
+_, lazy_ = TRANSLATIONS.gettext, TRANSLATIONS.lazy_gettext
 
 __version__ = "1.0.0"
 
@@ -35,6 +40,14 @@ COSMETIC = "cosmetic_defect"
 FAULTS = ("quality", "not_as_described", "damaged", "wrong_item", "missing_part")
 #: What pages call this plugin's states, steps and timers (the core words its own).
 WORDING = {
+    "plugins": {"electronics_grading": lazy_("Electronics: quality grading of returns")},
+    "categories": {"electronics": lazy_("Electronics")},
+    "conditions": {
+        "grade_c_no_reason": lazy_("worn or incomplete, returned without a fault"),
+        "intact_or_seller_fault": lazy_("intact, or the fault is the seller's"),
+        "graded": lazy_("the grade is recorded"),
+        "not_graded": lazy_("no grade recorded yet"),
+    },
     "states": {
         "inspecting": lazy_("Return received: being inspected"),
         "not_intact": lazy_("Inspected: the item came back worn or incomplete"),

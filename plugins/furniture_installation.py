@@ -6,8 +6,13 @@ The rules in a shop owner's words, and every setting: docs/plugins/furniture_ins
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
-from aftersales import Condition, FormField, Reason, _, deny, hookimpl, lazy_, setting, waive
+from aftersales import Condition, FormField, PluginTranslations, Reason, deny, hookimpl, setting, waive
+
+#: This plugin's words, in its own catalogs (plugins/translations, domain aftersales_furniture_installation).
+TRANSLATIONS = PluginTranslations("aftersales_furniture_installation", Path(__file__).resolve().parent / "translations")
+_, lazy_ = TRANSLATIONS.gettext, TRANSLATIONS.lazy_gettext
 
 __version__ = "1.0.0"
 
@@ -53,6 +58,16 @@ FORM_FIELDS = {
 
 #: What pages call this plugin's states, steps and timers (the core words its own).
 WORDING = {
+    "plugins": {"furniture_installation": lazy_("Furniture: installer visits and pickups")},
+    "categories": {"furniture": lazy_("Furniture")},
+    "actors": {"installer": lazy_("Installer")},
+    "conditions": {
+        "damage_or_installation_complaint": lazy_("the complaint is about damage or the installation"),
+        "large_item": lazy_("the piece is large (collected, not posted)"),
+        "not_large_item": lazy_("the piece is sent by parcel"),
+        "repaired_on_site": lazy_("the installer repaired it on site"),
+        "not_repaired_on_site": lazy_("the installer could not repair it on site"),
+    },
     "states": {
         "visit_scheduled": lazy_("An installer visit is booked"),
         "inspected_on_site": lazy_("The installer has visited: waiting for the seller's decision"),

@@ -47,6 +47,14 @@ PAGES_SCRIPT = textwrap.dedent("""
     platform = app.test_client()
     login(platform, "platform@example.com")
     statuses["platform queue"] = platform.get("/platform/").status_code
+    # The compiled catalogs came with the wheel: the module's words and the furniture plugin's.
+    chinese = buyer.get("/", headers={"Accept-Language": "zh-TW"}).get_data(as_text=True)
+    assert 'lang="zh-Hant"' in chinese and "Find my order" not in chinese and re.search("[\u4e00-\u9fff]", chinese)
+    form = buyer.get(request_link.replace("&amp;", "&"), headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert 'lang="zh-Hans"' in form and "Send my request" not in form
+    english = buyer.get(request_link.replace("&amp;", "&"), headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "Good days and times for a visit or pickup" in english
+    assert "Good days and times for a visit or pickup" not in form
     print(statuses)
     sys.exit(0 if set(statuses.values()) == {200} else 1)
 """)
@@ -86,6 +94,11 @@ def test_the_wheel_carries_templates_migrations_and_plugins(installed):
         inside = {"templates": "aftersales/templates", "migrations": "aftersales/migrations",
                   "plugins": "aftersales/shipped_plugins", "aftersales": "aftersales"}[top]
         assert f"{inside}/{rest.as_posix()}" in names, f"{relative} is not in the wheel"
+    # Every catalog, compiled by the build (the .mo files are not in the checkout's history).
+    for po in [*ROOT.glob("aftersales/translations/*/LC_MESSAGES/*.po"), *ROOT.glob("plugins/translations/*/LC_MESSAGES/*.po")]:
+        relative = po.relative_to(ROOT).with_suffix(".mo")
+        inside = "aftersales/shipped_plugins" if relative.parts[0] == "plugins" else "aftersales"
+        assert f"{inside}/{Path(*relative.parts[1:]).as_posix()}" in names, f"{relative} is not in the wheel"
 
 
 def test_every_package_of_the_source_is_in_the_wheel_list():

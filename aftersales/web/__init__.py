@@ -5,12 +5,12 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, render_template, request
-from babel.dates import format_datetime
-from flask_babel import get_timezone
+from babel.lists import format_list
+from babel.units import format_unit
 from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from wtforms import ValidationError
 
-from ..i18n import _, current_locale, money_text, ngettext
+from ..i18n import MODULE_DOMAIN, _, current_locale, money_text, shop_time
 from ..models import utcnow
 from ..runtime import current
 from . import security, wording
@@ -22,19 +22,23 @@ assets = Blueprint("aftersales_assets", __name__, static_folder=str(STATIC), sta
 
 
 def time_left(due_at: datetime | None, now: datetime | None = None) -> str:
-    """"2 days 3 hours left" / "overdue by 5 hours", for queues and case pages."""
+    """"in 2 days 3 hours" / "2天3小时后" / "overdue by 5 hours", for queues and case pages: days,
+    hours (and minutes under an hour) in the reader's language, as Babel writes durations."""
     if due_at is None:
         return ""
     seconds = int((due_at - (now or utcnow())).total_seconds())
     overdue, seconds = seconds < 0, abs(seconds)
     days, hours, minutes = seconds // 86400, seconds % 86400 // 3600, seconds % 3600 // 60
     if days:
-        span = ngettext("%(num)d day", "%(num)d days", days) + (" " + ngettext("%(num)d hour", "%(num)d hours", hours) if hours else "")
+        parts = [("duration-day", days)] + ([("duration-hour", hours)] if hours else [])
     elif hours:
-        span = ngettext("%(num)d hour", "%(num)d hours", hours)
+        parts = [("duration-hour", hours)]
     else:
-        span = ngettext("%(num)d minute", "%(num)d minutes", max(minutes, 1))
-    return _("overdue by %(span)s", span=span) if overdue else _("%(span)s left", span=span)
+        parts = [("duration-minute", max(minutes, 1))]
+    locale = current_locale()
+    span = format_list([format_unit(value, unit, length="long", locale=locale) for unit, value in parts],
+                       style="unit-narrow", locale=locale)
+    return _("overdue by %(span)s", span=span) if overdue else _("in %(span)s", span=span)
 
 
 #: The error pages the module renders itself.
@@ -70,7 +74,11 @@ def _scope_to_module_blueprints(blueprints: tuple[Blueprint, ...]) -> None:
 def _module_template_context() -> dict[str, Any]:
     from .access import current_staff, module_login_available, staff_from_host
 
+    from .language import back_after_switching, module_chooses_locale, switcher_entries
+
     return {"csrf_token": generate_csrf, "aftersales_staff": current_staff(),
+            "aftersales_languages": switcher_entries() if module_chooses_locale() else [],
+            "aftersales_language_back": back_after_switching,
             "aftersales_staff_from_host": staff_from_host(), "aftersales_module_login": module_login_available()}
 
 
@@ -85,7 +93,9 @@ def _cap_module_request_body(endpoint: str | None, values: Any) -> None:
 def _module_request() -> None:
     """Before each request of the module's pages. The standalone app checks CSRF app-wide;
     mounted, the module checks its own pages' POSTs unless a host's CSRFProtect already does
-    (app-wide, ``WTF_CSRF_CHECK_DEFAULT`` on)."""
+    (app-wide, ``WTF_CSRF_CHECK_DEFAULT`` on). The page's words come from the module's catalogs
+    (its gettext domain), whatever a host's Babel uses for its own pages."""
+    MODULE_DOMAIN.as_default()
     if current().standalone:
         return
     host_checks = current_app.extensions.get("csrf") is not None and current_app.config.get("WTF_CSRF_CHECK_DEFAULT", True)
@@ -103,15 +113,6 @@ def _module_request() -> None:
 def _body_limit(config: Any) -> int:
     """Every photo a case may hold, plus the form."""
     return int(config["AFTERSALES_UPLOAD_MAX_BYTES"]) * int(config["AFTERSALES_UPLOAD_MAX_PER_CASE"]) + 1024 * 1024
-
-
-def shop_time(moment: datetime | None, zone: Any = None) -> str:
-    """A moment as the shop lives it: in the shop's time zone (``zone``, a shop's ``zone``; else
-    ``BABEL_DEFAULT_TIMEZONE``), with the zone's name in the reader's language ("2026-11-20 20:00
-    China Standard Time", "2026-11-20 20:00 中国标准时间"). Stored times are UTC."""
-    if moment is None:
-        return ""
-    return format_datetime(moment, "yyyy-MM-dd HH:mm zzzz", tzinfo=zone or get_timezone(), locale=current_locale())
 
 
 def register_blueprints(app: Flask, url_prefix: str, *, standalone: bool) -> None:
@@ -138,6 +139,7 @@ def _error_page(error: Any) -> Any:
     if getattr(error, "response", None) is not None:  # the error brought its own page (a paused login)
         return error.response
     status = getattr(error, "code", 500) or 500
+    MODULE_DOMAIN.as_default()
     messages = {
         400: _("The request could not be understood. Please go back and try again."),
         403: _("You are not allowed to do that."),

@@ -1,6 +1,8 @@
 """Who may see which object. Anything not yours is a 404, the same answer as "does not exist"."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import abort, current_app, request, session
 from flask_login import current_user
 
@@ -52,13 +54,16 @@ def forget_buyer_orders() -> None:
 def buyer_order_or_404(order_id: int) -> Order:
     if not buyer_may_see(order_id):
         abort(404)
-    return db.session.get(Order, order_id)
+    order = db.session.get(Order, order_id)
+    page_of_shop(order.shop)
+    return order
 
 
 def buyer_case_or_404(case_id: int) -> Case:
     case = db.session.get(Case, case_id)
     if case is None or not buyer_may_see(case.order_id):
         abort(404)
+    page_of_shop(case.shop)
     return case
 
 
@@ -108,4 +113,14 @@ def staff_case_or_404(case_id: int) -> Case:
     case = db.session.get(Case, case_id)
     if case is None or not staff_can_see(case):
         abort(404)
+    page_of_shop(case.shop)
     return case
+
+
+def page_of_shop(shop: Any) -> None:
+    """The page shows this shop's order or case, now that the visitor may see it: its default
+    language and time zone apply (never before the check, so a refused page says nothing of
+    whose it would have been)."""
+    from .language import use_shop
+
+    use_shop(shop)

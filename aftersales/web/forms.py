@@ -24,7 +24,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from ..fields import FormField
-from ..i18n import _, current_locale, lazy_
+from ..i18n import MODULE_DOMAIN, _, current_locale, currency_name, lazy_, ngettext
 from ..models import INT32_MAX
 from ..money import AmountTooLarge, minor_unit_digits, parse_money, plain_amount
 from ..textinput import clean_text
@@ -49,6 +49,41 @@ def _clean_multiline(value: Any) -> Any:
     return clean_text(value, multiline=True) if isinstance(value, str) else value
 
 
+def _mark(text: str) -> str:
+    """Marks a message for the catalogs that is translated elsewhere (by WTForms, through
+    :class:`ModuleFormTranslations`)."""
+    return text
+
+
+def _mark_plural(singular: str, plural: str, num: int) -> tuple[str, str]:
+    return singular, plural
+
+
+#: WTForms' own messages that the module's forms can show (its validators and fields ask the
+#: form's translations for them), so they are in the module's catalogs, in its words.
+WTFORMS_MESSAGES = (
+    _mark("This field is required."),
+    _mark("Not a valid integer value."),
+    _mark("Not a valid date value."),
+    _mark("Not a valid choice."),
+    _mark("Number must be between %(min)s and %(max)s."),
+    _mark("Number must be at least %(min)s."),
+    _mark("Number must be at most %(max)s."),
+    _mark_plural("Field cannot be longer than %(max)d character.", "Field cannot be longer than %(max)d characters.", 1),
+)
+
+
+class ModuleFormTranslations:
+    """WTForms' messages from the module's catalogs, in the request's locale (WTForms' own
+    catalogs have no zh_Hant and are not the module's words)."""
+
+    def gettext(self, string: str) -> str:
+        return MODULE_DOMAIN.get_translations().ugettext(string)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return MODULE_DOMAIN.get_translations().ungettext(singular, plural, n)
+
+
 class CleanMeta(FlaskForm.Meta):
     """Every text field of every form gets the text rule of ``aftersales.textinput`` as a filter,
     so a NUL, a control character or a bidi override never reaches a validator, the service
@@ -62,6 +97,9 @@ class CleanMeta(FlaskForm.Meta):
             rule = _clean_multiline if issubclass(field_class, TextAreaField) else _clean_one_line
             options = dict(options, filters=(*unbound_field.kwargs.get("filters", ()), rule))
         return super().bind_field(form, unbound_field, options)
+
+    def get_translations(self, form: Any) -> ModuleFormTranslations:
+        return ModuleFormTranslations()
 
 
 class Form(FlaskForm):
@@ -111,7 +149,7 @@ def money_field(label: Any, currency: str, required: bool = True, default: int |
     validators = [DataRequired()] if required else [Optional()]
     digits = minor_unit_digits(currency)
     text = plain_amount(default, currency) if default is not None else None
-    return StringField(f"{label} ({currency})", validators=validators, default=text,
+    return StringField(_("%(label)s (%(currency)s)", label=label, currency=currency_name(currency)), validators=validators, default=text,
                        render_kw={"inputmode": "decimal" if digits else "numeric"})
 
 
@@ -129,7 +167,9 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
     except ValueError:
         digits = minor_unit_digits(currency)
         if re.fullmatch(r"-?\d+([.,]\d+)?", unicodedata.normalize("NFKC", raw)):
-            message = _("%(currency)s amounts have at most %(digits)d decimal places.", currency=currency, digits=digits)
+            message = ngettext("Amounts in %(currency)s have at most %(num)d decimal place.",
+                               "Amounts in %(currency)s have at most %(num)d decimal places.", digits,
+                               currency=currency_name(currency))
         else:
             example = plain_amount(1250 if digits else 12, currency)
             message = _("Write the amount as a number, for example %(example)s.", example=example)

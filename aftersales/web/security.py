@@ -16,6 +16,10 @@ def add_security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    # A page's language follows the browser's Accept-Language and the language cookie: a shared
+    # cache must not hand one visitor's language to the next.
+    response.vary.add("Accept-Language")
+    response.vary.add("Cookie")
     return response
 
 

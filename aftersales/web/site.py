@@ -30,6 +30,14 @@ def workflow():
                            plugins=current().plugins.describe())
 
 
+@site.get("/language/<locale>")
+def language(locale: str):
+    """The language switcher: remember the visitor's choice and go back to the page (``next``)."""
+    from .language import switch_language
+
+    return switch_language(locale)
+
+
 @site.get("/healthz")
 def healthz():
     db.session.execute(text("SELECT 1"))

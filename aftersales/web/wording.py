@@ -24,6 +24,7 @@ KIND_ENTRIES = {
 }
 
 STATE_LABELS = {
+    "new": lazy_("New request"),
     "requested": lazy_("Waiting for the seller's answer"),
     "offer_pending": lazy_("The seller made an offer"),
     "rejected": lazy_("Rejected by the seller"),
@@ -136,12 +137,44 @@ PAYER_LABELS = {
 }
 
 
+#: Who sent a photo, for its description.
+UPLOADER_LABELS = {
+    "buyer": lazy_("Photo from the buyer"),
+    "seller": lazy_("Photo from the seller"),
+    "platform": lazy_("Photo from the platform"),
+    "system": lazy_("Photo"),
+}
+
+#: What the core conditions of the workflow table check, in words.
+CONDITION_LABELS = {
+    "within_window": lazy_("before the deadline"),
+    "decision_refunds": lazy_("the decision refunds money"),
+    "decision_refunds_nothing": lazy_("the decision refunds nothing"),
+}
+
+#: Names of common categories; plugins name theirs (aftersales_wording "categories"). A
+#: category nobody names is shown as the shop wrote it.
+CATEGORY_LABELS = {
+    "general": lazy_("General goods"),
+    "books": lazy_("Books"),
+    "clothing": lazy_("Clothing"),
+    "shoes": lazy_("Shoes"),
+    "beauty": lazy_("Beauty"),
+    "food": lazy_("Food"),
+    "toys": lazy_("Toys"),
+    "home": lazy_("Home"),
+    "kitchen": lazy_("Kitchen"),
+}
+
+
 def plain(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
 #: Which plugin wording section extends which table (aftersales_wording).
-_PLUGIN_SECTIONS = {id(STATE_LABELS): "states", id(TRIGGER_LABELS): "triggers", id(BUYER_NEXT): "buyer_next"}
+_PLUGIN_SECTIONS = {id(STATE_LABELS): "states", id(TRIGGER_LABELS): "triggers", id(BUYER_NEXT): "buyer_next",
+                    id(ACTOR_LABELS): "actors",
+                    id(CONDITION_LABELS): "conditions", id(CATEGORY_LABELS): "categories"}
 
 
 def label(table: dict[Any, Any], key: Any) -> str:
@@ -150,6 +183,30 @@ def label(table: dict[Any, Any], key: Any) -> str:
     if value is None and id(table) in _PLUGIN_SECTIONS:
         value = _plugin_words(_PLUGIN_SECTIONS[id(table)]).get(key)
     return str(value) if value is not None else plain(str(key))
+
+
+def category_label(category: str) -> str:
+    """A category's name for people (core or plugin words); otherwise as the shop wrote it."""
+    value = CATEGORY_LABELS.get(category) or _plugin_words("categories").get(category)
+    return str(value) if value is not None else category
+
+
+def plugin_title(name: str) -> str:
+    """A plugin's title in the reader's language, else its name in plain words."""
+    value = _plugin_words("plugins").get(name)
+    return str(value) if value is not None else plain(name)
+
+
+def event_note(event: Any) -> str:
+    """What a timeline entry says: a note the system wrote is said again in the reader's language
+    (it was stored in the language of the timer that wrote it)."""
+    from ..services import system_note
+
+    if event.actor_type == "system":
+        message = system_note(event.trigger)
+        if message is not None and event.note:
+            return str(message)
+    return event.note or ""
 
 
 def deadline_outcome(state: str, trigger: str) -> str:

@@ -144,7 +144,7 @@ def test_damaged_import_goes_back_to_the_bonded_warehouse_told_about_the_tax(
     b.reload()
     main = b.locator("main")
     expect(main).to_contain_text(WAREHOUSE)
-    expect(b.locator(".deadline")).to_contain_text("14 days 23 hours left")
+    expect(b.locator(".deadline")).to_contain_text("in 14 days 23 hours")
     expect(b.locator(".deadline")).to_contain_text("if nothing happens: the request is withdrawn.")
     notice = b.locator(".flash-info").filter(has_text="import tax")
     expect(notice).to_contain_text(f"only if they are back at the bonded warehouse by {live_shop.tax_deadline}")

@@ -76,7 +76,7 @@ def test_csv_import_groups_the_rows_of_one_order_and_reads_the_attributes_column
     result = run(cli_app, "import-orders", str(path))
 
     assert result.exit_code == 0, result.output
-    assert "imported 2 order(s)" in result.output
+    assert "imported 2 orders" in result.output
     with cli_app.app_context():
         assert db.session.scalar(select(func.count(Order.id))) == 2
         order = db.session.scalar(select(Order).where(Order.number == "A-100"))
@@ -121,7 +121,7 @@ def test_json_import_creates_every_order_of_the_list(cli_app, tmp_path):
     result = run(cli_app, "import-orders", str(path))
 
     assert result.exit_code == 0, result.output
-    assert "imported 2 order(s)" in result.output
+    assert "imported 2 orders" in result.output
     with cli_app.app_context():
         assert db.session.scalar(select(func.count(Order.id))) == 2
         order = db.session.scalar(select(Order).where(Order.number == "J-1"))
@@ -296,7 +296,7 @@ def test_csv_without_required_columns_is_refused(cli_app, tmp_path):
     result = run(cli_app, "import-orders", str(path))
 
     assert result.exit_code != 0
-    assert "missing column(s)" in result.output
+    assert "missing columns" in result.output
     assert "category" in result.output and "quantity" in result.output and "unit_price" in result.output
     assert count(cli_app, Order) == 0
 
@@ -402,7 +402,7 @@ def test_create_seller_staff_for_a_shop(cli_app):
                  "--shop", "acme", "--password", PASSWORD)
 
     assert result.exit_code == 0, result.output
-    assert "created seller sam@example.com for shop acme" in result.output
+    assert "created seller staff sam@example.com for shop acme" in result.output
     with cli_app.app_context():
         staff = db.session.scalar(select(StaffUser).where(StaffUser.email == "sam@example.com"))
         assert staff.role == "seller" and staff.shop.slug == "acme" and staff.name == "Sam"
@@ -413,7 +413,7 @@ def test_create_platform_operator_without_a_shop(cli_app):
     result = run(cli_app, "create-staff", "--email", "pat@example.com", "--password", PASSWORD)
 
     assert result.exit_code == 0, result.output
-    assert "created platform pat@example.com" in result.output
+    assert "created platform operator pat@example.com" in result.output
     with cli_app.app_context():
         staff = db.session.scalar(select(StaffUser).where(StaffUser.email == "pat@example.com"))
         assert staff.role == "platform" and staff.shop_id is None

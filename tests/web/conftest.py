@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from flask import g
+from flask_babel import refresh
 
 from aftersales.extensions import db
 from aftersales.orders import ensure_shop
@@ -24,8 +25,10 @@ def web_app(tmp_path):
     @app.before_request
     def _own_login_per_request():
         # The fixture keeps one app context open for the whole test, so requests share `g`;
-        # drop Flask-Login's cached user so each client is judged by its own cookie.
+        # drop Flask-Login's cached user so each client is judged by its own cookie, and
+        # Flask-Babel's cached language so each request chooses its own.
         g.pop("_login_user", None)
+        refresh()
 
     with app.app_context():
         ensure_shop("shop", "Test Shop", return_address="1 Return Road")

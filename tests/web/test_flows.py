@@ -495,10 +495,10 @@ def test_case_page_shows_the_deadline_and_what_happens_then(web_app):
     order = recent_order()
     buyer, case_id = open_through_the_page(web_app, order, "return_refund", "no_reason", amount="100.00")
     page = buyer.get(f"/cases/{case_id}").text
-    assert re.search(r'class="deadline">By .+ \((1 day 23 hours|2 days) left\), if nothing happens: '
+    assert re.search(r'class="deadline">By .+ \(in (1 day 23 hours|2 days)\), if nothing happens: '
                      r"the request is approved automatically\.", page), page
     seller_page = login(web_app, "seller@example.com").get(f"/seller/cases/{case_id}").text
-    assert re.search(r"(1 day 23 hours|2 days) left", seller_page)
+    assert re.search(r"in (1 day 23 hours|2 days)", seller_page)
 
 
 def test_buyer_pays_return_shipping_for_a_no_reason_return_and_the_seller_for_a_fault(web_app):
@@ -614,8 +614,8 @@ def test_queue_is_sorted_by_deadline_shows_time_left_and_filters_overdue(web_app
     page = seller.get("/seller/").text
     assert queue_ids(page) == [ids["late"], ids["older"], ids["fresh"]]
     assert re.search(r'class="overdue">overdue by (1|2) hours?<', page)
-    assert re.search(r">(23 hours|1 day) left<", page)
-    assert re.search(r">(1 day 23 hours|2 days) left<", page)
+    assert re.search(r">in (23 hours|1 day)<", page)
+    assert re.search(r">in (1 day 23 hours|2 days)<", page)
 
     assert queue_ids(seller.get("/seller/?overdue=1").text) == [ids["late"]]
     assert re.search(r"overdue by", seller.get(f"/seller/cases/{ids['late']}").text)
@@ -954,7 +954,7 @@ def test_marking_a_refund_paid_refuses_an_overlong_reference_and_a_second_time_s
 
 @pytest.mark.parametrize("typed, message", [
     ("abc", "Write the amount as a number, for example 12.50."),
-    ("1.234", "CNY amounts have at most 2 decimal places."),
+    ("1.234", "Amounts in Chinese Yuan have at most 2 decimal places."),
 ])
 def test_a_badly_written_amount_is_explained_in_words(web_app, typed, message):
     order = recent_order()

@@ -42,7 +42,9 @@ BUYER_A_EMAIL = "alice@example.com"
 BUYER_B_EMAIL = "bob@example.com"
 
 #: Endpoints outside the matrix: files every visitor may fetch, and the load balancer's probe.
-SKIPPED_ENDPOINTS = frozenset({"static", "aftersales_assets.static", "aftersales_site.healthz"})
+#: No object behind them: the health check, the stylesheet, the language switcher (it sets only the
+#: visitor's own language cookie; tests/web/test_languages.py).
+SKIPPED_ENDPOINTS = frozenset({"static", "aftersales_assets.static", "aftersales_site.healthz", "aftersales_site.language"})
 
 
 # --- the world: two buyers' orders in shop "shop", cases in every interesting state ----------
