@@ -28,7 +28,7 @@ from babel.messages.pofile import read_po
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ("en", "zh_Hans", "zh_Hant")
-KEYWORDS = ("lazy_", "_", "gettext", "ngettext:1,2", "lazy_gettext", "lazy_ngettext:1,2", "_mark", "_mark_plural:1,2")
+KEYWORDS = ("lazy_", "_", "gettext", "ngettext:1,2", "lazy_gettext", "lazy_ngettext:1,2", "_mark", "_mark_plural:1,2", "N_")
 COPYRIGHT = "the aftersales authors"
 
 
@@ -89,6 +89,26 @@ def extract(domain: CatalogDomain, output: Path | None = None, root: Path = ROOT
     finally:
         os.chdir(here)
     return output
+
+
+def _messages(template: Path) -> list[str]:
+    with template.open("rb") as source:
+        return sorted(repr((message.id, message.context or "", sorted(message.flags)))
+                      for message in read_po(source) if message.id)
+
+
+def extract_if_changed(domain: CatalogDomain) -> bool:
+    """Extract the domain's messages; replace its ``.pot`` only when they differ from the ones it
+    holds (so an unchanged domain's files keep their dates). True when the ``.pot`` changed."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = extract(domain, Path(scratch) / domain.template.name)
+        if domain.template.exists() and _messages(fresh) == _messages(domain.template):
+            return False
+        domain.template.parent.mkdir(parents=True, exist_ok=True)
+        domain.template.write_bytes(fresh.read_bytes())
+    return True
 
 
 def update(domain: CatalogDomain) -> None:
@@ -159,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     for domain in domains():
         if arguments.command in ("extract", "update"):
-            extract(domain)
+            if not extract_if_changed(domain) and all(domain.po_file(locale).exists() for locale in LOCALES):
+                continue  # same messages as before: the files stay as they are (no new dates)
         if arguments.command == "update":
             update(domain)
             fill_source_language(domain)

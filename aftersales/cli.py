@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from .errors import AfterSalesError, InvalidInput
 from .extensions import db
-from .i18n import _, ngettext
+from .i18n import LOCALE_NAMES, _, ngettext
 from .resources import MIGRATIONS_DIR
 from .runtime import current
 from .workflow import ALL_KINDS
@@ -376,6 +376,24 @@ def create_shop_command(slug: str, name: str, currency: str, timezone_name: str,
         raise click.ClickException(str(error)) from None
     click.echo(_("created shop %(slug)s (%(name)s, %(currency)s, %(timezone)s)", slug=shop.slug, name=shop.name,
                  currency=shop.currency, timezone=shop.timezone))
+
+
+@aftersales_cli.command("set-shop-language")
+@click.option("--slug", required=True, help="The shop's slug.")
+@click.option("--language", "locale", required=True, type=click.Choice(["en", "zh_Hans", "zh_Hant", "none"]),
+              help="Language of the shop's pages for visitors whose browser asks for none the module speaks; "
+                   "none: English.")
+def set_shop_language_command(slug: str, locale: str) -> None:
+    """Set the default language of an existing shop's pages."""
+    require_schema()
+    from .orders import ShopProblem, set_shop_locale
+
+    try:
+        shop = set_shop_locale(slug, None if locale == "none" else locale)
+    except ShopProblem as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(_("shop %(slug)s: pages default to %(language)s", slug=shop.slug,
+                 language=LOCALE_NAMES[shop.locale or "en"]))
 
 
 @aftersales_cli.command("demo")

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask_babel import Domain, get_locale
 
-__all__ = ["MODULE_DOMAIN", "PluginTranslations", "_", "currency_name", "current_locale", "lazy_", "money_text", "ngettext",
+__all__ = ["MODULE_DOMAIN", "N_", "PluginTranslations", "_", "currency_name", "current_locale", "lazy_", "money_text", "ngettext",
            "offered_locales", "shop_time"]
 
 #: The locales the module's own catalogs are written in; the language switcher offers these.
@@ -54,9 +54,13 @@ class ModuleDomain(Domain):
         from flask import current_app
         from flask_babel import _get_current_context
 
-        if _get_current_context() is None:
+        context = _get_current_context()
+        if context is None:
             return support.NullTranslations()
         locale = get_locale()
+        held = getattr(context, "aftersales_translations", None)
+        if held is not None and held[0] is locale:  # this request's (or command's) language, as last time
+            return held[1]
         app = current_app._get_current_object()
         cache = app.extensions.setdefault("aftersales_translations", {})
         translations = cache.get(str(locale))
@@ -70,11 +74,18 @@ class ModuleDomain(Domain):
                     Domain(translation_directories=list(host.translation_directories), domain=host.default_domain))
                 translations.add_fallback(host_domain.get_translations())
             cache[str(locale)] = translations
+        context.aftersales_translations = (locale, translations)
         return translations
 
 
 #: The module's own gettext domain: its templates and Python code translate through it.
 MODULE_DOMAIN = ModuleDomain(translation_directories=[str(TRANSLATIONS_DIR)], domain="aftersales")
+
+
+def N_(text: str) -> str:
+    """Marks ``text`` for the catalogs without translating it (it is stored or passed on as
+    written, and translated where it is shown: ``_(text)``)."""
+    return text
 
 
 def _(text: str, **variables: Any) -> str:

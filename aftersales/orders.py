@@ -374,6 +374,19 @@ def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: s
     return shop
 
 
+def set_shop_locale(slug: str, locale: str | None) -> Shop:
+    """Set (``en``, ``zh_Hans``, ``zh_Hant``) or clear (None) a shop's default language."""
+    if locale is not None and locale not in SHOP_LOCALES:
+        raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
+                            choices=", ".join(SHOP_LOCALES)), field="locale")
+    with write_transaction():
+        shop = db.session.scalar(select(Shop).where(Shop.slug == slug.strip().lower()))
+        if shop is None:
+            raise ShopProblem(_("There is no shop %(slug)s.", slug=slug), field="slug")
+        shop.locale = locale
+    return shop
+
+
 def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "",
                 locale: str | None = None) -> Shop:
     """Create a shop if it does not exist yet (used by the demo and by host apps); an existing

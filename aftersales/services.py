@@ -34,7 +34,7 @@ from .errors import (
 )
 from .extensions import db
 from .fields import FormField
-from .i18n import _, lazy_, money_text
+from .i18n import N_, _, money_text
 from .models import Case, CaseEvent, Evidence, Note, Order, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
 from .runtime import Runtime, current
 from .textinput import clean_text
@@ -441,9 +441,9 @@ def refundable(line: OrderLine) -> int:
 class Effect:
     """The input checks (before the transition) and record keeping (after) of one trigger.
 
-    ``system_message``: the note a timer's firing writes (a lazy translation); the pages say it
-    again in the reader's language (``web.wording.event_note``), whatever language it was
-    stored in."""
+    ``system_message``: the note a timer's firing writes, stored as written here (English, no
+    translation on the sweeper's path); the pages say it in the reader's language
+    (``web.wording.event_note``)."""
 
     system_message: Any = None
 
@@ -480,9 +480,9 @@ class Approve(Effect):
             case.return_address = inputs["return_address"]
         else:
             case.approved_amount = case.amount
-        return str(self.system_message) if actor == "system" else None
+        return self.system_message if actor == "system" else None
 
-    system_message = lazy_("Approved automatically: the seller did not answer in time.")
+    system_message = N_("Approved automatically: the seller did not answer in time.")
 
 
 class Reject(Effect):
@@ -518,9 +518,9 @@ class AcceptOffer(Effect):
 class DeclineOffer(Effect):
     def apply(self, case, actor, inputs, now):
         case.offer_amount = None
-        return str(self.system_message) if actor == "system" else None
+        return self.system_message if actor == "system" else None
 
-    system_message = lazy_("The offer lapsed: the buyer did not answer in time.")
+    system_message = N_("The offer lapsed: the buyer did not answer in time.")
 
 
 class Revise(Effect):
@@ -570,7 +570,7 @@ class Shipment(Effect):
 
 
 class ConfirmReceipt(Effect):
-    system_message = lazy_("Receipt confirmed automatically: the seller did not confirm in time.")
+    system_message = N_("Receipt confirmed automatically: the seller did not confirm in time.")
 
     def check(self, case, actor, inputs, now):
         received = inputs.get("received_quantity", case.quantity)
@@ -585,7 +585,7 @@ class ConfirmReceipt(Effect):
     def apply(self, case, actor, inputs, now):
         case.received_quantity = inputs["received_quantity"]
         if actor == "system":
-            return str(self.system_message)
+            return self.system_message
         if case.received_quantity < case.quantity:
             return _("Only %(received)d of %(count)d unit(s) arrived; the rest is left for the seller to resolve with the buyer.",
                      received=case.received_quantity, count=case.quantity)
@@ -604,9 +604,9 @@ def returned_goods_refund(case: Case) -> int:
 class RefundReturn(Effect):
     def apply(self, case, actor, inputs, now):
         case.approved_amount = returned_goods_refund(case)
-        return str(self.system_message) if actor == "system" else None
+        return self.system_message if actor == "system" else None
 
-    system_message = lazy_("Refunded automatically: the seller did not refund in time.")
+    system_message = N_("Refunded automatically: the seller did not refund in time.")
 
 
 class DisputeGoods(Effect):
@@ -645,7 +645,7 @@ class Lapse(Effect):
         self.system_message = message
 
     def apply(self, case, actor, inputs, now):
-        return str(self.system_message) if actor == "system" else None
+        return self.system_message if actor == "system" else None
 
 
 _EFFECTS: dict[str, Effect] = {
@@ -662,14 +662,15 @@ _EFFECTS: dict[str, Effect] = {
     "refund": RefundReturn(),
     "dispute_goods": DisputeGoods(),
     "decide": Decide(),
-    "withdraw": Lapse(lazy_("Withdrawn automatically: the return was not shipped in time.")),
-    "close": Lapse(lazy_("Closed automatically: no revision or escalation in time.")),
-    "confirm_replacement": Lapse(lazy_("Confirmed automatically: the buyer did not answer in time.")),
+    "withdraw": Lapse(N_("Withdrawn automatically: the return was not shipped in time.")),
+    "close": Lapse(N_("Closed automatically: no revision or escalation in time.")),
+    "confirm_replacement": Lapse(N_("Confirmed automatically: the buyer did not answer in time.")),
 }
 
 
-def system_note(trigger: str) -> Any:
-    """The note a timer writes when it fires ``trigger`` (a lazy translation), or None."""
+def system_note(trigger: str) -> str | None:
+    """The note a timer writes when it fires ``trigger`` (its English text, the catalogs' msgid),
+    or None."""
     effect = _EFFECTS.get(trigger)
     return effect.system_message if effect is not None else None
 

@@ -173,7 +173,7 @@ def insert_orders(connection: Any, shop_id: int, count: int, *, prefix: str = "B
     Rows get their ids here (no RETURNING: a plain executemany, which psycopg pipelines), and the
     PostgreSQL sequences are moved past them so the app's own inserts carry on from there.
     """
-    from aftersales.models import Order, OrderLine
+    from aftersales.models import Order, OrderLine, lookup_number
 
     delivered = delivered or utcnow() - timedelta(days=2)
     placed = delivered - timedelta(days=3)
@@ -186,7 +186,8 @@ def insert_orders(connection: Any, shop_id: int, count: int, *, prefix: str = "B
         batch_orders = [BulkOrder(next_order + n, next_line + n, f"{prefix}-{tag}-{n}",
                                   f"buyer-{prefix.lower()}-{tag}-{n}@example.com") for n in numbers]
         connection.execute(insert(orders), [{
-            "id": order.order_id, "shop_id": shop_id, "number": order.number, "buyer_email": order.email,
+            "id": order.order_id, "shop_id": shop_id, "number": order.number,
+            "lookup_number": lookup_number(order.number), "buyer_email": order.email,
             "buyer_name": "", "currency": "CNY", "shipping_fee": 0, "shipping_insured": False, "placed_at": placed,
             "paid_at": placed, "shipped_at": placed + timedelta(hours=6), "delivered_at": delivered,
             "created_at": placed, "updated_at": placed,

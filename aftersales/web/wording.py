@@ -198,14 +198,15 @@ def plugin_title(name: str) -> str:
 
 
 def event_note(event: Any) -> str:
-    """What a timeline entry says: a note the system wrote is said again in the reader's language
-    (it was stored in the language of the timer that wrote it)."""
+    """What a timeline entry says: a note a timer wrote is said in the reader's language (it is
+    stored as the catalogs' English msgid; older ones in whatever language the timer ran in)."""
+    from ..i18n import _
     from ..services import system_note
 
     if event.actor_type == "system":
         message = system_note(event.trigger)
         if message is not None and event.note:
-            return str(message)
+            return _(message)
     return event.note or ""
 
 

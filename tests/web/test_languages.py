@@ -233,3 +233,19 @@ def test_ensure_shop_refuses_an_unknown_language_and_fills_a_missing_one(app):
     assert shop.locale is None
     assert ensure_shop("demo", "Demo", locale="zh_Hans").locale == "zh_Hans"
     assert ensure_shop("demo", "Demo", locale="en").locale == "zh_Hans"  # a language already set stays
+
+
+def test_an_existing_shops_language_is_set_from_the_command_line(web_app):
+    ensure_shop("tea", "Tea")
+    db.session.commit()
+    runner = web_app.test_cli_runner()
+    result = runner.invoke(aftersales_cli, ["set-shop-language", "--slug", "tea", "--language", "zh_Hant"], env={"LANG": "C"})
+    assert result.exit_code == 0 and "繁體中文" in result.output, result.output
+    db.session.expire_all()
+    assert ensure_shop("tea", "Tea").locale == "zh_Hant"
+    result = runner.invoke(aftersales_cli, ["set-shop-language", "--slug", "tea", "--language", "none"], env={"LANG": "C"})
+    assert result.exit_code == 0
+    db.session.expire_all()
+    assert ensure_shop("tea", "Tea").locale is None
+    result = runner.invoke(aftersales_cli, ["set-shop-language", "--slug", "nope", "--language", "en"], env={"LANG": "C"})
+    assert result.exit_code == 1 and "There is no shop nope." in result.output
