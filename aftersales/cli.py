@@ -357,13 +357,14 @@ def set_staff_password_command(email: str, password: str) -> None:
 @click.option("--slug", required=True, help="Short unique name used in imports and URLs, e.g. my-shop.")
 @click.option("--name", required=True, help="Shop name shown to buyers.")
 @click.option("--currency", default="CNY", show_default=True, help="ISO 4217 currency of the shop's orders.")
-@click.option("--timezone", "timezone_name", default="UTC", show_default=True,
-              help="IANA timezone the after-sales windows count days in, e.g. Asia/Shanghai.")
+@click.option("--timezone", "timezone_name", default=None,
+              help="IANA timezone the after-sales windows count days in, e.g. Asia/Shanghai "
+                   "(default: the BABEL_DEFAULT_TIMEZONE setting, UTC unless set).")
 @click.option("--return-address", default="", help="Where buyers send returns (shown once a return is approved).")
 @click.option("--language", "locale", type=click.Choice(["en", "zh_Hans", "zh_Hant"]), default=None,
               help="Language of the shop's pages for visitors whose browser asks for none the module speaks "
                    "(default: English).")
-def create_shop_command(slug: str, name: str, currency: str, timezone_name: str, return_address: str,
+def create_shop_command(slug: str, name: str, currency: str, timezone_name: str | None, return_address: str,
                         locale: str | None) -> None:
     """Create a shop (orders and seller staff belong to one)."""
     require_schema()

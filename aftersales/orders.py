@@ -347,7 +347,14 @@ class ShopProblem(InvalidInput):
 SHOP_LOCALES = ("en", "zh_Hans", "zh_Hant")
 
 
-def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "",
+def default_timezone() -> str:
+    """The time zone of a shop created without one: the ``BABEL_DEFAULT_TIMEZONE`` setting."""
+    from flask import current_app
+
+    return str(current_app.config.get("BABEL_DEFAULT_TIMEZONE") or "UTC")
+
+
+def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: str | None = None, return_address: str = "",
                 locale: str | None = None) -> Shop:
     """A new shop; refuses a taken slug, an unknown currency shape, timezone or language."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -355,7 +362,7 @@ def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: s
     if locale is not None and locale not in SHOP_LOCALES:
         raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
                             choices=", ".join(SHOP_LOCALES)), field="locale")
-
+    timezone_name = timezone_name or default_timezone()
     slug, currency = slug.strip().lower(), currency.strip().upper()
     if not slug or not all(ch.isalnum() or ch in "-_" for ch in slug):
         raise ShopProblem(_("A shop slug uses letters, digits, - and _ only."), field="slug")
@@ -387,7 +394,7 @@ def set_shop_locale(slug: str, locale: str | None) -> Shop:
     return shop
 
 
-def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str = "UTC", return_address: str = "",
+def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str | None = None, return_address: str = "",
                 locale: str | None = None) -> Shop:
     """Create a shop if it does not exist yet (used by the demo and by host apps); an existing
     shop without a default language gets ``locale``."""
@@ -398,7 +405,8 @@ def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str 
     if shop is not None and shop.locale is None and locale is not None:
         shop.locale = locale
     if shop is None:
-        shop = Shop(slug=slug, name=name, currency=currency, timezone=timezone_name, return_address=return_address,
+        shop = Shop(slug=slug, name=name, currency=currency, timezone=timezone_name or default_timezone(),
+                    return_address=return_address,
                     locale=locale)
         db.session.add(shop)
         db.session.flush()

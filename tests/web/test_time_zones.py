@@ -176,3 +176,12 @@ def test_an_amount_that_is_not_one_is_refused_in_the_readers_language(web_app, h
     page = ask(buyer, order, "refund_only", "quality", amount="12.505", evidence=[photo()]).text
     assert words("Amounts in %(currency)s have at most %(num)d decimal place.", locale,
                  currency="人民币" if locale == "zh_Hans" else "人民幣", num=2) in page
+
+
+def test_a_shop_created_without_a_time_zone_gets_the_setting(web_app):
+    from aftersales.orders import create_shop
+
+    web_app.config["BABEL_DEFAULT_TIMEZONE"] = "Asia/Shanghai"
+    assert create_shop(slug="sh", name="SH").timezone == "Asia/Shanghai"
+    assert ensure_shop("sh2", "SH2").timezone == "Asia/Shanghai"
+    assert create_shop(slug="be", name="BE", timezone_name="Europe/Berlin").timezone == "Europe/Berlin"
