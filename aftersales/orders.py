@@ -347,6 +347,13 @@ class ShopProblem(InvalidInput):
 SHOP_LOCALES = ("en", "zh_Hans", "zh_Hant")
 
 
+def _refuse_unknown_locale(locale: str | None) -> None:
+    """A shop's default language is one the module speaks, or none."""
+    if locale is not None and locale not in SHOP_LOCALES:
+        raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
+                            choices=", ".join(SHOP_LOCALES)), field="locale")
+
+
 def default_timezone() -> str:
     """The time zone of a shop created without one: the ``BABEL_DEFAULT_TIMEZONE`` setting."""
     from flask import current_app
@@ -359,9 +366,7 @@ def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: s
     """A new shop; refuses a taken slug, an unknown currency shape, timezone or language."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    if locale is not None and locale not in SHOP_LOCALES:
-        raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
-                            choices=", ".join(SHOP_LOCALES)), field="locale")
+    _refuse_unknown_locale(locale)
     timezone_name = timezone_name or default_timezone()
     slug, currency = slug.strip().lower(), currency.strip().upper()
     if not slug or not all(ch.isalnum() or ch in "-_" for ch in slug):
@@ -383,9 +388,7 @@ def create_shop(*, slug: str, name: str, currency: str = "CNY", timezone_name: s
 
 def set_shop_locale(slug: str, locale: str | None) -> Shop:
     """Set (``en``, ``zh_Hans``, ``zh_Hant``) or clear (None) a shop's default language."""
-    if locale is not None and locale not in SHOP_LOCALES:
-        raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
-                            choices=", ".join(SHOP_LOCALES)), field="locale")
+    _refuse_unknown_locale(locale)
     with write_transaction():
         shop = db.session.scalar(select(Shop).where(Shop.slug == slug.strip().lower()))
         if shop is None:
@@ -398,9 +401,7 @@ def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str 
                 locale: str | None = None) -> Shop:
     """Create a shop if it does not exist yet (used by the demo and by host apps); an existing
     shop without a default language gets ``locale``."""
-    if locale is not None and locale not in SHOP_LOCALES:
-        raise ShopProblem(_("Unknown language %(locale)s (use one of: %(choices)s).", locale=locale,
-                            choices=", ".join(SHOP_LOCALES)), field="locale")
+    _refuse_unknown_locale(locale)
     shop = db.session.scalar(select(Shop).where(Shop.slug == slug))
     if shop is not None and shop.locale is None and locale is not None:
         shop.locale = locale
