@@ -19,6 +19,7 @@ from .logs import configure_logging
 from .plugins import PluginHost
 from .resources import MIGRATIONS_DIR, TEMPLATES_DIR
 from .runtime import Runtime
+from .staff import check_password_hash_method
 
 
 
@@ -50,6 +51,7 @@ class AfterSales:
             app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "aftersales.sqlite3")
         app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
         _refuse_insecure_secret_key(app, "AFTERSALES_SECRET_KEY" if self.standalone else "SECRET_KEY")
+        check_password_hash_method(app.config["AFTERSALES_PASSWORD_HASH"])
 
         database = self._database(app)
         with app.app_context():

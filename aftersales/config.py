@@ -58,6 +58,9 @@ class Defaults:
     AFTERSALES_LOGIN_LIMIT_PER_CLIENT = "30 per 15 minutes"
     AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT_AND_CLIENT = "10 per 15 minutes"
     AFTERSALES_LOGIN_LIMIT_PER_ACCOUNT = "50 per 15 minutes"
+    # How staff passwords are hashed (werkzeug's method string: "scrypt", "scrypt:n:r:p",
+    # "pbkdf2:sha256:<iterations>"). Existing hashes keep their own method and still log in.
+    AFTERSALES_PASSWORD_HASH = "scrypt"
     # Set when served over HTTPS: cookies get the Secure flag.
     AFTERSALES_HTTPS = False
     # Behind a reverse proxy (standalone app only): how many proxies in front of the app set

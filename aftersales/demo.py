@@ -11,6 +11,7 @@ from .extensions import db
 from .i18n import _, ngettext
 from .models import StaffUser, utcnow
 from .orders import LineInput, OrderInput, _write_order, ensure_shop
+from .staff import password_hash_method
 
 DEMO_SHOP = "demo-shop"
 DEMO_PASSWORD = "demo-password"
@@ -103,7 +104,7 @@ def load_demo() -> str:
         for email, name, role in DEMO_STAFF:
             if db.session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is None:
                 staff = StaffUser(email=email, name=name, role=role, shop=shop if role == "seller" else None)
-                staff.set_password(DEMO_PASSWORD)
+                staff.set_password(DEMO_PASSWORD, password_hash_method())
                 db.session.add(staff)
         orders = demo_orders()
         for order in orders:

@@ -119,8 +119,9 @@ class StaffUser(Base):
 
     shop: Mapped[Shop | None] = relationship()
 
-    def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+    def set_password(self, password: str, method: str = "scrypt") -> None:
+        """``method``: werkzeug's hash method (the ``AFTERSALES_PASSWORD_HASH`` setting)."""
+        self.password_hash = generate_password_hash(password, method=method)
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 import secrets
 
 from sqlalchemy import select
@@ -12,6 +14,7 @@ from .errors import InvalidInput
 from .extensions import db
 from .i18n import _
 from .models import INT32_MAX, Shop, StaffUser
+from .runtime import current
 from .textinput import clean_line
 
 MIN_PASSWORD_LENGTH = 10
@@ -41,7 +44,7 @@ def create_staff(*, email: str, password: str, name: str = "", shop_slug: str | 
         if db.session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is not None:
             raise StaffProblem(_("A staff login for %(email)s already exists.", email=email), field="email")
         staff = StaffUser(email=email, name=name or email, role=role, shop=shop)
-        staff.set_password(password)
+        staff.set_password(password, password_hash_method())
         db.session.add(staff)
     return staff
 
@@ -97,14 +100,33 @@ def authenticate(email: str, password: str) -> StaffUser | None:
     """
     address = clean_line(email).lower()
     staff = db.session.scalar(select(StaffUser).where(StaffUser.email == address)) if address else None
-    password_ok = check_password_hash(staff.password_hash if staff is not None else _stand_in_hash(), password or "")
+    stand_in = staff is None or staff.password_hash == _NO_PASSWORD
+    password_ok = check_password_hash(_stand_in_hash(password_hash_method()) if stand_in else staff.password_hash,
+                                      password or "")
     return staff if staff is not None and staff.active and password_ok else None
 
 
 @functools.cache
-def _stand_in_hash() -> str:
+def _stand_in_hash(method: str) -> str:
     """A hash no password matches, made with the method and cost of real ones."""
-    return generate_password_hash(secrets.token_hex(16))
+    return generate_password_hash(secrets.token_hex(16), method=method)
+
+
+_HASH_METHOD = re.compile(r"scrypt(:\d+:\d+:\d+)?|pbkdf2(:(?P<digest>[a-z0-9_]+)(:\d+)?)?")
+
+
+def password_hash_method() -> str:
+    """How new passwords are hashed: the ``AFTERSALES_PASSWORD_HASH`` setting."""
+    return current().settings["AFTERSALES_PASSWORD_HASH"]
+
+
+def check_password_hash_method(method: object) -> None:
+    """Refuse, at startup, an ``AFTERSALES_PASSWORD_HASH`` werkzeug would only refuse at the
+    first login or new password."""
+    match = _HASH_METHOD.fullmatch(method) if isinstance(method, str) else None
+    if match is None or (match.group("digest") and match.group("digest") not in hashlib.algorithms_available):
+        raise RuntimeError(f"AFTERSALES_PASSWORD_HASH: {method!r} is not a password hash method; use 'scrypt', "
+                           "'scrypt:<n>:<r>:<p>' or 'pbkdf2:<digest>:<iterations>' (e.g. 'pbkdf2:sha256:600000')")
 
 
 def staff_for_login_id(login_id: str) -> StaffUser | None:
@@ -142,7 +164,7 @@ def set_password(email: str, password: str) -> StaffUser:
         raise StaffProblem(_("Use a password of at least %(n)d characters.", n=MIN_PASSWORD_LENGTH), field="password")
     with write_transaction():
         staff = _staff_by_email(email)
-        staff.set_password(password)
+        staff.set_password(password, password_hash_method())
     return staff
 
 

@@ -457,9 +457,9 @@ class CompiledWorkflow:
     def fire_through_machine(self, context: TransitionContext, state: str, trigger: str) -> Row | None:
         """:meth:`fire` done by the ``transitions`` Machine: the reference the table is checked
         against. Not on any request's path."""
+        if trigger not in self.machine.get_triggers(state):  # asked of the machine, no token needed
+            return None
         with self._bound(state) as token:
-            if trigger not in self.machine.get_triggers(state):
-                return None
             if not token.trigger(trigger, context=context):
                 return None
             new_state = token.state

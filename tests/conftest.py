@@ -35,6 +35,10 @@ def app_settings(tmp_path: Path, **config: Any) -> dict[str, Any]:
         # Many tests record photos by metadata alone (photos() below), rows without files on
         # purpose; the sweeper would reconcile them away. tests/unit/test_reconcile.py turns it on.
         "AFTERSALES_UPLOAD_RECONCILE_MINUTES": 0,
+        # Passwords hashed cheaply: scrypt's 0.1 s per hash, paid by every staff account and
+        # login of the suite, is the cost of the real thing, not what the tests check.
+        # tests/unit/test_cli.py checks the default method and the setting.
+        "AFTERSALES_PASSWORD_HASH": "pbkdf2:sha256:1000",
     }
     settings.update(config)
     return settings
@@ -66,6 +70,17 @@ def pytest_sessionstart(session: Any) -> None:
         problem = postgres_available()
         if problem:
             raise pytest.UsageError(problem)
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """On the PostgreSQL half, skip what the database cannot change (marked
+    ``database_independent``): it ran on the SQLite half of the same ``make test``."""
+    if backend() != "postgres":
+        return
+    once = pytest.mark.skip(reason="database-independent: checked once, on the SQLite half")
+    for item in items:
+        if item.get_closest_marker("database_independent"):
+            item.add_marker(once)
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:

@@ -132,3 +132,34 @@ def test_behind_a_proxy_the_client_address_comes_from_x_forwarded_for(tmp_path):
     direct = create_app(base_config(tmp_path / "b", TESTING=True))
     assert remote_addr(trusting) == "203.0.113.9"
     assert remote_addr(direct) == "127.0.0.1"  # nobody trusted: a forged header changes nothing
+
+
+def test_passwords_are_hashed_with_scrypt_unless_the_setting_says_otherwise(tmp_path):
+    from aftersales.staff import authenticate, create_staff
+    from tests.conftest import make_app
+
+    app = make_app(tmp_path, AFTERSALES_PASSWORD_HASH="scrypt")  # the default (the suite's own is cheaper)
+    with app.app_context():
+        first = create_staff(email="first@example.com", password="correct-horse-battery")
+        assert first.password_hash.startswith("scrypt:")
+        db.session.remove()
+    moved = make_app(tmp_path, AFTERSALES_PASSWORD_HASH="pbkdf2:sha256:600000")
+    with moved.app_context():
+        second = create_staff(email="second@example.com", password="correct-horse-battery")
+        assert second.password_hash.startswith("pbkdf2:sha256:600000$")
+        # A hash made before the setting changed keeps its own method and still logs in.
+        assert authenticate("first@example.com", "correct-horse-battery") is not None
+        assert authenticate("first@example.com", "wrong-horse-battery") is None
+        db.session.remove()
+
+
+def test_defaults_hash_passwords_with_scrypt():
+    from aftersales.config import defaults
+
+    assert defaults()["AFTERSALES_PASSWORD_HASH"] == "scrypt"
+
+
+@pytest.mark.parametrize("method", ["md5", "scrypt:1", "pbkdf2:no_such_digest:1000", "pbkdf2:sha256:many", "", 3])
+def test_a_password_hash_method_werkzeug_would_refuse_stops_the_start(tmp_path, method):
+    with pytest.raises(RuntimeError, match="AFTERSALES_PASSWORD_HASH"):
+        create_app(base_config(tmp_path, SECRET_KEY="a-real-secret-key-0123456789", AFTERSALES_PASSWORD_HASH=method))

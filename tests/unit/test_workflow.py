@@ -338,6 +338,7 @@ def shipped_workflows(app):
             yield current().workflow(category, kind)
 
 
+@pytest.mark.database_independent  # the table and the Machine only; the app's database is never read
 def test_the_compiled_table_fires_exactly_what_the_machine_fires(tmp_path):
     from tests.conftest import make_app
 
