@@ -24,7 +24,6 @@ from typing import Any, Iterator
 
 from sqlalchemy import bindparam, event, insert, inspect, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import ClauseElement
 
@@ -37,8 +36,6 @@ _CASE_MAPPER = inspect(Case)
 #: (attribute key, column) of every column of a case but its id and version.
 _CASE_COLUMNS = tuple((attr.key, attr.columns[0]) for attr in _CASE_MAPPER.column_attrs
                       if attr.key not in ("id", "version"))
-#: What a case may have loaded, but its timeline.
-_CASE_ATTRIBUTES = tuple(key for key in _CASE_MAPPER.attrs.keys() if key != "events")
 _EVENT_COLUMNS = tuple(column.key for column in _EVENTS.columns if column.key != "id")
 _INSERT_EVENT = insert(_EVENTS)
 _BATCH = "aftersales_case_writes"
@@ -65,7 +62,6 @@ class _Batch:
     def __init__(self) -> None:
         self.updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self.events: list[dict[str, Any]] = []
-        self.held: list[tuple[Any, ...]] = []
 
     def __bool__(self) -> bool:
         return bool(self.updates or self.events)
@@ -74,7 +70,7 @@ class _Batch:
         """Every collected write, then empty. A case another transaction changed since it was read
         makes the whole batch fail (the sweeper then redoes the batch case by case)."""
         updates, events = self.updates, self.events
-        self.updates, self.events, self.held = {}, [], []
+        self.updates, self.events = {}, []
         connection = session.connection()
         for keys, rows in updates.items():
             matched = connection.execute(_update_statement(keys), rows).rowcount
@@ -113,12 +109,11 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
     update_row = {"case_id": case.id, "read_version": read_version, "new_version": new_version,
                   **{f"set_{key}": value for key, value in changes.items()}}
     if batch is not None and not event_needed:
-        # Expired, not set back: a batch's cases are rarely read again, and a read loads the row
-        # after the batch is written (``_write_batch_first``), so it sees the transition. What the
-        # case held (its shop, shared by the batch) is held by the batch meanwhile: the session
-        # only holds objects weakly, and the next case would load the shop again.
-        batch.held.append(tuple(state.dict.values()))
-        session.expire(case)
+        # Marked as loaded with what the batch will write: the transaction reads the transition
+        # from the object as it would from the row (a query writes the batch first,
+        # ``_write_batch_first``), and the commit's flush has nothing left to write. If the batch
+        # fails, the transaction rolls back and the session expires the case.
+        _mark_loaded(session, case, new_version)
         if changes:
             batch.updates.setdefault(keys, []).append(update_row)
         batch.events.append(event_row)
@@ -133,15 +128,24 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
 
 def _mark_loaded(session: Session, case: Case, version: int) -> None:
     """Tell the session that ``case`` holds what the database holds (its changes just written),
-    so the commit's flush finds nothing to do for it. With public API only:
-    the case is expired, then what it had loaded is set back as committed values (``events``, which
-    gained a row, is left to load when read)."""
+    so the commit's flush finds nothing to do for it (``events``, which gained a row, is left to
+    load when read)."""
     state = inspect(case)
-    loaded = {key: state.dict[key] for key in _CASE_ATTRIBUTES if key in state.dict}
-    loaded["version"] = version
-    session.expire(case)
-    for key, value in loaded.items():
-        set_committed_value(case, key, list(value) if isinstance(value, list) else value)
+    _as_loaded(session, state, {"version": version})
+    if "events" in state.dict:
+        session.expire(case, ["events"])
+
+
+def _as_loaded(session: Session, state: Any, values: dict[str, Any]) -> None:
+    """``values`` and every other attribute the object holds become what the session believes the
+    database holds: no pending change, nothing expired among them.
+
+    What the ORM itself does after a flush or a load (``InstanceState._commit_all``, SQLAlchemy's
+    internal API: the public way, expiring the object and setting each attribute back with
+    ``set_committed_value``, cost a tenth of a lifecycle's CPU time, issue 19). Checked by
+    tests/unit/test_case_writes.py: after an action the case is clean and reads no row again."""
+    state.dict.update(values)
+    state._commit_all(state.dict, session.identity_map)
 
 
 def loaded_columns(case: Case) -> dict[str, Any]:
@@ -155,8 +159,7 @@ def keep_loaded(case: Case, columns: dict[str, Any]) -> None:
     """After the commit (which expired the case): its columns as they were committed, so the
     caller's next read of the returned case does not reload it. A write transaction starts by
     expiring everything (``database.write_transaction``), so nothing stale reaches a write."""
-    for key, value in columns.items():
-        set_committed_value(case, key, value)
+    _as_loaded(db.session(), inspect(case), columns)
 
 
 @contextmanager

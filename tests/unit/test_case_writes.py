@@ -66,6 +66,24 @@ def test_the_returned_case_reads_without_a_query_and_the_next_write_reads_it_fre
     assert (acted.version, acted.description) == (3, "changed elsewhere")
 
 
+def test_a_written_transition_leaves_the_case_clean_and_loaded(app, order_factory):
+    from sqlalchemy import inspect
+
+    case = open_return(order_factory)
+    with write_transaction():
+        loaded = services.get_case(case.id)
+        services.fire_timeout(loaded, NOW + timedelta(days=3))
+        state = inspect(loaded)
+        assert not state.modified and loaded not in db.session.dirty  # the commit's flush has nothing to do
+        assert not state.expired_attributes & {"state", "version", "due_at", "return_address"}
+    acted = services.act(case.id, "buyer", "ship_return", carrier="SF Express", tracking_number="SF1", now=NOW)
+    with statements() as seen:
+        assert (acted.state, acted.version, acted.return_carrier) == ("return_shipped", 3, "SF Express")
+    assert seen == []  # what act() committed stays loaded: no refresh
+    db.session.remove()
+    assert (db.session.get(Case, case.id).state, db.session.get(Case, case.id).version) == ("return_shipped", 3)
+
+
 def test_a_case_changed_under_the_write_raises_stale_data(order_factory):
     case_id = open_return(order_factory).id
     with pytest.raises(StaleDataError):
