@@ -16,6 +16,7 @@ from .database import configure_engine
 from .i18n import TRANSLATIONS_DIR
 from .extensions import EXTENSION_KEY, babel, csrf, login_manager, migrate, own_db
 from .logs import configure_logging
+from .mail import MailPlugin, check_mail_settings
 from .plugins import PluginHost
 from .resources import MIGRATIONS_DIR, TEMPLATES_DIR
 from .runtime import Runtime
@@ -52,6 +53,7 @@ class AfterSales:
         app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
         _refuse_insecure_secret_key(app, "AFTERSALES_SECRET_KEY" if self.standalone else "SECRET_KEY")
         check_password_hash_method(app.config["AFTERSALES_PASSWORD_HASH"])
+        check_mail_settings(app.config)
 
         database = self._database(app)
         with app.app_context():
@@ -83,6 +85,8 @@ class AfterSales:
         plugins = PluginHost()
         for plugin in self.extra_plugins:
             plugins.register(plugin, getattr(plugin, "__name__", None), source="AfterSales(plugins=...)")
+        if app.config.get("AFTERSALES_MAIL_SERVER"):
+            plugins.register(MailPlugin(app.config), "aftersales.email", source="AFTERSALES_MAIL_SERVER")
         plugins.load(app.config)
         runtime = Runtime(app.config, plugins, app.instance_path, standalone=self.standalone)
         app.extensions["aftersales"] = runtime

@@ -121,6 +121,32 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
         sys.exit(1)
 
 
+@aftersales_cli.command("deliver")
+@click.option("--batch", type=int, default=100, show_default=True, help="Messages claimed per round.")
+@click.option("--retry-dead", is_flag=True,
+              help="First give every dead message (one that failed AFTERSALES_OUTBOX_MAX_ATTEMPTS times) new attempts.")
+def deliver_command(batch: int, retry_dead: bool) -> None:
+    """Deliver what the outbox holds: e-mails, webhooks, plugin event hooks, payment calls.
+
+    Each commit delivers its own messages at once; this (and every sweep) delivers the rest:
+    those whose first try failed, once their back-off has passed. Safe to run from several hosts
+    at once: each message is delivered once. Exits with status 1 when a message failed for the
+    last allowed time (it is kept as dead: see the platform's Deliveries page).
+    """
+    require_schema()
+    from .services import deliver_pending, retry_dead_messages
+
+    if batch < 1:
+        raise click.BadParameter(_("give at least 1"), param_hint="--batch")
+    if retry_dead:
+        click.echo(_("dead messages given new attempts: %(count)d", count=retry_dead_messages()))
+    result = deliver_pending(batch=batch)
+    click.echo(_("delivered %(delivered)d, failed %(failed)d (tried again later), dead %(dead)d",
+                 delivered=result.delivered, failed=result.failed, dead=result.dead))
+    if result.dead:
+        sys.exit(1)
+
+
 @aftersales_cli.command("uploads")
 @click.option("--reconcile", is_flag=True,
               help="Remove photo files that no evidence row names (older than AFTERSALES_UPLOAD_ORPHAN_GRACE_MINUTES), "

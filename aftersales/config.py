@@ -77,6 +77,28 @@ class Defaults:
     AFTERSALES_SWEEP_BATCH = 200
     AFTERSALES_SWEEP_INTERVAL_SECONDS = 30
 
+    # The outbox (notifications, plugin event hooks, payment calls), delivered after each commit
+    # and by `flask aftersales deliver` / the sweeper: a failed message is retried after
+    # AFTERSALES_OUTBOX_RETRY_SECONDS, doubling at each failure up to ..._RETRY_MAX_SECONDS; after
+    # AFTERSALES_OUTBOX_MAX_ATTEMPTS failures it is dead until someone retries it.
+    AFTERSALES_OUTBOX_MAX_ATTEMPTS = 10
+    AFTERSALES_OUTBOX_RETRY_SECONDS = 60
+    AFTERSALES_OUTBOX_RETRY_MAX_SECONDS = 6 * 3600
+
+    # E-mail to buyers and staff (aftersales/mail.py): on when AFTERSALES_MAIL_SERVER is set.
+    # AFTERSALES_MAIL_SECURITY: "none", "starttls" (upgrade on the port, usually 587) or "tls"
+    # (TLS from the start, usually 465). Links in messages start with AFTERSALES_BASE_URL.
+    AFTERSALES_MAIL_SERVER = ""
+    AFTERSALES_MAIL_PORT = 25
+    AFTERSALES_MAIL_SECURITY = "none"
+    AFTERSALES_MAIL_USERNAME = ""
+    AFTERSALES_MAIL_PASSWORD = ""
+    AFTERSALES_MAIL_SENDER = ""
+    AFTERSALES_MAIL_TIMEOUT_SECONDS = 30
+    AFTERSALES_BASE_URL = ""
+    # How long the signed link of a buyer's e-mail opens their case.
+    AFTERSALES_BUYER_LINK_DAYS = 30
+
     # Evidence photos (aftersales/evidence.py). Stored outside static/, served only after a check.
     AFTERSALES_UPLOAD_DIR: str | None = None  # default: <instance folder>/uploads
     AFTERSALES_UPLOAD_MAX_BYTES = 8 * 1024 * 1024  # per file, as uploaded

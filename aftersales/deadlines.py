@@ -84,7 +84,7 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
         if position_after is None:
             break
         position = position_after
-    report.outbox_delivered = services.deliver_outbox(now=now).delivered
+    report.outbox_delivered = services.deliver_pending(now=now).delivered
     try:
         report.uploads = reconcile_if_due(runtime.settings, runtime.instance_path)
     except Exception as error:  # noqa: BLE001 - the deadlines are applied; the folder waits for the next sweep

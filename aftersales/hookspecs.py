@@ -209,3 +209,25 @@ def aftersales_current_staff(request: Any) -> Any:
     the default. The first non-``None`` answer wins; an inactive account counts as nobody.
     Register the implementation with ``AfterSales(app, plugins=[...])``; it serves no category.
     """
+
+
+@hookspec
+def aftersales_notification_channels() -> list[Any]:
+    """Channels that tell people about the steps of their cases: the module's e-mail is one
+    (``AFTERSALES_MAIL_SERVER``); SMS, WeChat or a marketplace's own inbox can be others.
+
+    Return a list of channel objects, each with:
+
+    - ``name``: short and unique (``"email"``); its messages wait in the outbox as ``notify:<name>``;
+    - ``wants(notification) -> bool``: asked inside the transaction of the step, once per
+      :class:`aftersales.notifications.Notification` (``kind``, ``audience`` ``"buyer"`` or
+      ``"seller"``, ``case_id``, ``shop_id``, ``facts``); keep it cheap and free of I/O;
+    - ``send(notification) -> None``: asked after the commit by the deliverer (at once, then by
+      ``flask aftersales deliver`` and every sweep); raise to have it retried with back-off
+      (``AFTERSALES_OUTBOX_*``), so make it idempotent. ``aftersales.notifications`` gives the
+      recipients, their language and the message in words (``recipients``, ``language``,
+      ``compose``); ``aftersales.links.case_url`` the page where the person acts.
+
+    A plugin that declares categories serves the cases of those categories only. Every channel's
+    answer is collected; a step no channel wants writes no message.
+    """

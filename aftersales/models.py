@@ -466,9 +466,20 @@ class Evidence(Base):
 
 
 class OutboxMessage(Base):
-    """A side effect that leaves the database, written with the change and delivered after commit."""
+    """A side effect that leaves the database, written with the change and delivered after commit.
+
+    Pending while neither ``delivered_at`` nor ``dead_at`` is set. ``claimed_until``: no worker
+    takes it before then (a delivery in progress, or the back-off after a failed attempt).
+    ``dead_at``: it failed ``AFTERSALES_OUTBOX_MAX_ATTEMPTS`` times and waits for someone to
+    retry it (the platform's Deliveries page, ``flask aftersales deliver --retry-dead``)."""
 
     __tablename__ = "aftersales_outbox"
+    __table_args__ = (
+        # What `deliver` reads: the pending messages, oldest first.
+        Index("ix_aftersales_outbox_pending", "id",
+              sqlite_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+              postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     topic: Mapped[str] = mapped_column(String(64))
@@ -476,5 +487,6 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import bindparam, case as case_when, func, inspect, select, update
+from sqlalchemy import and_, bindparam, case as case_when, func, inspect, or_, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import case_writes, money
+from . import case_writes, money, notifications
 from .database import write_transaction
 from .eligibility import CaseRequest, LineEligibility, LineFacts, Verdict, combine, core_verdict, line_overview
 from .errors import (
@@ -335,6 +335,7 @@ def _transition(
     }, event_needed=listened)
     if listened and event_id is not None:
         _write_outbox("case_event", {"event_id": event_id})
+    _notify(runtime, case, actor, trigger, from_state, note if paid_note is None else paid_note, amount, now)
     if entering_refunding and refund is None:  # everything due was already paid (e.g. by hand before approval)
         _complete_when_paid(runtime, case, now)
 
@@ -938,6 +939,24 @@ def _enqueue(topic: str, *, event: CaseEvent | None = None, refund: Refund | Non
     _write_outbox(topic, payload)
 
 
+def _notify(runtime: Runtime, case: Case, actor: str, trigger: str, from_state: str, note: str,
+            amount: int | None, now: datetime) -> None:
+    """The step's notifications, one outbox message per channel that wants each
+    (``aftersales.notifications``), in the step's transaction."""
+    if not runtime.plugins.implements("aftersales_notification_channels", case.category):
+        return
+    wanted = notifications.notifications_for(case, actor, trigger, None if from_state == INITIAL_STATE else from_state,
+                                             note=note, amount=amount, now=now)
+    if not wanted:
+        return
+    channels = [channel for answer in runtime.plugins.call("aftersales_notification_channels", case.category)
+                for channel in answer or ()]
+    for notification in wanted:
+        for channel in channels:
+            if channel.wants(notification):
+                _write_outbox(f"notify:{channel.name}", notification.as_payload())
+
+
 def _write_outbox(topic: str, payload: dict[str, Any]) -> None:
     """One message for after the commit, in the transaction that causes it."""
     message = OutboxMessage(topic=topic, payload=payload, created_at=utcnow())
@@ -966,61 +985,131 @@ def deliver_new() -> DeliveryReport | None:
 @dataclass
 class DeliveryReport:
     delivered: int = 0
-    failed: int = 0
+    failed: int = 0  # failed this time; retried after a back-off
+    dead: int = 0  # failed for the last time allowed: kept, and retried only when someone asks
+
+
+_PENDING = (OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None))
+
+
+def _claimable(now: datetime) -> Any:
+    return and_(*_PENDING, or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
+
+
+def retry_delay(attempts: int, settings: Mapping[str, Any]) -> timedelta:
+    """How long a message that failed ``attempts`` times waits before the next try: the first
+    delay, doubled at each further failure, at most the longest one."""
+    first = int(settings["AFTERSALES_OUTBOX_RETRY_SECONDS"])
+    longest = int(settings["AFTERSALES_OUTBOX_RETRY_MAX_SECONDS"])
+    return timedelta(seconds=min(first * 2 ** min(max(attempts - 1, 0), 30), longest))
+
+
+#: How long a claimed message is left to its worker before another may take it (a worker killed
+#: mid-delivery): longer than any SMTP or webhook timeout.
+CLAIM_SECONDS = 300
 
 
 def deliver_outbox(now: datetime | None = None, limit: int = 100, ids: Sequence[int] | None = None) -> DeliveryReport:
-    """Deliver undelivered side effects (plugin event hooks, payment calls), oldest first.
+    """Deliver pending side effects (notifications, plugin event hooks, payment calls), oldest
+    first, at most ``limit`` of them, or the messages ``ids`` (those a commit just wrote).
 
-    Each message is claimed with a conditional UPDATE, so two workers never deliver the same
-    one at once; a failure is logged with the plugin's name and retried later.
+    Each message is claimed before it is delivered, so two workers never deliver the same one:
+    on PostgreSQL the batch is read ``FOR UPDATE SKIP LOCKED`` and claimed in that transaction
+    (another worker skips those rows); elsewhere each message is claimed with a compare-and-set
+    UPDATE. A failure is recorded and retried after an exponential back-off; after
+    ``AFTERSALES_OUTBOX_MAX_ATTEMPTS`` failures the message is dead (kept, with its last error).
     """
     runtime = current()
     report = DeliveryReport()
     now = now or utcnow()
     if db.session().in_transaction():
         db.session.commit()
-    if ids is None:
-        ids = db.session.scalars(
-            select(OutboxMessage.id)
-            .where(OutboxMessage.delivered_at.is_(None),
-                   (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now))
-            .order_by(OutboxMessage.id).limit(limit)
-        ).all()
-        db.session.commit()
-    for message_id in ids:
+    claimed_until = now + timedelta(seconds=CLAIM_SECONDS)
+    if ids is None and db.session.get_bind().dialect.name == "postgresql":
         with write_transaction():
-            claimed = db.session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message_id, OutboxMessage.delivered_at.is_(None),
-                       (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now))
-                .values(claimed_until=now + timedelta(minutes=5), attempts=OutboxMessage.attempts + 1)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-        if not claimed:
-            continue
-        message = db.session.get(OutboxMessage, message_id)
-        try:
-            _deliver(runtime, message.topic, message.payload)
-        except Exception as error:  # reported, kept, retried: never silently dropped
-            db.session.rollback()
-            log.error("outbox message %s (%s) failed: %s", message_id, message.topic, error)
+            ids = db.session.scalars(
+                select(OutboxMessage.id).where(_claimable(now)).order_by(OutboxMessage.id).limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if ids:
+                db.session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids))
+                                   .values(claimed_until=claimed_until, attempts=OutboxMessage.attempts + 1)
+                                   .execution_options(synchronize_session=False))
+        claimed_ids = list(ids)
+    else:
+        if ids is None:
+            ids = db.session.scalars(select(OutboxMessage.id).where(_claimable(now)).order_by(OutboxMessage.id)
+                                     .limit(limit)).all()
+            db.session.commit()
+        claimed_ids = []
+        for message_id in ids:
             with write_transaction():
-                db.session.execute(
-                    update(OutboxMessage).where(OutboxMessage.id == message_id)
-                    .values(last_error=str(error)[:2000], claimed_until=now + timedelta(minutes=1))
+                claimed = db.session.execute(
+                    update(OutboxMessage).where(OutboxMessage.id == message_id, _claimable(now))
+                    .values(claimed_until=claimed_until, attempts=OutboxMessage.attempts + 1)
                     .execution_options(synchronize_session=False)
-                )
-            report.failed += 1
-            continue
+                ).rowcount
+            if claimed:
+                claimed_ids.append(message_id)
+    for message_id in claimed_ids:
+        _deliver_claimed(runtime, message_id, now, report)
+    return report
+
+
+def deliver_pending(now: datetime | None = None, batch: int = 100) -> DeliveryReport:
+    """Deliver every message that is pending and not backing off, ``batch`` at a time, until
+    none is left (what ``flask aftersales deliver`` and each sweep run)."""
+    total = DeliveryReport()
+    while True:
+        report = deliver_outbox(now=now, limit=batch)
+        total.delivered += report.delivered
+        total.failed += report.failed
+        total.dead += report.dead
+        if report.delivered + report.failed + report.dead == 0:
+            return total
+
+
+def _deliver_claimed(runtime: Runtime, message_id: int, now: datetime, report: DeliveryReport) -> None:
+    message = db.session.get(OutboxMessage, message_id, populate_existing=True)
+    topic, payload, attempts = message.topic, message.payload, message.attempts
+    try:
+        _deliver(runtime, topic, payload)
+    except Exception as error:  # reported, kept, retried: never silently dropped
+        db.session.rollback()
+        dead = attempts >= int(runtime.settings["AFTERSALES_OUTBOX_MAX_ATTEMPTS"])
+        log.log(logging.ERROR if dead else logging.WARNING, "outbox message %s (%s), attempt %s, failed%s: %s",
+                message_id, topic, attempts, " for the last time: dead until retried" if dead else "", error)
         with write_transaction():
             db.session.execute(
                 update(OutboxMessage).where(OutboxMessage.id == message_id)
-                .values(delivered_at=utcnow(), last_error=None)
+                .values(last_error=f"{error.__class__.__name__}: {error}"[:2000],
+                        claimed_until=now + retry_delay(attempts, runtime.settings),
+                        dead_at=now if dead else None)
                 .execution_options(synchronize_session=False)
             )
-        report.delivered += 1
-    return report
+        if dead:
+            report.dead += 1
+        else:
+            report.failed += 1
+        return
+    with write_transaction():
+        db.session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == message_id)
+            .values(delivered_at=utcnow(), last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+    report.delivered += 1
+
+
+def retry_dead_messages(ids: Sequence[int] | None = None) -> int:
+    """Give dead messages (all, or those of ``ids``) a new set of attempts, due now. Returns how
+    many were revived. Messages still being retried are left to their back-off."""
+    with write_transaction():
+        query = (update(OutboxMessage).where(OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_not(None))
+                 .values(dead_at=None, claimed_until=None, attempts=0).execution_options(synchronize_session=False))
+        if ids is not None:
+            query = query.where(OutboxMessage.id.in_(list(ids)))
+        return db.session.execute(query).rowcount
 
 
 def _deliver(runtime: Runtime, topic: str, payload: Mapping[str, Any]) -> None:
@@ -1049,6 +1138,15 @@ def _deliver(runtime: Runtime, topic: str, payload: Mapping[str, Any]) -> None:
                                        .execution_options(synchronize_session=False))
             return
         settle_refund(refund.id, result.status, reference=result.reference, message=result.message, deliver=False)
+    elif topic.startswith("notify:"):
+        name = topic.partition(":")[2]
+        notification = notifications.Notification.from_payload(payload)
+        channels = [channel for answer in runtime.plugins.call("aftersales_notification_channels")
+                    for channel in answer or () if channel.name == name]
+        if not channels:
+            raise LookupError(f"no notification channel {name!r} is loaded (its plugin was removed?)")
+        channels[0].send(notification)
+        db.session.commit()
     else:
         raise ValueError(f"unknown outbox topic {topic!r}")
 
@@ -1061,6 +1159,8 @@ __all__ = [
     "create_refund",
     "deliver_new",
     "deliver_outbox",
+    "deliver_pending",
+    "retry_dead_messages",
     "fire_timeout",
     "judge",
     "line_eligibility",

@@ -10,6 +10,9 @@ from aftersales import create_app
 from aftersales.extensions import db
 from tests.conftest import app_settings
 
+#: The newest revision: bump it with each new migration (the fresh install must stamp it).
+HEAD = "0009"
+
 
 def migrated_app(tmp_path, *, through_every_revision=True):
     """An app whose database was migrated to the latest revision; by replaying every revision
@@ -27,7 +30,7 @@ def test_a_fresh_database_is_created_at_the_latest_revision(tmp_path):
     with app.app_context(), db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": "aftersales_alembic_version"})
         assert compare_metadata(context, db.metadata) == []
-        assert context.get_current_revision() == "0008"
+        assert context.get_current_revision() == HEAD
 
 
 def test_upgrade_builds_every_table(tmp_path):
@@ -138,7 +141,7 @@ def test_an_install_recorded_in_the_shared_version_table_moves_to_its_own(tmp_pa
             connection.execute(text("INSERT INTO alembic_version VALUES ('0005'), ('hosts_own_1')"))
         upgrade()
         with db.engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == ["0008"]
+            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == [HEAD]
             assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["hosts_own_1"]
         assert "aftersales_orders" in inspect(db.engine).get_table_names()
 
@@ -176,7 +179,7 @@ def test_flask_aftersales_db_upgrade_migrates_in_a_host_with_its_own_migrations(
         assert {"orders", "alembic_version", "aftersales_alembic_version", "aftersales_cases"} <= tables
         with host_db.engine.connect() as connection:
             assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["host_rev_9"]
-            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == ["0008"]
+            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == [HEAD]
     assert host.extensions["migrate"].directory == str(tmp_path / "host_migrations")
 
 
@@ -193,5 +196,5 @@ def test_a_hosts_own_revision_numbered_like_ours_is_left_alone(tmp_path):
         upgrade()
         with db.engine.connect() as connection:
             assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
-            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == ["0008"]
+            assert connection.execute(text("SELECT version_num FROM aftersales_alembic_version")).scalars().all() == [HEAD]
         assert "aftersales_cases" in inspect(db.engine).get_table_names()

@@ -46,6 +46,23 @@ def lookup(shop_slug: str | None = None):
     return render_template("aftersales/buyer/lookup.html", form=form, shop=shop), 400 if form.errors else 200
 
 
+@buyer.get("/link/<token>")
+def case_link(token: str):
+    """The signed link of a message: the buyer lands on their case, the order granted as by a
+    lookup. A link that is expired, altered, or for an order forgotten since, opens nothing:
+    the lookup form says so."""
+    from ..links import read_buyer_case_token
+
+    read = read_buyer_case_token(token)
+    case = db.session.get(Case, read[2]) if read is not None else None
+    if case is None or case.order_id != read[0] or (case.order.buyer_access_generation or 0) != read[1]:
+        flash(_("This link has expired or no longer opens the case. Look your order up with its number "
+                "and your e-mail address instead."), "error")
+        return render_template("aftersales/buyer/lookup.html", form=LookupForm(), shop=None), 410
+    grant_buyer(case.order)
+    return redirect(url_for(".case", case_id=case.id))
+
+
 @buyer.post("/forget")
 def forget():
     forget_buyer_orders()

@@ -1,13 +1,14 @@
 """Platform arbitration: escalated cases, oldest first; both sides' statements; the decision."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from .. import services
 from ..extensions import db
-from ..models import Case, utcnow
+from ..i18n import _
+from ..models import Case, OutboxMessage, utcnow
 from .access import ROW_ID, current_staff, staff_case_or_404
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
@@ -54,3 +55,34 @@ def act(case_id: int, trigger: str):
     if hasattr(result, "form"):
         return _case_page(case, failed=result, status=result.status)
     return result
+
+
+@platform.get("/deliveries")
+@staff_required("platform")
+def deliveries():
+    """Messages that failed: those still being retried (with when), and the dead ones, newest first."""
+    try:
+        page_number = min(max(int(request.args.get("page", 1)), 1), MAX_PAGE)
+    except ValueError:
+        page_number = 1
+    query = (select(OutboxMessage)
+             .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.last_error.is_not(None))
+             .order_by(OutboxMessage.id.desc()))
+    page = db.paginate(query, page=page_number, per_page=50, error_out=False)
+    return render_template("aftersales/platform/deliveries.html", page=page, now=utcnow())
+
+
+@platform.post(f"/deliveries/<{ROW_ID}:message_id>/retry")
+@staff_required("platform")
+def retry_delivery(message_id: int):
+    """A dead message gets new attempts and is delivered now."""
+    revived = services.retry_dead_messages([message_id])
+    if revived:
+        report = services.deliver_outbox(ids=[message_id])
+        if report.delivered:
+            flash(_("Delivered."), "success")
+        else:
+            flash(_("Tried again and failed; it is retried later with back-off."), "error")
+    else:
+        flash(_("This message is not dead: it is delivered already or still being retried."), "error")
+    return redirect(url_for(".deliveries"))

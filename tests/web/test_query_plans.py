@@ -43,7 +43,7 @@ def _recorded_selects(app: Any, world: Any) -> list[tuple[str, Any]]:
         for endpoint, route in ROUTES.items():
             if route.form is None:  # a page: as one of its owners
                 role = sorted(route.owners & set(clients))[0]
-                assert clients[role].get(route.url(world)).status_code == 200, endpoint
+                assert clients[role].get(route.url(world)).status_code == route.status, endpoint
             elif route.area != "public":  # an action: its form's page, then the post (the service's statements)
                 assert clients[route.poster].get(route.form_page(world)).status_code == 200, endpoint
                 assert clients[route.poster].post(route.url(world), data=route.form(world)).status_code == 302, endpoint

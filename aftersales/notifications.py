@@ -1,0 +1,220 @@
+"""Who hears about a step of a case, and what they read.
+
+A transition that someone should hear about (the rules below: the buyer learns that the seller
+agreed, the seller that a return was shipped, ...) becomes one outbox message per channel that
+wants it, written in the transition's transaction: a step that rolls back tells no one, and a
+channel that is down (the SMTP server, a webhook receiver) gets its message later
+(``services.deliver_outbox``). Channels come from the ``aftersales_notification_channels`` hook;
+e-mail (``aftersales.mail``) is one of them.
+
+What a message says is decided when it is sent, in the recipient's language, from the facts
+recorded with it (the deadline, the amount, the return address as they were at the step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy import select
+
+from .extensions import db
+from .i18n import catalog_locale, money_text, shop_time
+from .i18n import _ as gettext
+from .models import Case, Shop, StaffUser
+
+#: Version of the payload's shape: a receiver (a webhook) reads it to know what it holds.
+PAYLOAD_VERSION = 1
+
+BUYER, SELLER = "buyer", "seller"
+
+#: trigger -> what each side hears: the other side of the step, and the buyer's own request
+#: confirmed (a buyer who ships the return needs no e-mail saying so; the seller does).
+RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "request": ((BUYER, "request_received"), (SELLER, "new_case")),
+    "revise": ((BUYER, "request_received"), (SELLER, "new_case")),
+    "approve": ((BUYER, "approved"),),
+    "reject": ((BUYER, "rejected"),),
+    "offer": ((BUYER, "offer_made"),),
+    "ship_return": ((SELLER, "return_shipped"),),
+    "ship_replacement": ((BUYER, "replacement_shipped"),),
+    "escalate": ((SELLER, "escalated"),),
+    "dispute_goods": ((BUYER, "escalated"),),
+    "decide": ((BUYER, "platform_decision"), (SELLER, "platform_decision")),
+    "refund_succeeded": ((BUYER, "refund_issued"),),
+}
+#: Every kind a rule can name (what a channel may be asked to carry).
+KINDS = ("request_received", "new_case", "approved", "rejected", "offer_made", "return_shipped",
+         "replacement_shipped", "escalated", "platform_decision", "refund_issued", "case_ended")
+TERMINAL = ("completed", "closed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One thing one side of a case should hear: ``kind`` (one of :data:`KINDS`) for
+    ``audience`` (``buyer`` or ``seller``), with the ``facts`` of the step as they were."""
+
+    kind: str
+    audience: str
+    case_id: int
+    shop_id: int
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_payload(self) -> dict[str, Any]:
+        return {"version": PAYLOAD_VERSION, "kind": self.kind, "audience": self.audience, "case_id": self.case_id,
+                "shop_id": self.shop_id, "facts": dict(self.facts)}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> "Notification":
+        return cls(payload["kind"], payload["audience"], int(payload["case_id"]), int(payload["shop_id"]),
+                   dict(payload.get("facts") or {}))
+
+    @property
+    def case(self) -> Case:
+        case = db.session.get(Case, self.case_id)
+        if case is None:
+            raise LookupError(f"case {self.case_id} no longer exists")
+        return case
+
+
+def notifications_for(case: Case, actor: str, trigger: str, from_state: str | None, *, note: str = "",
+                      amount: int | None = None, now: datetime) -> list[Notification]:
+    """What the step ``trigger`` (by ``actor``, from ``from_state``) of ``case`` tells whom.
+    The case holds its new state, deadline and inputs."""
+    wanted = list(RULES.get(trigger, ()))
+    if case.state in TERMINAL and trigger != "refund_succeeded" and actor != BUYER:
+        wanted.append((BUYER, "case_ended"))  # the outcome (and where to rate it), unless the buyer ended it
+    if not wanted:
+        return []
+    facts = {
+        "trigger": trigger, "actor": actor, "from_state": from_state, "state": case.state, "note": note or "",
+        "amount": amount if amount is not None else (case.approved_amount if trigger == "approve" else None),
+        "currency": case.currency, "due_at": case.due_at.isoformat() if case.due_at else None,
+        "due_trigger": case.due_trigger, "return_address": case.return_address,
+        "shipping_payer": case.decision_payer or case.shipping_payer, "carrier": case.return_carrier,
+        "tracking": case.return_tracking, "at": now.isoformat(),
+    }
+    if trigger == "offer":
+        facts["amount"] = case.offer_amount
+    seen: set[tuple[str, str]] = set()
+    return [Notification(kind, audience, case.id, case.shop_id, facts) for audience, kind in wanted
+            if (audience, kind) not in seen and not seen.add((audience, kind))]
+
+
+# --- recipients and language ------------------------------------------------------------------
+def recipients(notification: Notification) -> list[str]:
+    """The e-mail addresses of the side that hears it: the order's buyer, or the shop's active staff."""
+    case = notification.case
+    if notification.audience == BUYER:
+        return [case.order.buyer_email] if case.order.buyer_email else []
+    return list(db.session.scalars(
+        select(StaffUser.email).where(StaffUser.shop_id == notification.shop_id, StaffUser.active.is_(True))
+        .order_by(StaffUser.id)))
+
+
+def language(notification: Notification, settings: Mapping[str, Any]) -> str:
+    """The language the message is written in: the shop's, else the app's default."""
+    shop = db.session.get(Shop, notification.shop_id)
+    return catalog_locale((shop.locale if shop is not None else None) or settings.get("BABEL_DEFAULT_LOCALE") or "en")
+
+
+# --- what it says --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Message:
+    """A notification in words: a subject, paragraphs, and the page where the reader acts."""
+
+    subject: str
+    paragraphs: tuple[str, ...]
+    action_label: str
+    action_url: str
+
+
+def compose(notification: Notification, action_url: str) -> Message:
+    """The message in the current locale (the caller forces the recipient's)."""
+    from .web.wording import BUYER_NEXT, PAYER_LABELS, label, reason_label, state_label, KIND_LABELS
+
+    case = notification.case
+    facts = notification.facts
+    shop = case.shop
+    item = case.line.title
+    names = {"item": item, "order": case.order.number, "shop": shop.name, "case": case.id}
+    due = shop_time(datetime.fromisoformat(facts["due_at"]), shop.zone) if facts.get("due_at") else ""
+    amount = money_text(facts["amount"], facts.get("currency") or case.currency) if facts.get("amount") is not None else ""
+    note = facts.get("note") or ""
+    kind = notification.kind
+    to_buyer = notification.audience == BUYER
+    paragraphs: list[str] = []
+    if kind == "request_received":
+        subject = gettext("We received your request for %(item)s", **names)
+        paragraphs.append(gettext("Your request (%(kind)s) for %(item)s of order %(order)s was sent to %(shop)s.",
+                                  kind=label(KIND_LABELS, case.kind).lower(), **names))
+        if due:
+            paragraphs.append(gettext("The seller answers by %(due)s. If they do not, the request is approved.", due=due))
+    elif kind == "new_case":
+        subject = gettext("New after-sales request #%(case)s: %(item)s", **names)
+        paragraphs.append(gettext("%(kind)s for %(item)s of order %(order)s. Reason: %(reason)s.",
+                                  kind=label(KIND_LABELS, case.kind), reason=reason_label(case), **names))
+        if case.description:
+            paragraphs.append(gettext("The buyer writes: %(words)s", words=case.description))
+        if due:
+            paragraphs.append(gettext("Answer by %(due)s. If you do not, the request is approved automatically.", due=due))
+    elif kind == "approved":
+        subject = gettext("Your request for %(item)s was approved", **names)
+        if facts.get("state") == "awaiting_return":
+            paragraphs.append(gettext("Send the item to this address: %(address)s", address=facts.get("return_address") or ""))
+            paragraphs.append(gettext("%(sentence)s.", sentence=label(PAYER_LABELS, facts.get("shipping_payer") or "buyer")))
+            if due:
+                paragraphs.append(gettext("Send it by %(due)s and enter the tracking number on your case page; "
+                                          "otherwise the request is withdrawn.", due=due))
+        else:
+            paragraphs.append(str(BUYER_NEXT.get(facts.get("state"), "")) or state_label(case))
+    elif kind == "rejected":
+        subject = gettext("The seller declined your request for %(item)s", **names)
+        if note:
+            paragraphs.append(gettext("The seller's reason: %(reason)s", reason=note))
+        paragraphs.append(gettext("You can revise your request or ask the platform to decide until %(due)s.", due=due)
+                          if due else gettext("You can revise your request or ask the platform to decide."))
+    elif kind == "offer_made":
+        subject = gettext("The seller offers %(amount)s for %(item)s", amount=amount, **names)
+        if note:
+            paragraphs.append(gettext("The seller writes: %(words)s", words=note))
+        paragraphs.append(gettext("Accept or decline the offer on your case page by %(due)s.", due=due)
+                          if due else gettext("Accept or decline the offer on your case page."))
+    elif kind == "return_shipped":
+        subject = gettext("Case #%(case)s: the buyer shipped the return", **names)
+        paragraphs.append(gettext("%(item)s of order %(order)s is on its way back: %(carrier)s, tracking number %(tracking)s.",
+                                  carrier=facts.get("carrier") or "", tracking=facts.get("tracking") or "", **names))
+        if due:
+            paragraphs.append(gettext("Confirm receipt by %(due)s; otherwise the return counts as received.", due=due))
+    elif kind == "replacement_shipped":
+        subject = gettext("A replacement for %(item)s is on its way", **names)
+        paragraphs.append(gettext("Tell us on your case page when it has arrived, by %(due)s.", due=due)
+                          if due else gettext("Tell us on your case page when it has arrived."))
+    elif kind == "escalated":
+        subject = gettext("Case #%(case)s went to the platform", **names)
+        paragraphs.append(gettext("The platform reads both sides and decides on %(item)s of order %(order)s.", **names))
+    elif kind == "platform_decision":
+        subject = gettext("The platform decided on case #%(case)s", **names)
+        paragraphs.append(gettext("The decision: %(state)s.", state=label_for_state(facts.get("state"))))
+        if note:
+            paragraphs.append(gettext("The platform writes: %(words)s", words=note))
+    elif kind == "refund_issued":
+        subject = gettext("Your refund of %(amount)s for %(item)s was paid", amount=amount, **names)
+        paragraphs.append(gettext("It goes back the way you paid for order %(order)s.", **names))
+        paragraphs.append(gettext("You can rate how the case was handled on your case page."))
+    elif kind == "case_ended":
+        subject = gettext("Your case for %(item)s has ended", **names)
+        paragraphs.append(str(BUYER_NEXT.get(facts.get("state"), "")) or state_label(case))
+        if note:
+            paragraphs.append(note)
+        paragraphs.append(gettext("You can rate how the case was handled on your case page."))
+    else:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    action = gettext("Open your case") if to_buyer else gettext("Open the case")
+    return Message(subject, tuple(p for p in paragraphs if p), action, action_url)
+
+
+def label_for_state(state: Any) -> str:
+    from .web.wording import STATE_LABELS, label
+
+    return label(STATE_LABELS, state).lower() if state else ""

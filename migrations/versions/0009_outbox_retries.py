@@ -1,0 +1,34 @@
+"""outbox retries: a message that failed too often is dead (aftersales_outbox.dead_at), and the
+pending ones are read from a partial index
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-02 01:20:00
+
+``deliver`` retries a failed message with exponential back-off; after
+``AFTERSALES_OUTBOX_MAX_ATTEMPTS`` failures it stops and marks the message dead until someone
+retries it.
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0009'
+down_revision = '0008'
+branch_labels = None
+depends_on = None
+
+PENDING = "delivered_at IS NULL AND dead_at IS NULL"
+
+
+def upgrade():
+    with op.batch_alter_table('aftersales_outbox') as batch:
+        batch.add_column(sa.Column('dead_at', sa.DateTime(), nullable=True))
+    op.create_index('ix_aftersales_outbox_pending', 'aftersales_outbox', ['id'], unique=False,
+                    sqlite_where=sa.text(PENDING), postgresql_where=sa.text(PENDING))
+
+
+def downgrade():
+    op.drop_index('ix_aftersales_outbox_pending', table_name='aftersales_outbox')
+    with op.batch_alter_table('aftersales_outbox') as batch:
+        batch.drop_column('dead_at')

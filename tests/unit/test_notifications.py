@@ -1,0 +1,314 @@
+"""Notifications by e-mail through a real SMTP server on loopback (aiosmtpd): who hears what, in
+which language, with a link that works; queued while the server is down, nothing sent for a
+step that rolled back, each message delivered once by two deliverers at once, dead after too
+many failures and revived by the platform's Retry."""
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import socket
+import threading
+from datetime import timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+from aftersales import services
+from aftersales.extensions import db
+from aftersales.models import OutboxMessage, utcnow
+from aftersales.orders import ensure_shop
+from aftersales.staff import create_staff
+from tests.conftest import make_app, make_order
+
+PASSWORD = "correct-horse-battery"
+
+
+class Inbox:
+    """What the SMTP server received: (envelope recipients, parsed message)."""
+
+    def __init__(self):
+        self.received: list[tuple[list[str], email.message.EmailMessage]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.received.append((list(envelope.rcpt_tos), message))
+        return "250 OK"
+
+    def to(self, address: str) -> list[email.message.EmailMessage]:
+        return [message for recipients, message in self.received if address in recipients]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SmtpServer:
+    def __init__(self):
+        self.port = free_port()
+        self.inbox = Inbox()
+        self.controller: Controller | None = None
+
+    def start(self):
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self):
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp():
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def mail_app(tmp_path, smtp, **config):
+    app = make_app(tmp_path, AFTERSALES_MAIL_SERVER="127.0.0.1", AFTERSALES_MAIL_PORT=smtp.port,
+                   AFTERSALES_MAIL_SENDER="Test Shop <service@shop.test>", AFTERSALES_BASE_URL="http://shop.test",
+                   AFTERSALES_MAIL_TIMEOUT_SECONDS=5, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False, **config)
+    return app
+
+
+@pytest.fixture
+def app(tmp_path, smtp):
+    app = mail_app(tmp_path, smtp)
+    with app.app_context():
+        ensure_shop("shop", "Test Shop", return_address="1 Return Road, Hangzhou")
+        db.session.commit()
+        create_staff(email="seller@example.com", password=PASSWORD, shop_slug="shop", name="Sam Seller")
+        create_staff(email="platform@example.com", password=PASSWORD, name="Pat Platform")
+        yield app
+        db.session.remove()
+
+
+def recent_order():
+    """An order delivered two days ago, by the real clock (the deliverer runs on it)."""
+    return make_order(delivered=utcnow() - timedelta(days=2))
+
+
+def body(message) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def html_body(message) -> str:
+    return message.get_body(preferencelist=("html",)).get_content()
+
+
+def walk_return(order, staff_id: int = 1):
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason", description="Too small",
+                              actor_id=order.buyer_email)
+    services.act(case.id, "seller", "approve", actor_id="1")
+    services.act(case.id, "buyer", "ship_return", carrier="SF Express", tracking_number="SF100200300")
+    services.act(case.id, "seller", "confirm_receipt", received_quantity=1)
+    services.act(case.id, "seller", "refund")
+    refund_id = db.session.scalar(select(services.Refund.id).where(services.Refund.case_id == case.id))
+    services.mark_refund_paid(refund_id, staff_id, "BANK-1")
+    return case
+
+
+def test_a_return_refund_tells_the_buyer_and_the_staff_each_step_that_is_theirs(app, smtp):
+    order = recent_order()
+    case = walk_return(order)
+
+    buyer_mail = smtp.inbox.to("buyer@example.com")
+    seller_mail = smtp.inbox.to("seller@example.com")
+    assert [m["Subject"] for m in buyer_mail] == [
+        f"We received your request for {order.lines[0].title}",
+        f"Your request for {order.lines[0].title} was approved",
+        "Your refund of CN¥100.00 for Item was paid",
+    ]
+    assert [m["Subject"] for m in seller_mail] == [
+        f"New after-sales request #{case.id}: Item", f"Case #{case.id}: the buyer shipped the return",
+    ]
+    assert "platform@example.com" not in {address for recipients, _ in smtp.inbox.received for address in recipients}
+    approved = body(buyer_mail[1])
+    assert "1 Return Road, Hangzhou" in approved and "You pay the return shipping." in approved
+    assert "enter the tracking number" in approved
+    assert "SF Express, tracking number SF100200300" in body(seller_mail[1])
+    assert "Too small" in body(seller_mail[0])
+    for message in buyer_mail + seller_mail:
+        assert message["From"] == "Test Shop <service@shop.test>"
+        assert message.get_body(preferencelist=("html",)) is not None
+        assert re.search(r"http://shop\.test/\S+", body(message))
+    assert all("http://shop.test/seller/cases/" in body(m) for m in seller_mail)
+    assert db.session.scalar(select(func.count(OutboxMessage.id)).where(OutboxMessage.delivered_at.is_(None))) == 0
+
+
+def test_the_buyers_link_opens_their_case_without_a_lookup_and_a_forged_one_opens_nothing(app, smtp):
+    order = recent_order()
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason", actor_id=order.buyer_email)
+    link = re.search(r"http://shop\.test(/link/\S+)", body(smtp.inbox.to("buyer@example.com")[0])).group(1)
+    assert link in html_body(smtp.inbox.to("buyer@example.com")[0])
+
+    browser = app.test_client()
+    assert browser.get(f"/cases/{case.id}").status_code == 404  # no grant yet
+    landed = browser.get(link)
+    assert landed.status_code == 302 and landed.headers["Location"].endswith(f"/cases/{case.id}")
+    assert browser.get(f"/cases/{case.id}").status_code == 200
+
+    stranger = app.test_client()
+    forged = stranger.get(link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB"))
+    assert forged.status_code == 410 and "This link has expired" in forged.text
+    assert stranger.get(f"/cases/{case.id}").status_code == 404
+
+    with app.test_request_context():
+        from aftersales.orders import revoke_buyer_access
+
+        revoke_buyer_access([order.id])  # "forget this order": its links end with its cookies
+    assert app.test_client().get(link).status_code == 410
+
+
+def test_an_expired_link_opens_nothing(tmp_path, smtp):
+    app = mail_app(tmp_path, smtp, AFTERSALES_BUYER_LINK_DAYS=0)
+    with app.app_context():
+        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
+        db.session.commit()
+        order = recent_order()
+        services.open_case(order.lines[0].id, "return_refund", "no_reason")
+        link = re.search(r"http://shop\.test(/link/\S+)", body(smtp.inbox.to("buyer@example.com")[0])).group(1)
+        import time
+
+        time.sleep(1.1)  # itsdangerous counts whole seconds
+        assert app.test_client().get(link).status_code == 410
+        db.session.remove()
+
+
+def test_a_chinese_shop_writes_in_chinese(tmp_path, smtp):
+    app = mail_app(tmp_path, smtp)
+    with app.app_context():
+        ensure_shop("shop", "测试店", return_address="杭州市退货路1号", locale="zh_Hans")
+        db.session.commit()
+        create_staff(email="seller@example.com", password=PASSWORD, shop_slug="shop")
+        order = recent_order()
+        case = services.open_case(order.lines[0].id, "return_refund", "no_reason")
+        services.act(case.id, "seller", "approve")
+        case_id = case.id
+        db.session.remove()
+    received, approved = smtp.inbox.to("buyer@example.com")
+    assert received["Subject"] == "我们已收到您对Item的申请"
+    assert "杭州市退货路1号" in body(approved) and "退货运费由您承担。" in body(approved)
+    assert not re.search(r"\b(the|your|request)\b", body(approved), re.I)
+    assert smtp.inbox.to("seller@example.com")[0]["Subject"].startswith(f"新的售后申请 #{case_id}")
+
+
+def test_with_the_server_down_messages_wait_and_arrive_once_it_is_back(app, smtp):
+    smtp.stop()
+    order = recent_order()
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason")  # the step is not held up
+    assert case.state == "requested"
+    pending = db.session.scalars(select(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))).all()
+    assert sorted(m.topic for m in pending) == ["notify:email", "notify:email"]
+    assert all(m.attempts == 1 and m.last_error and m.dead_at is None for m in pending)
+
+    assert services.deliver_pending().delivered == 0  # backing off: not tried again yet
+    smtp.start()
+    later = utcnow() + timedelta(seconds=61)
+    report = services.deliver_pending(now=later)
+    assert (report.delivered, report.failed, report.dead) == (2, 0, 0)
+    assert len(smtp.inbox.to("buyer@example.com")) == len(smtp.inbox.to("seller@example.com")) == 1
+    assert services.deliver_pending(now=later + timedelta(hours=1)).delivered == 0  # nothing twice
+
+
+def test_a_step_that_rolls_back_sends_nothing(app, smtp, monkeypatch):
+    order = recent_order()
+    real_write = services._write_outbox
+
+    def write_then_fail(topic, payload):
+        real_write(topic, payload)
+        raise RuntimeError("the step fails after its notifications were written")
+
+    monkeypatch.setattr(services, "_write_outbox", write_then_fail)
+    with pytest.raises(RuntimeError):
+        services.open_case(order.lines[0].id, "return_refund", "no_reason")
+    monkeypatch.undo()
+    assert db.session.scalar(select(func.count(OutboxMessage.id))) == 0
+    assert services.deliver_pending(now=utcnow() + timedelta(days=1)).delivered == 0
+    assert smtp.inbox.received == []
+
+
+def test_two_deliverers_at_once_send_each_message_once(app, smtp):
+    smtp.stop()
+    for _ in range(12):
+        order = recent_order()
+        services.open_case(order.lines[0].id, "return_refund", "no_reason")
+    assert db.session.scalar(select(func.count(OutboxMessage.id)).where(OutboxMessage.delivered_at.is_(None))) == 24
+    db.session.remove()
+    smtp.start()
+    later = utcnow() + timedelta(seconds=61)
+    start = threading.Barrier(2, timeout=30)
+    reports = []
+
+    def deliverer():
+        with app.app_context():
+            start.wait()
+            reports.append(services.deliver_pending(now=later, batch=5))
+            db.session.remove()
+
+    threads = [threading.Thread(target=deliverer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(report.delivered for report in reports) == 24
+    assert len(smtp.inbox.received) == 24
+    assert len({message["Message-ID"] for _, message in smtp.inbox.received}) == 24
+
+
+def test_a_message_that_keeps_failing_dies_and_the_platform_retries_it(tmp_path, smtp):
+    from tests.web.conftest import login
+
+    app = mail_app(tmp_path, smtp, AFTERSALES_OUTBOX_MAX_ATTEMPTS=2)
+    with app.app_context():
+        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
+        db.session.commit()
+        create_staff(email="platform@example.com", password=PASSWORD, name="Pat Platform")
+        smtp.stop()
+        order = recent_order()
+        services.open_case(order.lines[0].id, "return_refund", "no_reason")  # attempt 1 fails
+        report = services.deliver_pending(now=utcnow() + timedelta(seconds=61))  # attempt 2: the last
+        assert (report.delivered, report.failed, report.dead) == (0, 0, 1)
+        dead = db.session.scalar(select(OutboxMessage).where(OutboxMessage.dead_at.is_not(None)))
+        assert dead.attempts == 2 and "Connection refused" in dead.last_error
+        dead_id = dead.id
+        assert services.deliver_pending(now=utcnow() + timedelta(days=2)).delivered == 0  # the dead stay put
+        db.session.remove()
+
+        platform = login(app, "platform@example.com")
+        page = platform.get("/platform/deliveries")
+        assert page.status_code == 200 and f"#{dead_id}" in page.text and "Dead since" in page.text
+        assert "Connection refused" in page.text
+        smtp.start()
+        retried = platform.post(f"/platform/deliveries/{dead_id}/retry", follow_redirects=True)
+        assert "Delivered." in retried.text
+        assert len(smtp.inbox.to("buyer@example.com")) == 1
+        assert platform.post(f"/platform/deliveries/{dead_id}/retry", follow_redirects=True).status_code == 200
+        assert len(smtp.inbox.to("buyer@example.com")) == 1  # a delivered message is not sent again
+        db.session.remove()
+
+
+def test_back_off_doubles_up_to_the_longest_delay():
+    settings = {"AFTERSALES_OUTBOX_RETRY_SECONDS": 60, "AFTERSALES_OUTBOX_RETRY_MAX_SECONDS": 600}
+    assert [services.retry_delay(n, settings).total_seconds() for n in range(1, 7)] == [60, 120, 240, 480, 600, 600]
+
+
+@pytest.mark.parametrize("bad", [
+    {"AFTERSALES_MAIL_SECURITY": "ssl"},
+    {"AFTERSALES_MAIL_SENDER": ""},
+    {"AFTERSALES_BASE_URL": "shop.test"},
+    {"AFTERSALES_MAIL_PORT": "smtp"},
+])
+def test_mail_settings_that_cannot_work_stop_the_start(tmp_path, bad):
+    settings = {"AFTERSALES_MAIL_SERVER": "127.0.0.1", "AFTERSALES_MAIL_SENDER": "s@shop.test",
+                "AFTERSALES_BASE_URL": "http://shop.test", **bad}
+    with pytest.raises(RuntimeError, match=next(iter(bad))):
+        make_app(tmp_path, **settings)
