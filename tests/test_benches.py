@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(
     ("sweep.py", ["--cases", "30", "--small", "10"], "sweep_vs_bare_batch_ratio:"),
     ("queue.py", ["--small", "30", "--large", "60", "--repeat", "1", "--warmup", "0"],
      "seller_case_page_2000_vs_0_events_ratio:"),
+    ("deliver.py", ["--cases", "3"], "every message delivered exactly once: yes"),
 ])
 def test_the_bench_runs(script, arguments, prints, tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("AFTERSALES_")}
