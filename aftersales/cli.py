@@ -102,9 +102,9 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
     from .deadlines import sweep, sweep_forever
 
     def report(result: Any) -> None:
-        click.echo(_("applied %(applied)d, skipped %(skipped)d, failed %(failed)d, side effects delivered "
-                     "%(delivered)d", applied=result.applied, skipped=result.skipped, failed=result.failed,
-                     delivered=result.outbox_delivered))
+        click.echo(_("applied %(applied)d, skipped %(skipped)d, failed %(failed)d, reminders %(reminders)d, "
+                     "side effects delivered %(delivered)d", applied=result.applied, skipped=result.skipped,
+                     failed=result.failed, reminders=result.reminders, delivered=result.outbox_delivered))
         for error in result.errors:
             click.echo(_("  error: %(error)s", error=error), err=True)
 

@@ -96,6 +96,9 @@ class Defaults:
     AFTERSALES_MAIL_SENDER = ""
     AFTERSALES_MAIL_TIMEOUT_SECONDS = 30
     AFTERSALES_BASE_URL = ""
+    # Reminders before a deadline lapses, to the side the case waits on (0: none).
+    AFTERSALES_BUYER_REMINDER_HOURS = 24
+    AFTERSALES_SELLER_REMINDER_HOURS = 6
     # How long the signed link of a buyer's e-mail opens their case.
     AFTERSALES_BUYER_LINK_DAYS = 30
 

@@ -25,6 +25,7 @@ from .database import write_transaction
 from .extensions import db
 from .models import Case, utcnow
 from .reconcile import ReconcileReport, reconcile_if_due
+from .reminders import send_reminders
 from .runtime import current
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class SweepReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     outbox_delivered: int = 0
+    reminders: int = 0  # reminder notifications written (deadlines near: aftersales.reminders)
     uploads: ReconcileReport | None = None  # when the sweep reconciled the uploads folder
 
 
@@ -84,6 +86,7 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
         if position_after is None:
             break
         position = position_after
+    report.reminders = send_reminders(now, runtime)
     report.outbox_delivered = services.deliver_pending(now=now).delivered
     try:
         report.uploads = reconcile_if_due(runtime.settings, runtime.instance_path)

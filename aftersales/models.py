@@ -320,6 +320,8 @@ class Case(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     due_trigger: Mapped[str | None] = mapped_column(String(64))
+    #: The deadline (``due_at``) a reminder was sent for: one reminder per deadline, not one per sweep.
+    reminded_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     shipping_payer: Mapped[str] = mapped_column(String(16), default="buyer")
     offer_amount: Mapped[int | None] = mapped_column(BigInteger)
     approved_amount: Mapped[int | None] = mapped_column(BigInteger)

@@ -45,7 +45,7 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 #: Every kind a rule can name (what a channel may be asked to carry).
 KINDS = ("request_received", "new_case", "approved", "rejected", "offer_made", "return_shipped",
-         "replacement_shipped", "escalated", "platform_decision", "refund_issued", "case_ended")
+         "replacement_shipped", "escalated", "platform_decision", "refund_issued", "case_ended", "deadline_reminder")
 TERMINAL = ("completed", "closed", "cancelled")
 
 
@@ -86,19 +86,24 @@ def notifications_for(case: Case, actor: str, trigger: str, from_state: str | No
         wanted.append((BUYER, "case_ended"))  # the outcome (and where to rate it), unless the buyer ended it
     if not wanted:
         return []
-    facts = {
+    if amount is None:
+        amount = case.offer_amount if trigger == "offer" else case.approved_amount if trigger == "approve" else None
+    facts = case_facts(case, now, trigger=trigger, actor=actor, from_state=from_state, note=note, amount=amount)
+    seen: set[tuple[str, str]] = set()
+    return [Notification(kind, audience, case.id, case.shop_id, facts) for audience, kind in wanted
+            if (audience, kind) not in seen and not seen.add((audience, kind))]
+
+
+def case_facts(case: Case, now: datetime, *, trigger: str | None = None, actor: str = "system",
+               from_state: str | None = None, note: str = "", amount: int | None = None) -> dict[str, Any]:
+    """What a message about ``case`` may say, as it stands at ``now`` (after the step ``trigger``)."""
+    return {
         "trigger": trigger, "actor": actor, "from_state": from_state, "state": case.state, "note": note or "",
-        "amount": amount if amount is not None else (case.approved_amount if trigger == "approve" else None),
-        "currency": case.currency, "due_at": case.due_at.isoformat() if case.due_at else None,
+        "amount": amount, "currency": case.currency, "due_at": case.due_at.isoformat() if case.due_at else None,
         "due_trigger": case.due_trigger, "return_address": case.return_address,
         "shipping_payer": case.decision_payer or case.shipping_payer, "carrier": case.return_carrier,
         "tracking": case.return_tracking, "at": now.isoformat(),
     }
-    if trigger == "offer":
-        facts["amount"] = case.offer_amount
-    seen: set[tuple[str, str]] = set()
-    return [Notification(kind, audience, case.id, case.shop_id, facts) for audience, kind in wanted
-            if (audience, kind) not in seen and not seen.add((audience, kind))]
 
 
 # --- recipients and language ------------------------------------------------------------------
@@ -131,7 +136,7 @@ class Message:
 
 def compose(notification: Notification, action_url: str) -> Message:
     """The message in the current locale (the caller forces the recipient's)."""
-    from .web.wording import BUYER_NEXT, PAYER_LABELS, label, reason_label, state_label, KIND_LABELS
+    from .web.wording import BUYER_NEXT, KIND_LABELS, PAYER_LABELS, deadline_outcome, label, reason_label, state_label
 
     case = notification.case
     facts = notification.facts
@@ -202,6 +207,16 @@ def compose(notification: Notification, action_url: str) -> Message:
         subject = gettext("Your refund of %(amount)s for %(item)s was paid", amount=amount, **names)
         paragraphs.append(gettext("It goes back the way you paid for order %(order)s.", **names))
         paragraphs.append(gettext("You can rate how the case was handled on your case page."))
+    elif kind == "deadline_reminder":
+        outcome = deadline_outcome(facts.get("state") or case.state, facts.get("due_trigger") or "")
+        if to_buyer:
+            subject = gettext("Reminder: your case for %(item)s needs you by %(due)s", due=due, **names)
+            paragraphs.append(str(BUYER_NEXT.get(facts.get("state"), "")))
+        else:
+            subject = gettext("Reminder: case #%(case)s needs an answer by %(due)s", due=due, **names)
+            paragraphs.append(gettext("%(item)s of order %(order)s: %(state)s.", state=label_for_state(facts.get("state")),
+                                      **names))
+        paragraphs.append(gettext("If nothing is done by %(due)s, %(outcome)s.", due=due, outcome=outcome))
     elif kind == "case_ended":
         subject = gettext("Your case for %(item)s has ended", **names)
         paragraphs.append(str(BUYER_NEXT.get(facts.get("state"), "")) or state_label(case))

@@ -312,3 +312,66 @@ def test_mail_settings_that_cannot_work_stop_the_start(tmp_path, bad):
                 "AFTERSALES_BASE_URL": "http://shop.test", **bad}
     with pytest.raises(RuntimeError, match=next(iter(bad))):
         make_app(tmp_path, **settings)
+
+
+def test_each_side_is_reminded_once_before_its_deadline_lapses(app, smtp):
+    from aftersales.deadlines import sweep
+    from aftersales.models import Case
+
+    order = recent_order()
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason")
+    seller_due = case.due_at
+    smtp.inbox.received.clear()
+
+    assert sweep(now=seller_due - timedelta(hours=7)).reminders == 0  # the seller's window (6 h) has not opened
+    report = sweep(now=seller_due - timedelta(hours=5))
+    assert report.reminders == 1 and report.applied == 0
+    (reminder,) = smtp.inbox.to("seller@example.com")
+    assert reminder["Subject"] == f"Reminder: case #{case.id} needs an answer by {services_time(seller_due)}"
+    assert "If nothing is done by" in body(reminder) and "the request is approved automatically" in body(reminder)
+    assert smtp.inbox.to("buyer@example.com") == []
+    assert sweep(now=seller_due - timedelta(hours=4)).reminders == 0  # once per deadline
+    assert sweep(now=seller_due - timedelta(hours=1)).reminders == 0
+    assert len(smtp.inbox.to("seller@example.com")) == 1
+
+    services.act(case.id, "seller", "approve")  # a new deadline, the buyer's: ship the return
+    buyer_due = db.session.get(Case, case.id).due_at
+    smtp.inbox.received.clear()
+    assert sweep(now=buyer_due - timedelta(hours=25)).reminders == 0
+    assert sweep(now=buyer_due - timedelta(hours=23)).reminders == 1
+    (reminder,) = smtp.inbox.to("buyer@example.com")
+    assert reminder["Subject"] == f"Reminder: your case for Item needs you by {services_time(buyer_due)}"
+    assert "Send the item to the return address" in body(reminder) and "the request is withdrawn" in body(reminder)
+    assert sweep(now=buyer_due - timedelta(hours=2)).reminders == 0
+    assert smtp.inbox.to("seller@example.com") == []
+
+
+def test_reminders_can_be_turned_off(tmp_path, smtp):
+    from aftersales.deadlines import sweep
+
+    app = mail_app(tmp_path, smtp, AFTERSALES_SELLER_REMINDER_HOURS=0)
+    with app.app_context():
+        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
+        db.session.commit()
+        create_staff(email="seller@example.com", password=PASSWORD, shop_slug="shop")
+        case = services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+        assert sweep(now=case.due_at - timedelta(hours=1)).reminders == 0
+        db.session.remove()
+
+
+def services_time(moment) -> str:
+    from aftersales.i18n import shop_time
+    from zoneinfo import ZoneInfo
+
+    return shop_time(moment, ZoneInfo("UTC"))
+
+
+def test_waiting_on_reads_whose_move_it_is_from_the_table(app):
+    from aftersales.reminders import waiting_on
+    from aftersales.runtime import current
+
+    workflow = current().workflow("books", "return_refund")
+    assert {state: waiting_on(workflow, state, workflow.deadline(state).trigger)
+            for state in ("requested", "awaiting_return", "return_shipped", "received", "rejected", "offer_pending")} == {
+        "requested": "seller", "awaiting_return": "buyer", "return_shipped": "seller", "received": "seller",
+        "rejected": "buyer", "offer_pending": "buyer"}

@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import event, select, text, update
 
-from aftersales import deadlines
+from aftersales import deadlines, hookimpl
+from aftersales.runtime import current
 from aftersales.extensions import db
 from aftersales.models import Case, utcnow
 from tests.web.test_security import ROUTES, BUYER_A_EMAIL, client_for, site  # noqa: F401  (site is a fixture)
@@ -26,6 +27,18 @@ LARGE_TABLES = tuple(f"aftersales_{name}" for name in ("orders", "order_lines", 
 
 QUEUE_QUERIES = ["", "kind=refund_only", "category=books", "state=requested", "mine=1", "overdue=1",
                  "kind=exchange&category=books", "state=refunding&kind=refund_only"]
+
+
+class _SilentChannels:
+    class Channel:
+        name = "silent"
+
+        def wants(self, notification):
+            return False
+
+    @hookimpl
+    def aftersales_notification_channels(self):
+        return [self.Channel()]
 
 
 def _recorded_selects(app: Any, world: Any) -> list[tuple[str, Any]]:
@@ -57,6 +70,8 @@ def _recorded_selects(app: Any, world: Any) -> list[tuple[str, Any]]:
             due = db.session.scalar(select(Case.id).where(Case.due_trigger.is_not(None)).order_by(Case.id).limit(1))
             db.session.execute(update(Case).where(Case.id == due).values(due_at=utcnow() - timedelta(hours=1)))
             db.session.commit()
+            # A channel that wants nothing: the sweep then looks for deadlines to remind of.
+            current().plugins.register(_SilentChannels(), "silent-channel", source="test")
             event.listen(engine, "before_cursor_execute", remember)
             assert deadlines.sweep().applied == 1
             db.session.remove()
@@ -102,6 +117,7 @@ def test_no_page_nor_the_sweeper_reads_a_large_table_from_end_to_end(site):
     app, world = site
     statements = _recorded_selects(app, world)
     assert len(statements) > 50
+    assert any("reminded_due_at !=" in statement for statement, _ in statements)  # the sweep's reminders were read
     with app.app_context():
         full_scans = _full_scans_postgres if db.engine.dialect.name == "postgresql" else _full_scans_sqlite
         problems = []

@@ -1,5 +1,6 @@
 """outbox retries: a message that failed too often is dead (aftersales_outbox.dead_at), and the
-pending ones are read from a partial index
+pending ones are read from a partial index; reminders: the deadline a case was reminded of
+(aftersales_cases.reminded_due_at)
 
 Revision ID: 0009
 Revises: 0008
@@ -7,7 +8,7 @@ Create Date: 2026-12-02 01:20:00
 
 ``deliver`` retries a failed message with exponential back-off; after
 ``AFTERSALES_OUTBOX_MAX_ATTEMPTS`` failures it stops and marks the message dead until someone
-retries it.
+retries it. The sweeper reminds the side a deadline waits on once per deadline.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -24,11 +25,15 @@ PENDING = "delivered_at IS NULL AND dead_at IS NULL"
 def upgrade():
     with op.batch_alter_table('aftersales_outbox') as batch:
         batch.add_column(sa.Column('dead_at', sa.DateTime(), nullable=True))
+    with op.batch_alter_table('aftersales_cases') as batch:
+        batch.add_column(sa.Column('reminded_due_at', sa.DateTime(), nullable=True))
     op.create_index('ix_aftersales_outbox_pending', 'aftersales_outbox', ['id'], unique=False,
                     sqlite_where=sa.text(PENDING), postgresql_where=sa.text(PENDING))
 
 
 def downgrade():
     op.drop_index('ix_aftersales_outbox_pending', table_name='aftersales_outbox')
+    with op.batch_alter_table('aftersales_cases') as batch:
+        batch.drop_column('reminded_due_at')
     with op.batch_alter_table('aftersales_outbox') as batch:
         batch.drop_column('dead_at')
