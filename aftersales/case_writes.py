@@ -62,6 +62,7 @@ class _Batch:
     def __init__(self) -> None:
         self.updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self.events: list[dict[str, Any]] = []
+        self.cases: set[int] = set()  # cases with a collected update
 
     def __bool__(self) -> bool:
         return bool(self.updates or self.events)
@@ -70,7 +71,7 @@ class _Batch:
         """Every collected write, then empty. A case another transaction changed since it was read
         makes the whole batch fail (the sweeper then redoes the batch case by case)."""
         updates, events = self.updates, self.events
-        self.updates, self.events = {}, []
+        self.updates, self.events, self.cases = {}, [], set()
         connection = session.connection()
         for keys, rows in updates.items():
             matched = connection.execute(_update_statement(keys), rows).rowcount
@@ -94,8 +95,10 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
         session.flush()
         return event.id
     batch: _Batch | None = session.info.get(_BATCH)
-    if batch is not None and event_needed and batch:
-        batch.write(session)  # keep the order of the timeline: what was collected goes first
+    if batch is not None and batch and (event_needed or case.id in batch.cases):
+        # Keep the order of the timeline, and of a case's own updates (a second step of the same
+        # case in one batch, e.g. a timeout that completes it): what was collected goes first.
+        batch.write(session)
     unmodified = state.unmodified
     changes = {key: state.dict[key] for key, _column in _CASE_COLUMNS
                if key not in unmodified and key in state.dict}
@@ -116,6 +119,7 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
         _mark_loaded(session, case, new_version)
         if changes:
             batch.updates.setdefault(keys, []).append(update_row)
+            batch.cases.add(case.id)
         batch.events.append(event_row)
         return None
     connection = session.connection()

@@ -128,8 +128,8 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
 def deliver_command(batch: int, retry_dead: bool) -> None:
     """Deliver what the outbox holds: e-mails, webhooks, plugin event hooks, payment calls.
 
-    Each commit delivers its own messages at once; this (and every sweep) delivers the rest:
-    those whose first try failed, once their back-off has passed. Safe to run from several hosts
+    Notifications wait for this (or a sweep); so does every message whose try failed, once its
+    back-off has passed. Run it, or the sweep, every minute. Safe to run from several hosts
     at once: each message is delivered once. Exits with status 1 when a message failed for the
     last allowed time (it is kept as dead: see the platform's Deliveries page).
     """

@@ -96,6 +96,10 @@ class Defaults:
     AFTERSALES_MAIL_SENDER = ""
     AFTERSALES_MAIL_TIMEOUT_SECONDS = 30
     AFTERSALES_BASE_URL = ""
+    # A refund staff pay by hand (no payment plugin): the days they have before the case shows as
+    # overdue and they are reminded (0: no deadline), and the daily digest of refunds left unpaid.
+    AFTERSALES_MANUAL_REFUND_DAYS = 3
+    AFTERSALES_REFUND_DIGEST_HOURS = 24
     # Reminders before a deadline lapses, to the side the case waits on (0: none).
     AFTERSALES_BUYER_REMINDER_HOURS = 24
     AFTERSALES_SELLER_REMINDER_HOURS = 6

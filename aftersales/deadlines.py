@@ -25,7 +25,7 @@ from .database import write_transaction
 from .extensions import db
 from .models import Case, utcnow
 from .reconcile import ReconcileReport, reconcile_if_due
-from .reminders import send_reminders
+from .reminders import send_refund_digests, send_reminders
 from .runtime import current
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def due_cases(now: datetime, limit: int, after: tuple[datetime, int] | None = No
     On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``: another sweeper's batch is
     skipped instead of waited for, and a person acting on one of these cases waits for this batch.
     """
-    query = select(Case).where(Case.due_at.is_not(None), Case.due_at <= now)
+    # A deadline without a trigger (a manual refund's) fires nothing: staff are reminded instead.
+    query = select(Case).where(Case.due_at.is_not(None), Case.due_at <= now, Case.due_trigger.is_not(None))
     if after is not None:
         after_due, after_id = after
         query = query.where(Case.due_at >= after_due, or_(Case.due_at > after_due, Case.id > after_id))
@@ -86,7 +87,7 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
         if position_after is None:
             break
         position = position_after
-    report.reminders = send_reminders(now, runtime)
+    report.reminders = send_reminders(now, runtime) + send_refund_digests(now, runtime)
     report.outbox_delivered = services.deliver_pending(now=now).delivered
     try:
         report.uploads = reconcile_if_due(runtime.settings, runtime.instance_path)

@@ -54,3 +54,10 @@ def case_url(case: Case, audience: str) -> str:
     if audience == "buyer":
         return external_url("aftersales_buyer.case_link", token=buyer_case_token(case))
     return external_url("aftersales_seller.case", case_id=case.id)
+
+
+def notification_url(notification: Any) -> str:
+    """Where the reader of ``notification`` acts: their case, or the staff's refunds to pay."""
+    if notification.case_id is None:
+        return external_url("aftersales_seller.queue", mine="1")
+    return case_url(notification.case, notification.audience)

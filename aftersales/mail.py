@@ -20,9 +20,10 @@ from flask_babel import force_locale
 
 from .plugins import hookimpl
 from .i18n import _ as gettext
-from .links import case_url
+from .links import notification_url
 from .models import utcnow
 from .notifications import Message, Notification, compose, language, recipients
+from .services import PermanentDeliveryError
 
 SECURITY_CHOICES = ("none", "starttls", "tls")
 
@@ -68,14 +69,14 @@ class EmailChannel:
         if not addresses:
             return  # a shop with no staff yet, an order without an address: no one to write to
         with force_locale(language(notification, self.settings)):
-            message = compose(notification, case_url(notification.case, notification.audience))
+            message = compose(notification, notification_url(notification))
             email = self.email(message, addresses, gettext("%(label)s: %(url)s", label=message.action_label,
                                                            url=message.action_url))
         self.deliver(email, addresses)
 
     def email(self, message: Message, addresses: list[str], link_line: str) -> EmailMessage:
         email = EmailMessage()
-        email["Subject"] = message.subject
+        email["Subject"] = " ".join(message.subject.split())  # a shop name with a line break must not break the header
         email["From"] = self.settings["AFTERSALES_MAIL_SENDER"]
         email["To"] = ", ".join(addresses)
         email["Date"] = format_datetime(utcnow())
@@ -104,7 +105,10 @@ class EmailChannel:
                 connection.starttls(context=self.tls_context())
             if settings.get("AFTERSALES_MAIL_USERNAME"):
                 connection.login(settings["AFTERSALES_MAIL_USERNAME"], settings.get("AFTERSALES_MAIL_PASSWORD") or "")
-            connection.send_message(email, to_addrs=addresses)
+            try:
+                connection.send_message(email, to_addrs=addresses)
+            except smtplib.SMTPRecipientsRefused as error:  # every address refused: retrying changes nothing
+                raise PermanentDeliveryError(f"the server refused every recipient: {error.recipients}") from error
 
 
 class MailPlugin:

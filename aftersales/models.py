@@ -92,6 +92,8 @@ class Shop(Base):
     #: speaks (``en``, ``zh_Hans``, ``zh_Hant``); None: English.
     locale: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
     return_address: Mapped[str] = mapped_column(Text, default="")
+    #: When the staff were last sent the digest of refunds they pay by hand and have not paid.
+    refund_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property

@@ -19,9 +19,9 @@ from typing import Any, Mapping
 from sqlalchemy import select
 
 from .extensions import db
-from .i18n import catalog_locale, money_text, shop_time
+from .i18n import catalog_locale, money_text, ngettext, shop_time
 from .i18n import _ as gettext
-from .models import Case, Shop, StaffUser
+from .models import Case, Shop, StaffUser, utcnow
 
 #: Version of the payload's shape: a receiver (a webhook) reads it to know what it holds.
 PAYLOAD_VERSION = 1
@@ -45,7 +45,8 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 #: Every kind a rule can name (what a channel may be asked to carry).
 KINDS = ("request_received", "new_case", "approved", "rejected", "offer_made", "return_shipped",
-         "replacement_shipped", "escalated", "platform_decision", "refund_issued", "case_ended", "deadline_reminder")
+         "replacement_shipped", "escalated", "platform_decision", "refund_issued", "case_ended", "deadline_reminder",
+         "refund_overdue", "refunds_digest")
 TERMINAL = ("completed", "closed", "cancelled")
 
 
@@ -56,7 +57,7 @@ class Notification:
 
     kind: str
     audience: str
-    case_id: int
+    case_id: int | None  # None for a message about many cases (the staff's refund digest)
     shop_id: int
     facts: Mapping[str, Any] = field(default_factory=dict)
 
@@ -66,8 +67,9 @@ class Notification:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> "Notification":
-        return cls(payload["kind"], payload["audience"], int(payload["case_id"]), int(payload["shop_id"]),
-                   dict(payload.get("facts") or {}))
+        case_id = payload.get("case_id")
+        return cls(payload["kind"], payload["audience"], int(case_id) if case_id is not None else None,
+                   int(payload["shop_id"]), dict(payload.get("facts") or {}))
 
     @property
     def case(self) -> Case:
@@ -82,8 +84,8 @@ def notifications_for(case: Case, actor: str, trigger: str, from_state: str | No
     """What the step ``trigger`` (by ``actor``, from ``from_state``) of ``case`` tells whom.
     The case holds its new state, deadline and inputs."""
     wanted = list(RULES.get(trigger, ()))
-    if case.state in TERMINAL and trigger != "refund_succeeded" and actor != BUYER:
-        wanted.append((BUYER, "case_ended"))  # the outcome (and where to rate it), unless the buyer ended it
+    if case.state in TERMINAL and actor != BUYER and not any(audience == BUYER for audience, _kind in wanted):
+        wanted.append((BUYER, "case_ended"))  # the outcome (and where to rate it), unless the buyer ended it or hears of it
     if not wanted:
         return []
     if amount is None:
@@ -106,12 +108,21 @@ def case_facts(case: Case, now: datetime, *, trigger: str | None = None, actor: 
     }
 
 
+def outdated(notification: Notification) -> bool:
+    """A reminder whose deadline moved on (the person acted) or lapsed before it could be sent."""
+    if notification.kind not in ("deadline_reminder",):
+        return False
+    case = notification.case
+    recorded = notification.facts.get("due_at")
+    return (case.due_at.isoformat() if case.due_at else None) != recorded or case.due_at <= utcnow()
+
+
 # --- recipients and language ------------------------------------------------------------------
 def recipients(notification: Notification) -> list[str]:
     """The e-mail addresses of the side that hears it: the order's buyer, or the shop's active staff."""
-    case = notification.case
     if notification.audience == BUYER:
-        return [case.order.buyer_email] if case.order.buyer_email else []
+        order = notification.case.order
+        return [order.buyer_email] if order.buyer_email else []
     return list(db.session.scalars(
         select(StaffUser.email).where(StaffUser.shop_id == notification.shop_id, StaffUser.active.is_(True))
         .order_by(StaffUser.id)))
@@ -138,6 +149,8 @@ def compose(notification: Notification, action_url: str) -> Message:
     """The message in the current locale (the caller forces the recipient's)."""
     from .web.wording import BUYER_NEXT, KIND_LABELS, PAYER_LABELS, deadline_outcome, label, reason_label, state_label
 
+    if notification.kind == "refunds_digest":
+        return _digest(notification, action_url)
     case = notification.case
     facts = notification.facts
     shop = case.shop
@@ -217,6 +230,10 @@ def compose(notification: Notification, action_url: str) -> Message:
             paragraphs.append(gettext("%(item)s of order %(order)s: %(state)s.", state=label_for_state(facts.get("state")),
                                       **names))
         paragraphs.append(gettext("If nothing is done by %(due)s, %(outcome)s.", due=due, outcome=outcome))
+    elif kind == "refund_overdue":
+        subject = gettext("Case #%(case)s: the refund is overdue", **names)
+        paragraphs.append(gettext("The refund for %(item)s of order %(order)s was due to be paid by %(due)s. "
+                                  "Pay it and mark it paid on the case page.", due=due, **names))
     elif kind == "case_ended":
         subject = gettext("Your case for %(item)s has ended", **names)
         paragraphs.append(str(BUYER_NEXT.get(facts.get("state"), "")) or state_label(case))
@@ -227,6 +244,27 @@ def compose(notification: Notification, action_url: str) -> Message:
         raise ValueError(f"unknown notification kind {kind!r}")
     action = gettext("Open your case") if to_buyer else gettext("Open the case")
     return Message(subject, tuple(p for p in paragraphs if p), action, action_url)
+
+
+def _digest(notification: Notification, action_url: str) -> Message:
+    """The staff's daily list of refunds they pay by hand and have not paid yet."""
+    shop = db.session.get(Shop, notification.shop_id)
+    refunds = notification.facts.get("refunds") or []
+    at = datetime.fromisoformat(notification.facts["at"])
+    lines = []
+    for refund in refunds:
+        due = datetime.fromisoformat(refund["due_at"]) if refund.get("due_at") else None
+        words = gettext("Case #%(case)s: %(amount)s, waiting since %(since)s", case=refund["case_id"],
+                        amount=money_text(refund["amount"], refund["currency"]),
+                        since=shop_time(datetime.fromisoformat(refund["since"]), shop.zone))
+        if due is not None and due <= at:
+            words = gettext("%(refund)s (overdue)", refund=words)
+        lines.append(words)
+    if notification.facts.get("more"):
+        lines.append(gettext("… and more: see the queue."))
+    subject = ngettext("%(num)d refund to pay by hand at %(shop)s", "%(num)d refunds to pay by hand at %(shop)s",
+                       len(refunds), shop=shop.name)
+    return Message(subject, tuple(lines), gettext("Open the refunds to pay"), action_url)
 
 
 def label_for_state(state: Any) -> str:

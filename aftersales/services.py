@@ -387,6 +387,12 @@ def _event_data(inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 def _set_deadline(runtime: Runtime, workflow: CompiledWorkflow, case: Case, now: datetime) -> None:
     deadline = workflow.deadline(case.state)
+    if deadline is None and case.state == "refunding" and paid_by_hand(runtime, case):
+        # No timer pays a manual refund: staff have days to pay it, then it is overdue and they
+        # are reminded (aftersales.reminders); nothing fires by itself (no trigger).
+        days = float(runtime.settings["AFTERSALES_MANUAL_REFUND_DAYS"])
+        case.due_at, case.due_trigger = (now + timedelta(days=days) if days > 0 else None), None
+        return
     if deadline is None or workflow.is_terminal(case.state):
         case.due_at, case.due_trigger = None, None
         return
@@ -395,6 +401,11 @@ def _set_deadline(runtime: Runtime, workflow: CompiledWorkflow, case: Case, now:
         raise PluginError("?", "aftersales_deadline", None, f"aftersales_deadline must return a timedelta, got {after!r}")
     case.due_at = now + (after or deadline.after)
     case.due_trigger = deadline.trigger
+
+
+def paid_by_hand(runtime: Runtime, case: Case) -> bool:
+    """Whether staff pay this case's refunds themselves (no payment plugin serves its category)."""
+    return not runtime.plugins.implements("aftersales_issue_refund", case.category)
 
 
 def _attach_evidence(case: Case, evidence: Iterable[Mapping[str, Any]], actor: str, now: datetime) -> None:
@@ -971,7 +982,9 @@ def deliver_new() -> DeliveryReport | None:
     Never raises: the caller's change is committed, and a delivery that fails here (the database
     busy, the connection lost) stays in the outbox for the sweeper."""
     messages = db.session.info.pop(_NEW_MESSAGES, [])
-    ids = [m.id for m in messages if inspect(m).persistent]
+    # Notifications wait for the deliverer (`flask aftersales deliver`, every sweep): a mail
+    # server that is slow or down must not hold up the person's request.
+    ids = [m.id for m in messages if inspect(m).persistent and not m.topic.startswith("notify:")]
     if not ids:
         return None
     try:
@@ -1009,59 +1022,81 @@ def retry_delay(attempts: int, settings: Mapping[str, Any]) -> timedelta:
 CLAIM_SECONDS = 300
 
 
-def deliver_outbox(now: datetime | None = None, limit: int = 100, ids: Sequence[int] | None = None) -> DeliveryReport:
-    """Deliver pending side effects (notifications, plugin event hooks, payment calls), oldest
-    first, at most ``limit`` of them, or the messages ``ids`` (those a commit just wrote).
+class PermanentDeliveryError(Exception):
+    """A message that can never be delivered (its case is gone, the address is refused): it is
+    dead at once instead of being retried for hours."""
 
-    Each message is claimed before it is delivered, so two workers never deliver the same one:
-    on PostgreSQL the batch is read ``FOR UPDATE SKIP LOCKED`` and claimed in that transaction
-    (another worker skips those rows); elsewhere each message is claimed with a compare-and-set
-    UPDATE. A failure is recorded and retried after an exponential back-off; after
-    ``AFTERSALES_OUTBOX_MAX_ATTEMPTS`` failures the message is dead (kept, with its last error).
+
+def deliver_outbox(now: datetime | None = None, limit: int = 100, ids: Sequence[int] | None = None,
+                   skip: set[int] | None = None) -> DeliveryReport:
+    """Deliver pending side effects (notifications, plugin event hooks, payment calls), oldest
+    first, at most ``limit`` of them, or the messages ``ids`` (those a commit just wrote);
+    ``skip``: ids already tried by this run (each is added to it).
+
+    Each message is claimed just before it is delivered, in a transaction of its own: on
+    PostgreSQL the next one is read ``FOR UPDATE SKIP LOCKED`` (another worker's is skipped, not
+    waited for); elsewhere it is claimed with a compare-and-set UPDATE. The claim counts an
+    attempt and holds the message for ``CLAIM_SECONDS`` from the moment it is taken; the outcome
+    is written only while the claim is still this worker's (the attempt count it took), so a
+    message is delivered once however slow a worker is. A failure is retried after an
+    exponential back-off; after ``AFTERSALES_OUTBOX_MAX_ATTEMPTS`` attempts (a worker killed
+    mid-delivery counts) the message is dead, kept with its last error.
     """
     runtime = current()
     report = DeliveryReport()
     now = now or utcnow()
+    skip = skip if skip is not None else set()
     if db.session().in_transaction():
         db.session.commit()
-    claimed_until = now + timedelta(seconds=CLAIM_SECONDS)
-    if ids is None and db.session.get_bind().dialect.name == "postgresql":
-        with write_transaction():
-            ids = db.session.scalars(
-                select(OutboxMessage.id).where(_claimable(now)).order_by(OutboxMessage.id).limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if ids:
-                db.session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids))
-                                   .values(claimed_until=claimed_until, attempts=OutboxMessage.attempts + 1)
-                                   .execution_options(synchronize_session=False))
-        claimed_ids = list(ids)
-    else:
-        if ids is None:
-            ids = db.session.scalars(select(OutboxMessage.id).where(_claimable(now)).order_by(OutboxMessage.id)
-                                     .limit(limit)).all()
-            db.session.commit()
-        claimed_ids = []
-        for message_id in ids:
-            with write_transaction():
-                claimed = db.session.execute(
-                    update(OutboxMessage).where(OutboxMessage.id == message_id, _claimable(now))
-                    .values(claimed_until=claimed_until, attempts=OutboxMessage.attempts + 1)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
-            if claimed:
-                claimed_ids.append(message_id)
-    for message_id in claimed_ids:
-        _deliver_claimed(runtime, message_id, now, report)
+    if ids is None:
+        candidates = db.session.scalars(select(OutboxMessage.id).where(_claimable(now)).order_by(OutboxMessage.id)
+                                        .limit(limit + len(skip))).all()
+        db.session.commit()
+        ids = [message_id for message_id in candidates if message_id not in skip][:limit]
+    for message_id in ids:
+        if message_id in skip:
+            continue
+        skip.add(message_id)
+        attempt = _claim(runtime, message_id, now)
+        if attempt is not None:
+            _deliver_claimed(runtime, message_id, attempt, now, report)
     return report
+
+
+def _claim(runtime: Runtime, message_id: int, now: datetime) -> int | None:
+    """Take ``message_id`` for one attempt; returns the attempt's number, or None if another
+    worker has it (or it is delivered, dead, or backing off)."""
+    held_until = max(now, utcnow()) + timedelta(seconds=CLAIM_SECONDS)
+    with write_transaction():
+        if db.session.get_bind().dialect.name == "postgresql":
+            locked = db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.id == message_id, _claimable(now))
+                                       .with_for_update(skip_locked=True))
+            if locked is None:
+                return None
+        claimed = db.session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == message_id, _claimable(now))
+            .values(claimed_until=held_until, attempts=OutboxMessage.attempts + 1)
+            .returning(OutboxMessage.attempts).execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if claimed is not None and claimed > int(runtime.settings["AFTERSALES_OUTBOX_MAX_ATTEMPTS"]):
+            # Its last allowed attempt never came back (the worker crashed or was killed on it).
+            db.session.execute(update(OutboxMessage).where(OutboxMessage.id == message_id)
+                               .values(dead_at=utcnow(), attempts=claimed - 1,
+                                       last_error="the deliverer stopped during its last attempt (killed or crashed)")
+                               .execution_options(synchronize_session=False))
+            log.error("outbox message %s: its last attempt never finished; dead until retried", message_id)
+            return None
+    return claimed
 
 
 def deliver_pending(now: datetime | None = None, batch: int = 100) -> DeliveryReport:
     """Deliver every message that is pending and not backing off, ``batch`` at a time, until
-    none is left (what ``flask aftersales deliver`` and each sweep run)."""
+    none is left (what ``flask aftersales deliver`` and each sweep run). Each message is tried
+    at most once per run, so a slow failing server cannot use up its attempts in one run."""
     total = DeliveryReport()
+    tried: set[int] = set()
     while True:
-        report = deliver_outbox(now=now, limit=batch)
+        report = deliver_outbox(now=now, limit=batch, skip=tried)
         total.delivered += report.delivered
         total.failed += report.failed
         total.dead += report.dead
@@ -1069,22 +1104,28 @@ def deliver_pending(now: datetime | None = None, batch: int = 100) -> DeliveryRe
             return total
 
 
-def _deliver_claimed(runtime: Runtime, message_id: int, now: datetime, report: DeliveryReport) -> None:
+def _still_mine(message_id: int, attempt: int) -> Any:
+    return and_(OutboxMessage.id == message_id, OutboxMessage.attempts == attempt, *_PENDING)
+
+
+def _deliver_claimed(runtime: Runtime, message_id: int, attempt: int, now: datetime, report: DeliveryReport) -> None:
     message = db.session.get(OutboxMessage, message_id, populate_existing=True)
-    topic, payload, attempts = message.topic, message.payload, message.attempts
+    topic, payload = message.topic, message.payload
     try:
         _deliver(runtime, topic, payload)
     except Exception as error:  # reported, kept, retried: never silently dropped
         db.session.rollback()
-        dead = attempts >= int(runtime.settings["AFTERSALES_OUTBOX_MAX_ATTEMPTS"])
+        permanent = isinstance(error, PermanentDeliveryError)
+        dead = permanent or attempt >= int(runtime.settings["AFTERSALES_OUTBOX_MAX_ATTEMPTS"])
         log.log(logging.ERROR if dead else logging.WARNING, "outbox message %s (%s), attempt %s, failed%s: %s",
-                message_id, topic, attempts, " for the last time: dead until retried" if dead else "", error)
+                message_id, topic, attempt, " for good: dead until retried" if dead else "", error)
+        failed_at = max(now, utcnow())  # the back-off counts from the failure, not from the run's start
         with write_transaction():
             db.session.execute(
-                update(OutboxMessage).where(OutboxMessage.id == message_id)
+                update(OutboxMessage).where(_still_mine(message_id, attempt))
                 .values(last_error=f"{error.__class__.__name__}: {error}"[:2000],
-                        claimed_until=now + retry_delay(attempts, runtime.settings),
-                        dead_at=now if dead else None)
+                        claimed_until=failed_at + retry_delay(attempt, runtime.settings),
+                        dead_at=failed_at if dead else None)
                 .execution_options(synchronize_session=False)
             )
         if dead:
@@ -1094,7 +1135,7 @@ def _deliver_claimed(runtime: Runtime, message_id: int, now: datetime, report: D
         return
     with write_transaction():
         db.session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == message_id)
+            update(OutboxMessage).where(_still_mine(message_id, attempt))
             .values(delivered_at=utcnow(), last_error=None)
             .execution_options(synchronize_session=False)
         )
@@ -1144,8 +1185,13 @@ def _deliver(runtime: Runtime, topic: str, payload: Mapping[str, Any]) -> None:
         channels = [channel for answer in runtime.plugins.call("aftersales_notification_channels")
                     for channel in answer or () if channel.name == name]
         if not channels:
-            raise LookupError(f"no notification channel {name!r} is loaded (its plugin was removed?)")
-        channels[0].send(notification)
+            raise PermanentDeliveryError(f"no notification channel {name!r} is loaded (its plugin was removed?)")
+        try:
+            if notifications.outdated(notification):
+                return  # a reminder of a deadline that moved on or passed meanwhile: nothing to say
+            channels[0].send(notification)
+        except LookupError as error:  # its case is gone
+            raise PermanentDeliveryError(str(error)) from error
         db.session.commit()
     else:
         raise ValueError(f"unknown outbox topic {topic!r}")
@@ -1160,6 +1206,7 @@ __all__ = [
     "deliver_new",
     "deliver_outbox",
     "deliver_pending",
+    "PermanentDeliveryError",
     "retry_dead_messages",
     "fire_timeout",
     "judge",

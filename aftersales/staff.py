@@ -124,7 +124,13 @@ def check_password_hash_method(method: object) -> None:
     """Refuse, at startup, an ``AFTERSALES_PASSWORD_HASH`` werkzeug would only refuse at the
     first login or new password."""
     match = _HASH_METHOD.fullmatch(method) if isinstance(method, str) else None
-    if match is None or (match.group("digest") and match.group("digest") not in hashlib.algorithms_available):
+    usable = match is not None and not (match.group("digest") and match.group("digest") not in hashlib.algorithms_available)
+    if usable:
+        try:  # what werkzeug itself accepts (a cost of 0, a digest it cannot use ...): one hash, once
+            _stand_in_hash(method)
+        except (ValueError, TypeError, OverflowError, MemoryError):
+            usable = False
+    if not usable:
         raise RuntimeError(f"AFTERSALES_PASSWORD_HASH: {method!r} is not a password hash method; use 'scrypt', "
                            "'scrypt:<n>:<r>:<p>' or 'pbkdf2:<digest>:<iterations>' (e.g. 'pbkdf2:sha256:600000')")
 

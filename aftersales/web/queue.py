@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm.attributes import set_committed_value
 from ..extensions import db
 from ..models import INT32_MAX, Case, OrderLine, utcnow
@@ -135,8 +135,9 @@ def _filtered(staff: Any, filters: QueueFilters) -> Select:
         query = query.where(Case.kind == filters.kind)
     if filters.category:
         query = query.where(Case.category == filters.category)
-    if filters.mine:
-        query = query.where(Case.state.in_(sorted(seller_action_states())))
+    if filters.mine:  # the staff's steps, and the refunds they pay by hand (those have a deadline)
+        query = query.where(or_(Case.state.in_(sorted(seller_action_states())),
+                                and_(Case.state == "refunding", Case.due_at.is_not(None), Case.due_trigger.is_(None))))
     if filters.overdue:
         query = query.where(Case.due_at < utcnow())
     return query

@@ -157,7 +157,7 @@ def test_defaults_hash_passwords_with_scrypt():
     assert defaults()["AFTERSALES_PASSWORD_HASH"] == "scrypt"
 
 
-@pytest.mark.parametrize("method", ["md5", "scrypt:1", "pbkdf2:no_such_digest:1000", "pbkdf2:sha256:many", "", 3])
+@pytest.mark.parametrize("method", ["md5", "scrypt:1", "pbkdf2:no_such_digest:1000", "pbkdf2:sha256:many", "", 3, "scrypt:3:8:1", "pbkdf2:sha256:0", "pbkdf2:shake_128:1000"])
 def test_a_password_hash_method_werkzeug_would_refuse_stops_the_start(tmp_path, method):
     with pytest.raises(RuntimeError, match="AFTERSALES_PASSWORD_HASH"):
         create_app(base_config(tmp_path, SECRET_KEY="a-real-secret-key-0123456789", AFTERSALES_PASSWORD_HASH=method))

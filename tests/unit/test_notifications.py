@@ -32,6 +32,14 @@ class Inbox:
         self.received: list[tuple[list[str], email.message.EmailMessage]] = []
         self.lock = threading.Lock()
 
+    refused: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refused:
+            return "550 5.1.1 No such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         with self.lock:
@@ -119,6 +127,8 @@ def walk_return(order, staff_id: int = 1):
 def test_a_return_refund_tells_the_buyer_and_the_staff_each_step_that_is_theirs(app, smtp):
     order = recent_order()
     case = walk_return(order)
+    assert smtp.inbox.received == []  # the request is not held up by the mail: the deliverer sends
+    assert services.deliver_pending().delivered == 5
 
     buyer_mail = smtp.inbox.to("buyer@example.com")
     seller_mail = smtp.inbox.to("seller@example.com")
@@ -147,6 +157,7 @@ def test_a_return_refund_tells_the_buyer_and_the_staff_each_step_that_is_theirs(
 def test_the_buyers_link_opens_their_case_without_a_lookup_and_a_forged_one_opens_nothing(app, smtp):
     order = recent_order()
     case = services.open_case(order.lines[0].id, "return_refund", "no_reason", actor_id=order.buyer_email)
+    services.deliver_pending()
     link = re.search(r"http://shop\.test(/link/\S+)", body(smtp.inbox.to("buyer@example.com")[0])).group(1)
     assert link in html_body(smtp.inbox.to("buyer@example.com")[0])
 
@@ -175,6 +186,7 @@ def test_an_expired_link_opens_nothing(tmp_path, smtp):
         db.session.commit()
         order = recent_order()
         services.open_case(order.lines[0].id, "return_refund", "no_reason")
+        services.deliver_pending()
         link = re.search(r"http://shop\.test(/link/\S+)", body(smtp.inbox.to("buyer@example.com")[0])).group(1)
         import time
 
@@ -192,6 +204,7 @@ def test_a_chinese_shop_writes_in_chinese(tmp_path, smtp):
         order = recent_order()
         case = services.open_case(order.lines[0].id, "return_refund", "no_reason")
         services.act(case.id, "seller", "approve")
+        services.deliver_pending()
         case_id = case.id
         db.session.remove()
     received, approved = smtp.inbox.to("buyer@example.com")
@@ -206,11 +219,12 @@ def test_with_the_server_down_messages_wait_and_arrive_once_it_is_back(app, smtp
     order = recent_order()
     case = services.open_case(order.lines[0].id, "return_refund", "no_reason")  # the step is not held up
     assert case.state == "requested"
+    assert services.deliver_pending().failed == 2
     pending = db.session.scalars(select(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))).all()
     assert sorted(m.topic for m in pending) == ["notify:email", "notify:email"]
-    assert all(m.attempts == 1 and m.last_error and m.dead_at is None for m in pending)
+    assert all(m.attempts == 1 and "Connection refused" in m.last_error and m.dead_at is None for m in pending)
 
-    assert services.deliver_pending().delivered == 0  # backing off: not tried again yet
+    assert services.deliver_pending() == services.DeliveryReport()  # backing off: not tried again yet
     smtp.start()
     later = utcnow() + timedelta(seconds=61)
     report = services.deliver_pending(now=later)
@@ -274,7 +288,8 @@ def test_a_message_that_keeps_failing_dies_and_the_platform_retries_it(tmp_path,
         create_staff(email="platform@example.com", password=PASSWORD, name="Pat Platform")
         smtp.stop()
         order = recent_order()
-        services.open_case(order.lines[0].id, "return_refund", "no_reason")  # attempt 1 fails
+        services.open_case(order.lines[0].id, "return_refund", "no_reason")
+        assert services.deliver_pending().failed == 1  # attempt 1
         report = services.deliver_pending(now=utcnow() + timedelta(seconds=61))  # attempt 2: the last
         assert (report.delivered, report.failed, report.dead) == (0, 0, 1)
         dead = db.session.scalar(select(OutboxMessage).where(OutboxMessage.dead_at.is_not(None)))
@@ -321,6 +336,7 @@ def test_each_side_is_reminded_once_before_its_deadline_lapses(app, smtp):
     order = recent_order()
     case = services.open_case(order.lines[0].id, "return_refund", "no_reason")
     seller_due = case.due_at
+    services.deliver_pending()
     smtp.inbox.received.clear()
 
     assert sweep(now=seller_due - timedelta(hours=7)).reminders == 0  # the seller's window (6 h) has not opened
@@ -336,6 +352,7 @@ def test_each_side_is_reminded_once_before_its_deadline_lapses(app, smtp):
 
     services.act(case.id, "seller", "approve")  # a new deadline, the buyer's: ship the return
     buyer_due = db.session.get(Case, case.id).due_at
+    services.deliver_pending()
     smtp.inbox.received.clear()
     assert sweep(now=buyer_due - timedelta(hours=25)).reminders == 0
     assert sweep(now=buyer_due - timedelta(hours=23)).reminders == 1
@@ -375,3 +392,111 @@ def test_waiting_on_reads_whose_move_it_is_from_the_table(app):
             for state in ("requested", "awaiting_return", "return_shipped", "received", "rejected", "offer_pending")} == {
         "requested": "seller", "awaiting_return": "buyer", "return_shipped": "seller", "received": "seller",
         "rejected": "buyer", "offer_pending": "buyer"}
+
+
+def refunding_case(order):
+    """A return refunded by hand (no payment plugin): the refund waits for staff to pay it."""
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason")
+    services.act(case.id, "seller", "approve")
+    services.act(case.id, "buyer", "ship_return", carrier="SF Express", tracking_number="SF1")
+    services.act(case.id, "seller", "confirm_receipt", received_quantity=1)
+    return services.act(case.id, "seller", "refund")
+
+
+def test_an_unpaid_manual_refund_is_overdue_after_its_days_and_staff_hear_of_it_once(app, smtp):
+    from aftersales.deadlines import sweep
+
+    case = refunding_case(recent_order())
+    assert case.state == "refunding" and case.due_trigger is None
+    assert case.due_at == case.updated_at + timedelta(days=3)  # AFTERSALES_MANUAL_REFUND_DAYS
+    due, case_id = case.due_at, case.id
+    services.deliver_pending()
+    smtp.inbox.received.clear()
+
+    assert sweep(now=due - timedelta(hours=1)).applied == 0  # nothing fires by itself
+    assert [m["Subject"] for m in smtp.inbox.to("seller@example.com")] == ["1 refund to pay by hand at Test Shop"]
+    digest = body(smtp.inbox.to("seller@example.com")[0])
+    assert f"Case #{case_id}: CN¥100.00, waiting since" in digest and "(overdue)" not in digest
+    assert "http://shop.test/seller/?mine=1" in digest
+    smtp.inbox.received.clear()
+
+    report = sweep(now=due + timedelta(minutes=1))
+    assert (report.applied, report.reminders) == (0, 1)  # overdue: one reminder, no digest (a day has not passed)
+    assert [m["Subject"] for m in smtp.inbox.to("seller@example.com")] == [f"Case #{case_id}: the refund is overdue"]
+    assert sweep(now=due + timedelta(hours=2)).reminders == 0  # once
+    next_day = sweep(now=due + timedelta(days=1))
+    assert next_day.reminders == 1  # the daily digest again, the refund marked overdue
+    assert "(overdue)" in body(smtp.inbox.to("seller@example.com")[-1])
+    assert smtp.inbox.to("buyer@example.com") == []
+    assert services.get_case(case_id).state == "refunding"
+
+
+def test_the_digest_waits_a_day_and_skips_shops_with_nothing_to_pay(app, smtp):
+    from aftersales.reminders import send_refund_digests
+
+    now = utcnow()
+    assert send_refund_digests(now) == 0  # nothing to pay
+    refunding_case(recent_order())
+    assert send_refund_digests(now) == 1
+    assert send_refund_digests(now + timedelta(hours=23)) == 0
+    assert send_refund_digests(now + timedelta(hours=24)) == 1
+
+
+def test_a_refused_address_is_dead_at_once_instead_of_retried_for_hours(app, smtp):
+    smtp.inbox.refused = {"buyer@example.com"}
+    services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+    report = services.deliver_pending()
+    assert (report.delivered, report.failed, report.dead) == (1, 0, 1)  # the staff's went; the buyer's cannot
+    dead = db.session.scalar(select(OutboxMessage).where(OutboxMessage.dead_at.is_not(None)))
+    assert dead.attempts == 1 and "refused every recipient" in dead.last_error
+
+
+def test_a_message_whose_last_attempt_never_finished_is_dead_not_retried_forever(tmp_path, smtp):
+    from aftersales.runtime import current
+
+    app = mail_app(tmp_path, smtp, AFTERSALES_OUTBOX_MAX_ATTEMPTS=2)
+    with app.app_context():
+        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
+        db.session.commit()
+        services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+        message_id = next(m.id for m in db.session.scalars(select(OutboxMessage)) if m.payload["audience"] == "buyer")
+        now = utcnow()
+        runtime = current()
+        assert services._claim(runtime, message_id, now) == 1  # a deliverer takes it and is killed
+        assert services._claim(runtime, message_id, now) is None  # held: nobody else takes it meanwhile
+        later = now + timedelta(seconds=services.CLAIM_SECONDS + 1)
+        assert services._claim(runtime, message_id, later) == 2  # taken again after the hold, killed again
+        even_later = later + timedelta(seconds=services.CLAIM_SECONDS + 1)
+        assert services.deliver_pending(now=even_later).delivered == 1  # the staff's (no staff yet: to no one)
+        message = db.session.get(OutboxMessage, message_id, populate_existing=True)
+        assert message.dead_at is not None and message.attempts == 2 and "last attempt" in message.last_error
+        assert smtp.inbox.received == []
+        db.session.remove()
+
+
+def test_a_reminder_the_person_made_moot_before_it_went_out_is_not_sent(app, smtp):
+    from aftersales.deadlines import sweep
+
+    case = services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+    services.deliver_pending()
+    smtp.inbox.received.clear()
+    smtp.stop()
+    assert sweep(now=case.due_at - timedelta(hours=5)).reminders == 1  # written; the server is down
+    services.act(case.id, "seller", "approve")  # the seller answers meanwhile
+    smtp.start()
+    # Past the failed reminder's back-off (it was tried at the sweep's time): the reminder and the approval.
+    assert services.deliver_pending(now=case.due_at).delivered == 2
+    assert [m["Subject"] for _, m in smtp.inbox.received] == ["Your request for Item was approved"]
+
+
+def test_a_platform_decision_that_ends_the_case_is_one_message_to_each_side(app):
+    from aftersales.notifications import notifications_for
+
+    order = recent_order()
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason")
+    case.state = "closed"  # as a decision that refunds nothing leaves it
+    kinds = [(n.audience, n.kind) for n in notifications_for(case, "platform", "decide", "escalated", now=utcnow())]
+    assert kinds == [("buyer", "platform_decision"), ("seller", "platform_decision")]
+    kinds = [(n.audience, n.kind) for n in notifications_for(case, "system", "close", "rejected", now=utcnow())]
+    assert kinds == [("buyer", "case_ended")]
+    db.session.rollback()

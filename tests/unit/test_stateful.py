@@ -307,7 +307,8 @@ class CaseLifecycle(RuleBasedStateMachine):
         event(f"sweep applied {min(report.applied, 2)}{'+' if report.applied > 2 else ''} timeout(s)")
         assert report.failed == 0, f"timeouts failed: {report.errors}"
         db.session.expire_all()
-        still_due = db.session.scalars(select(Case.id).where(Case.due_at.is_not(None), Case.due_at <= self.clock)).all()
+        still_due = db.session.scalars(select(Case.id).where(Case.due_at.is_not(None), Case.due_at <= self.clock,
+                                                             Case.due_trigger.is_not(None))).all()  # a manual refund's waits for staff
         assert not still_due, f"cases {still_due} are still due after a sweep at {self.clock}"
 
     # --- money -------------------------------------------------------------------------------

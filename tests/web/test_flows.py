@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from flask import g
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from aftersales import deadlines, services
 from aftersales.extensions import db
@@ -595,6 +595,30 @@ def test_queue_filters_by_state_kind_category_and_needs_my_action(web_app):
     assert sorted(queue_ids(seller.get("/seller/?mine=1").text)) == sorted([refund, toy])
     assert queue_ids(seller.get("/seller/?mine=1&category=books").text) == [refund]
     assert "No cases match." in seller.get("/seller/?state=completed").text
+
+
+def test_a_refund_paid_by_hand_needs_the_staff_and_turns_overdue_after_its_days(web_app):
+    order = recent_order(lines=[LineInput(1, "Atlas", "books", 1, 7000), LineInput(2, "Novel", "books", 1, 5000)])
+    atlas, novel = order.lines
+    buyer = buyer_client(web_app, order)
+    refund = opened_case_id(ask(buyer, order, "refund_only", "quality", evidence=[photo()], line=atlas))
+    returned = opened_case_id(ask(buyer, order, "return_refund", "no_reason", line=novel))
+    seller = login(web_app, "seller@example.com")
+    act_ok(seller, "seller", refund, "approve")  # refunding: staff pay it by hand (no payment plugin)
+    act_ok(seller, "seller", returned, "approve")  # the buyer's turn: not the staff's
+    case = db.session.get(Case, refund)
+    assert case.state == "refunding" and case.due_trigger is None
+    assert case.due_at - case.updated_at == timedelta(days=web_app.config["AFTERSALES_MANUAL_REFUND_DAYS"])
+
+    assert queue_ids(seller.get("/seller/?mine=1").text) == [refund]
+    assert queue_ids(seller.get("/seller/?overdue=1").text) == []
+    db.session.execute(update(Case).where(Case.id == refund).values(due_at=utcnow() - timedelta(hours=1)))
+    db.session.commit()
+    assert queue_ids(seller.get("/seller/?overdue=1").text) == [refund]
+    page = seller.get("/seller/?mine=1").text
+    assert re.search(rf'<td class="overdue">[^<]*</td>', page) and queue_ids(page) == [refund]
+    assert deadlines.sweep().applied == 0  # nothing pays it by itself
+    assert db.session.get(Case, refund).state == "refunding"
 
 
 def test_queue_is_sorted_by_deadline_shows_time_left_and_filters_overdue(web_app):

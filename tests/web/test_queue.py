@@ -42,7 +42,7 @@ def walk(client: Any, url: str | None, rel: str = "next") -> list[list[int]]:
 
 def open_cases(shop: str = "shop", *, dated: int = 0, ties: int = 0, undated: int = 0, kind: str = "return_refund") -> list[int]:
     """``dated`` cases opened an hour apart, ``ties`` opened at one moment (the same deadline) and
-    ``undated`` refund-only cases approved into refunding (which has no deadline)."""
+    ``undated`` refund-only cases rejected and taken to the platform (arbitration has no deadline)."""
     count = dated + ties + undated
     order = make_order(shop=shop, delivered=utcnow() - timedelta(days=2),
                        lines=[LineInput(n, f"Item {n}", "books", 1, 1000) for n in range(1, count + 1)])
@@ -60,7 +60,8 @@ def open_cases(shop: str = "shop", *, dated: int = 0, ties: int = 0, undated: in
         ids.append(services.open_case(next(lines).id, kind, reason, evidence=evidence(), now=moment).id)
     for _ in range(undated):
         case = services.open_case(next(lines).id, "refund_only", "quality", evidence=photos(), now=moment)
-        services.act(case.id, "seller", "approve")
+        services.act(case.id, "seller", "reject", reason="Works as described")
+        services.act(case.id, "buyer", "escalate", statement="It does not")
         ids.append(case.id)
     db.session.commit()
     return ids
@@ -84,7 +85,7 @@ def test_next_links_visit_every_open_case_once_in_deadline_order(web_app, small_
     open_cases("other-shop", dated=2)  # another shop's: never shown
     withdrawn = open_cases(dated=1)[0]
     services.act(withdrawn, "buyer", "withdraw")
-    assert db.session.get(Case, ids[-1]).due_at is None  # refunding waits for staff, no deadline
+    assert db.session.get(Case, ids[-1]).due_at is None  # the platform decides, no deadline
 
     seller = login(web_app, "seller@example.com")
     pages = walk(seller, "/seller/")
