@@ -20,6 +20,7 @@ from aftersales.extensions import db
 from aftersales.models import OutboxMessage, utcnow
 from aftersales.orders import ensure_shop
 from aftersales.staff import create_staff
+from aftersales.orders import LineInput
 from tests.conftest import make_app, make_order
 
 PASSWORD = "correct-horse-battery"
@@ -500,3 +501,41 @@ def test_a_platform_decision_that_ends_the_case_is_one_message_to_each_side(app)
     kinds = [(n.audience, n.kind) for n in notifications_for(case, "system", "close", "rejected", now=utcnow())]
     assert kinds == [("buyer", "case_ended")]
     db.session.rollback()
+
+
+@pytest.mark.parametrize("locale", ["zh_Hans", "zh_Hant"])
+def test_every_kind_of_message_reads_in_the_shops_chinese(tmp_path, smtp, locale):
+    """Each kind composed for a Chinese shop: no English word left, no character of the other script."""
+    from flask_babel import force_locale
+
+    from aftersales.notifications import KINDS, Notification, case_facts, compose
+    from tests.web.test_translated_pages import LATIN_WORD, other_script
+
+    app = mail_app(tmp_path, smtp)
+    with app.app_context():
+        ensure_shop("shop", "好物店", return_address="杭州市1号", locale=locale)  # in characters both scripts share
+        db.session.commit()
+        order = make_order(delivered=utcnow() - timedelta(days=2),
+                           lines=[LineInput(1, "羊毛大衣", "books", 1, 10000)])
+        case = services.open_case(order.lines[0].id, "return_refund", "no_reason", description="太小")
+        services.act(case.id, "seller", "approve")
+        services.act(case.id, "buyer", "ship_return", carrier="SF", tracking_number="SF100200300")
+        facts = {**case_facts(db.session.get(services.Case, case.id), utcnow(), note="不好", amount=5000)}
+        seen = []
+        for kind in KINDS:
+            for audience in ("buyer", "seller"):
+                if kind == "refunds_digest":
+                    notification = Notification(kind, "seller", None, case.shop_id, {
+                        "refunds": [{"case_id": case.id, "amount": 5000, "currency": "CNY", "since": utcnow().isoformat(),
+                                     "due_at": utcnow().isoformat()}], "more": True, "at": utcnow().isoformat()})
+                else:
+                    notification = Notification(kind, audience, case.id, case.shop_id, facts)
+                with force_locale(locale):
+                    message = compose(notification, "http://shop.test/x")
+                words = " ".join([message.subject, *message.paragraphs, message.action_label])
+                english = set(LATIN_WORD.findall(words)) - {"SF", "CN"}
+                assert not english, (kind, audience, words)
+                assert not other_script(f"<p>{words}</p>", locale), (kind, audience, words)
+                seen.append(kind)
+        assert set(seen) == set(KINDS)
+        db.session.remove()
