@@ -17,6 +17,7 @@ from .i18n import TRANSLATIONS_DIR
 from .extensions import EXTENSION_KEY, babel, csrf, login_manager, migrate, own_db
 from .logs import configure_logging
 from .mail import MailPlugin, check_mail_settings
+from .webhooks import WebhookPlugin
 from .plugins import PluginHost
 from .resources import MIGRATIONS_DIR, TEMPLATES_DIR
 from .runtime import Runtime
@@ -85,9 +86,11 @@ class AfterSales:
         plugins = PluginHost()
         for plugin in self.extra_plugins:
             plugins.register(plugin, getattr(plugin, "__name__", None), source="AfterSales(plugins=...)")
+        plugins.load(app.config)
+        # The built-in channels, after the others (AFTERSALES_DISABLED_PLUGINS may name them too).
         if app.config.get("AFTERSALES_MAIL_SERVER"):
             plugins.register(MailPlugin(app.config), "aftersales.email", source="AFTERSALES_MAIL_SERVER")
-        plugins.load(app.config)
+        plugins.register(WebhookPlugin(app.config), "aftersales.webhooks", source="built in")
         runtime = Runtime(app.config, plugins, app.instance_path, standalone=self.standalone)
         app.extensions["aftersales"] = runtime
 

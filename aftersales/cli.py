@@ -147,6 +147,60 @@ def deliver_command(batch: int, retry_dead: bool) -> None:
         sys.exit(1)
 
 
+@aftersales_cli.group("webhooks")
+def webhooks_group() -> None:
+    """A shop's webhook endpoints: where its cases' events are POSTed, signed (docs/notifications.md)."""
+
+
+@webhooks_group.command("add")
+@click.option("--shop", "shop_slug", required=True, help="The shop's slug.")
+@click.option("--url", required=True, help="Where to POST the events (http:// or https://).")
+@click.option("--event", "events", multiple=True,
+              help="An event type to send (a notification kind, e.g. new_case); repeat for more; leave out for every type.")
+def webhooks_add_command(shop_slug: str, url: str, events: tuple[str, ...]) -> None:
+    """Add an endpoint and print its id and signing secret (shown this once: keep it)."""
+    require_schema()
+    from .errors import InvalidInput
+    from .webhooks import add_endpoint
+
+    try:
+        endpoint = add_endpoint(shop_slug, url, events)
+    except InvalidInput as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(_("webhook %(id)d for %(shop)s: %(url)s", id=endpoint.id, shop=shop_slug, url=url))
+    click.echo(_("signing secret (shown once): %(secret)s", secret=endpoint.secret))
+
+
+@webhooks_group.command("list")
+@click.option("--shop", "shop_slug", default=None, help="Only this shop's endpoints.")
+def webhooks_list_command(shop_slug: str | None) -> None:
+    """List the endpoints: id, shop, address, event types (secrets are not shown)."""
+    require_schema()
+    from .webhooks import endpoints
+
+    found = endpoints(shop_slug)
+    every = _("every event")
+    for endpoint in found:
+        click.echo(f"{endpoint.id}\t{endpoint.shop.slug}\t{endpoint.url}\t{','.join(endpoint.events) or every}")
+    if not found:
+        click.echo(_("no webhooks"))
+
+
+@webhooks_group.command("remove")
+@click.option("--id", "endpoint_id", type=int, required=True, help="The endpoint's id (see `webhooks list`).")
+def webhooks_remove_command(endpoint_id: int) -> None:
+    """Remove an endpoint; its events still waiting are not sent (they show as dead deliveries)."""
+    require_schema()
+    from .errors import InvalidInput
+    from .webhooks import remove_endpoint
+
+    try:
+        remove_endpoint(endpoint_id)
+    except InvalidInput as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(_("webhook %(id)d removed", id=endpoint_id))
+
+
 @aftersales_cli.command("uploads")
 @click.option("--reconcile", is_flag=True,
               help="Remove photo files that no evidence row names (older than AFTERSALES_UPLOAD_ORPHAN_GRACE_MINUTES), "

@@ -103,6 +103,10 @@ class Defaults:
     # Reminders before a deadline lapses, to the side the case waits on (0: none).
     AFTERSALES_BUYER_REMINDER_HOURS = 24
     AFTERSALES_SELLER_REMINDER_HOURS = 6
+    # Webhooks (aftersales/webhooks.py): how long an endpoint may take to answer, and how often a
+    # process reads the endpoints again (one added elsewhere gets events after at most this).
+    AFTERSALES_WEBHOOK_TIMEOUT_SECONDS = 10
+    AFTERSALES_WEBHOOK_REFRESH_SECONDS = 10
     # How long the signed link of a buyer's e-mail opens their case.
     AFTERSALES_BUYER_LINK_DAYS = 30
 

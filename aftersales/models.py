@@ -494,3 +494,21 @@ class OutboxMessage(Base):
     dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEndpoint(Base):
+    """Where a shop wants its cases' events POSTed (``aftersales.webhooks``)."""
+
+    __tablename__ = "aftersales_webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("aftersales_shops.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    #: The key of the HMAC-SHA256 signature of every request (shown once, when the endpoint is made).
+    secret: Mapped[str] = mapped_column(String(128))
+    #: The event types wanted (notification kinds); empty: every type.
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    shop: Mapped[Shop] = relationship()

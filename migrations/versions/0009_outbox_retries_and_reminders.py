@@ -1,7 +1,8 @@
 """outbox retries: a message that failed too often is dead (aftersales_outbox.dead_at), and the
 pending ones are read from a partial index; reminders: the deadline a case was reminded of
 (aftersales_cases.reminded_due_at) and when a shop's staff last had the digest of unpaid
-manual refunds (aftersales_shops.refund_digest_at)
+manual refunds (aftersales_shops.refund_digest_at); webhooks: the endpoints a shop wants its
+cases' events POSTed to (aftersales_webhooks)
 
 Revision ID: 0009
 Revises: 0008
@@ -24,6 +25,19 @@ PENDING = "delivered_at IS NULL AND dead_at IS NULL"
 
 
 def upgrade():
+    op.create_table(
+        'aftersales_webhooks',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('shop_id', sa.Integer(), nullable=False),
+        sa.Column('url', sa.String(length=2000), nullable=False),
+        sa.Column('secret', sa.String(length=128), nullable=False),
+        sa.Column('events', sa.JSON(), nullable=False),
+        sa.Column('active', sa.Boolean(), nullable=False),
+        sa.Column('created_at', sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(['shop_id'], ['aftersales_shops.id'], name=op.f('fk_aftersales_webhooks_shop_id_aftersales_shops')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_aftersales_webhooks')),
+    )
+    op.create_index(op.f('ix_aftersales_webhooks_shop_id'), 'aftersales_webhooks', ['shop_id'], unique=False)
     with op.batch_alter_table('aftersales_outbox') as batch:
         batch.add_column(sa.Column('dead_at', sa.DateTime(), nullable=True))
     with op.batch_alter_table('aftersales_cases') as batch:
@@ -35,6 +49,8 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_index(op.f('ix_aftersales_webhooks_shop_id'), table_name='aftersales_webhooks')
+    op.drop_table('aftersales_webhooks')
     op.drop_index('ix_aftersales_outbox_pending', table_name='aftersales_outbox')
     with op.batch_alter_table('aftersales_cases') as batch:
         batch.drop_column('reminded_due_at')

@@ -29,7 +29,7 @@ def walk_to_received(case_id: int) -> None:
 
 def test_plugins_load_from_the_folder_and_declare_their_categories(plugin_app):
     infos = {info.name: info for info in current().plugins.describe()}
-    assert set(infos) == {"gadget_rules", "sandbox_payments"}
+    assert set(infos) == {"gadget_rules", "sandbox_payments", "aftersales.webhooks"}  # and the built-in webhooks
     assert infos["gadget_rules"].categories == ("gadgets",)
     assert infos["gadget_rules"].version == "0.0.1"
     assert "aftersales_workflow" in infos["gadget_rules"].hooks
@@ -193,11 +193,14 @@ def test_disabled_plugins_are_not_loaded(tmp_path):
 
     app = make_app(tmp_path, AFTERSALES_PLUGINS_DIR=str(SAMPLE_PLUGINS), AFTERSALES_DISABLED_PLUGINS="gadget_rules")
     with app.app_context():
-        assert [info.name for info in current().plugins.describe()] == ["sandbox_payments"]
+        assert {info.name for info in current().plugins.describe()} == {"sandbox_payments", "aftersales.webhooks"}
         assert "bench_testing" not in current().workflow("gadgets", "return_refund").states
     app = make_app(tmp_path / "b", AFTERSALES_PLUGINS_DIR=str(SAMPLE_PLUGINS), AFTERSALES_PLUGINS="gadget_rules")
     with app.app_context():
-        assert [info.name for info in current().plugins.describe()] == ["gadget_rules"]
+        assert {info.name for info in current().plugins.describe()} == {"gadget_rules", "aftersales.webhooks"}
+    app = make_app(tmp_path / "c", AFTERSALES_PLUGINS_DIR=str(SAMPLE_PLUGINS), AFTERSALES_DISABLED_PLUGINS="aftersales.webhooks")
+    with app.app_context():  # a built-in channel can be left out too
+        assert {info.name for info in current().plugins.describe()} == {"gadget_rules", "sandbox_payments"}
 
 
 def test_plugins_load_from_the_entry_point_group(tmp_path, monkeypatch):

@@ -449,10 +449,20 @@ def test_create_staff_refuses_a_duplicate_email(cli_app):
 # --- plugins, workflow, sweep --------------------------------------------------------------------
 
 def test_plugins_says_none_are_loaded(tmp_path):
-    result = run(make_app(tmp_path), "plugins")
+    result = run(make_app(tmp_path, AFTERSALES_DISABLED_PLUGINS="aftersales.webhooks"), "plugins")
 
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "no plugins loaded"
+
+
+def test_plugins_lists_the_built_in_channels(tmp_path):
+    app = make_app(tmp_path, AFTERSALES_MAIL_SERVER="127.0.0.1", AFTERSALES_MAIL_SENDER="s@shop.test",
+                   AFTERSALES_BASE_URL="http://shop.test")
+    result = run(app, "plugins")
+
+    assert result.exit_code == 0, result.output
+    assert "aftersales.email" in result.output and "from: AFTERSALES_MAIL_SERVER" in result.output
+    assert "aftersales.webhooks" in result.output and "from: built in" in result.output
 
 
 def test_workflow_text_lists_every_base_state_of_the_kind(tmp_path):
