@@ -322,6 +322,9 @@ class Case(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     due_trigger: Mapped[str | None] = mapped_column(String(64))
+    #: The language the buyer read the pages in when asking (``en``, ``zh_Hans``, ``zh_Hant``): their
+    #: messages are written in it. None (a request through the API, an import): the shop's.
+    buyer_locale: Mapped[str | None] = mapped_column(String(16))
     #: The deadline (``due_at``) a reminder was sent for: one reminder per deadline, not one per sweep.
     reminded_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     shipping_payer: Mapped[str] = mapped_column(String(16), default="buyer")

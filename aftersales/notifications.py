@@ -129,7 +129,10 @@ def recipients(notification: Notification) -> list[str]:
 
 
 def language(notification: Notification, settings: Mapping[str, Any]) -> str:
-    """The language the message is written in: the shop's, else the app's default."""
+    """The language the message is written in: for the buyer, the one they asked in; else (and
+    for staff) the shop's, else the app's default."""
+    if notification.audience == BUYER and notification.case_id is not None and notification.case.buyer_locale:
+        return notification.case.buyer_locale
     shop = db.session.get(Shop, notification.shop_id)
     return catalog_locale((shop.locale if shop is not None else None) or settings.get("BABEL_DEFAULT_LOCALE") or "en")
 

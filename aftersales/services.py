@@ -91,6 +91,18 @@ _LINE_WITH_ORDER = (select(OrderLine).options(joinedload(OrderLine.order).joined
                     .where(OrderLine.id == bindparam("line_id")))
 
 
+def _known_locale(locale: str | None) -> str | None:
+    """One of the module's catalogs (``zh_CN`` is ``zh_Hans``), or None for anything else."""
+    if not locale:
+        return None
+    from .i18n import LOCALE_NAMES, catalog_locale
+
+    chosen = catalog_locale(locale)
+    if chosen not in LOCALE_NAMES and chosen.split("_")[0] == "en":
+        chosen = "en"  # en_GB, en_US ... read the English catalog
+    return chosen if chosen in LOCALE_NAMES else None
+
+
 def line_facts(line: OrderLine) -> LineFacts:
     """What other cases say about the line, in one query."""
     covered, open_cases = db.session.execute(_LINE_FACTS, {"line_id": line.id}).one()
@@ -156,9 +168,11 @@ def open_case(
     data: Mapping[str, Any] | None = None,
     actor_id: str | None = None,
     now: datetime | None = None,
+    buyer_locale: str | None = None,
 ) -> Case:
     """A buyer's request on one order line. Refused with :class:`NotEligible` or
-    :class:`InvalidInput` and a message the buyer understands."""
+    :class:`InvalidInput` and a message the buyer understands. ``buyer_locale``: the language the
+    buyer asked in (their messages are written in it; default: the shop's)."""
     runtime = current()
     now = now or utcnow()
     data = {name: clean_text(value, multiline=True) if isinstance(value, str) else value
@@ -191,7 +205,7 @@ def open_case(
                 quantity=quantity, amount=(amount if amount is not None else verdict.max_amount) if refunds_money else 0,
                 currency=line.order.currency, state=INITIAL_STATE, shipping_payer=payer,
                 data={key: value for key, value in data.items() if key != "evidence"},
-                created_at=now, updated_at=now,
+                created_at=now, updated_at=now, buyer_locale=_known_locale(buyer_locale),
             )
             db.session.add(case)
             _transition(runtime, case, "buyer", actor_id, "request", {"description": description, **data}, now)

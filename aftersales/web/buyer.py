@@ -8,7 +8,7 @@ from .. import evidence, reconcile, services
 from ..eligibility import CaseRequest, core_reasons
 from ..errors import DomainError
 from ..extensions import db
-from ..i18n import _, money_text
+from ..i18n import _, current_locale, money_text
 from ..models import Case, OrderLine, Shop
 from ..orders import orders_for_buyer
 from .access import ROW_ID, buyer_case_or_404, buyer_order_or_404, forget_buyer_orders, grant_buyer
@@ -141,7 +141,7 @@ def _open_case(form, line: OrderLine, kind: str, amount: int | None, extra: dict
             case = services.open_case(
                 line.id, kind, form.reason.data, quantity=form.quantity.data, amount=amount,
                 description=form.description.data or "", evidence=stored, data=extra,
-                actor_id=line.order.buyer_email,
+                actor_id=line.order.buyer_email, buyer_locale=current_locale(),
             )
     except DomainError as error:
         name = getattr(error, "field", None) or ""

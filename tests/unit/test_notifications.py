@@ -9,6 +9,7 @@ import email.policy
 import re
 import socket
 import threading
+from pathlib import Path
 from datetime import timedelta
 
 import pytest
@@ -539,3 +540,65 @@ def test_every_kind_of_message_reads_in_the_shops_chinese(tmp_path, smtp, locale
                 seen.append(kind)
         assert set(seen) == set(KINDS)
         db.session.remove()
+
+
+def test_two_deliver_processes_at_once_send_each_message_once(tmp_path, smtp):
+    """`flask aftersales deliver` twice at the same moment, as two cron hosts would run it."""
+    import os
+    import subprocess
+    import sys
+
+    app = mail_app(tmp_path, smtp)
+    with app.app_context():
+        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
+        db.session.commit()
+        create_staff(email="seller@example.com", password=PASSWORD, shop_slug="shop")
+        for _ in range(15):
+            services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+        assert db.session.scalar(select(func.count(OutboxMessage.id))) == 30
+        settings = {key: app.config[key] for key in (
+            "SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "AFTERSALES_MAIL_SERVER", "AFTERSALES_MAIL_PORT",
+            "AFTERSALES_MAIL_SENDER", "AFTERSALES_BASE_URL", "AFTERSALES_PASSWORD_HASH")}
+        if app.config.get("SQLALCHEMY_ENGINE_OPTIONS"):
+            settings["SQLALCHEMY_ENGINE_OPTIONS"] = app.config["SQLALCHEMY_ENGINE_OPTIONS"]  # the test's PostgreSQL schema
+        db.session.remove()
+    instance = tmp_path / "deliverers"
+    instance.mkdir()
+    settings.update(AFTERSALES_PLUGINS_DIR=[], AFTERSALES_LOAD_ENTRY_POINTS=False)
+    (instance / "aftersales.cfg").write_text("".join(f"{key} = {value!r}\n" for key, value in settings.items()))
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("AFTERSALES_")}
+    environment.update(AFTERSALES_INSTANCE_PATH=str(instance), LANG="C", FLASK_APP="wsgi")
+    command = [sys.executable, "-m", "flask", "aftersales", "deliver", "--batch", "4"]
+    root = Path(__file__).resolve().parents[2]
+    runs = [subprocess.Popen(command, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    delivered = [int(re.search(r"delivered (\d+)", out).group(1)) for out, _err in outputs]
+    assert sum(delivered) == 30, outputs
+    assert len(smtp.inbox.received) == 30
+    assert len({message["Message-ID"] for _, message in smtp.inbox.received}) == 30
+
+
+def test_the_buyer_reads_the_language_they_asked_in_and_the_staff_the_shops(app, smtp):
+    case = services.open_case(recent_order().lines[0].id, "return_refund", "no_reason", buyer_locale="zh_TW")
+    assert case.buyer_locale == "zh_Hant"
+    services.deliver_pending()
+    assert smtp.inbox.to("buyer@example.com")[0]["Subject"] == "我們已收到您對Item的申請"
+    assert smtp.inbox.to("seller@example.com")[0]["Subject"].startswith("New after-sales request")  # an English shop
+    assert services.open_case(recent_order().lines[0].id, "return_refund", "no_reason", buyer_locale="en_GB").buyer_locale == "en"
+    assert services.open_case(recent_order().lines[0].id, "return_refund", "no_reason", buyer_locale="fr").buyer_locale is None
+
+
+def test_a_request_from_the_pages_remembers_the_buyers_language(app, smtp):
+    from tests.web.conftest import buyer_client
+
+    order = recent_order()
+    browser = buyer_client(app, order)
+    browser.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN,zh;q=0.9"
+    answer = browser.post(f"/orders/{order.id}/lines/{order.lines[0].id}/request",
+                          data={"kind": "return_refund", "reason": "no_reason", "quantity": "1", "amount": "100.00",
+                                "description": "太小了"})
+    assert answer.status_code == 302, answer.text
+    case = db.session.scalar(select(services.Case).where(services.Case.order_id == order.id))
+    assert case.buyer_locale == "zh_Hans"
