@@ -23,14 +23,19 @@ MAX_PAGE = 100_000
 @platform.get("/")
 @staff_required("platform")
 def queue():
-    try:
-        page_number = min(max(int(request.args.get("page", 1)), 1), MAX_PAGE)
-    except ValueError:
-        page_number = 1
+    page_number = _page_number()
     query = (select(Case).where(Case.state == "escalated").options(joinedload(Case.line), joinedload(Case.shop))
              .order_by(Case.updated_at.asc(), Case.id.asc()))
     page = db.paginate(query, page=page_number, per_page=50, error_out=False)
     return render_template("aftersales/platform/queue.html", page=page, now=utcnow())
+
+
+def _page_number() -> int:
+    """``?page=``, from 1 to :data:`MAX_PAGE`; anything else is the first page."""
+    try:
+        return min(max(int(request.args.get("page", 1)), 1), MAX_PAGE)
+    except ValueError:
+        return 1
 
 
 @platform.get(f"/cases/<{ROW_ID}:case_id>")
@@ -61,10 +66,7 @@ def act(case_id: int, trigger: str):
 @staff_required("platform")
 def deliveries():
     """Messages that failed: those still being retried (with when), and the dead ones, newest first."""
-    try:
-        page_number = min(max(int(request.args.get("page", 1)), 1), MAX_PAGE)
-    except ValueError:
-        page_number = 1
+    page_number = _page_number()
     query = (select(OutboxMessage)
              .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.last_error.is_not(None))
              .order_by(OutboxMessage.id.desc()))

@@ -9,6 +9,7 @@ import email.policy
 import re
 import socket
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from datetime import timedelta
 
@@ -87,6 +88,22 @@ def mail_app(tmp_path, smtp, **config):
                    AFTERSALES_MAIL_SENDER="Test Shop <service@shop.test>", AFTERSALES_BASE_URL="http://shop.test",
                    AFTERSALES_MAIL_TIMEOUT_SECONDS=5, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False, **config)
     return app
+
+
+@contextmanager
+def mail_shop(tmp_path, smtp, *, staff=("seller",), locale=None, name="Test Shop", address="1 Return Road", **config):
+    """An app with e-mail on, in its app context: the shop "shop" and the staff asked for
+    (``seller``: seller@example.com of the shop, ``platform``: platform@example.com)."""
+    app = mail_app(tmp_path, smtp, **config)
+    with app.app_context():
+        ensure_shop("shop", name, return_address=address, locale=locale)
+        db.session.commit()
+        if "seller" in staff:
+            create_staff(email="seller@example.com", password=PASSWORD, shop_slug="shop", name="Sam Seller")
+        if "platform" in staff:
+            create_staff(email="platform@example.com", password=PASSWORD, name="Pat Platform")
+        yield app
+        db.session.remove()
 
 
 @pytest.fixture
@@ -283,11 +300,7 @@ def test_two_deliverers_at_once_send_each_message_once(app, smtp):
 def test_a_message_that_keeps_failing_dies_and_the_platform_retries_it(tmp_path, smtp):
     from tests.web.conftest import login
 
-    app = mail_app(tmp_path, smtp, AFTERSALES_OUTBOX_MAX_ATTEMPTS=2)
-    with app.app_context():
-        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
-        db.session.commit()
-        create_staff(email="platform@example.com", password=PASSWORD, name="Pat Platform")
+    with mail_shop(tmp_path, smtp, staff=("platform",), AFTERSALES_OUTBOX_MAX_ATTEMPTS=2) as app:
         smtp.stop()
         order = recent_order()
         services.open_case(order.lines[0].id, "return_refund", "no_reason")
@@ -368,14 +381,9 @@ def test_each_side_is_reminded_once_before_its_deadline_lapses(app, smtp):
 def test_reminders_can_be_turned_off(tmp_path, smtp):
     from aftersales.deadlines import sweep
 
-    app = mail_app(tmp_path, smtp, AFTERSALES_SELLER_REMINDER_HOURS=0)
-    with app.app_context():
-        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
-        db.session.commit()
-        create_staff(email="seller@example.com", password=PASSWORD, shop_slug="shop")
+    with mail_shop(tmp_path, smtp, AFTERSALES_SELLER_REMINDER_HOURS=0):
         case = services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
         assert sweep(now=case.due_at - timedelta(hours=1)).reminders == 0
-        db.session.remove()
 
 
 def services_time(moment) -> str:
