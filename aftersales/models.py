@@ -322,6 +322,10 @@ class Case(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     due_trigger: Mapped[str | None] = mapped_column(String(64))
+    #: Express refund (``aftersales.express``): None, ``refunded`` (paid when the buyer shipped
+    #: the return), ``arrived`` or ``revoked`` (the return never arrived or was disputed); and how much.
+    express_state: Mapped[str | None] = mapped_column(String(16))
+    express_amount: Mapped[int | None] = mapped_column(BigInteger)
     #: The language the buyer read the pages in when asking (``en``, ``zh_Hans``, ``zh_Hant``): their
     #: messages are written in it. None (a request through the API, an import): the shop's.
     buyer_locale: Mapped[str | None] = mapped_column(String(16))

@@ -19,7 +19,7 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from . import case_writes, money, notifications
+from . import case_writes, express, money, notifications
 from .database import write_transaction
 from .eligibility import CaseRequest, LineEligibility, LineFacts, Verdict, combine, core_verdict, line_overview
 from .errors import (
@@ -340,6 +340,13 @@ def _transition(
         amount, currency = paid, case.currency
     else:
         amount, currency = (refund.amount, refund.currency) if refund is not None else (None, None)
+    express_refund = None
+    if trigger == "ship_return" and case.kind == "return_refund" and case.express_state is None:
+        express_refund = _refund_express(runtime, case, now)
+    else:
+        moved = express.after_step(case, actor, trigger)
+        if moved is not None:
+            case.express_state = moved
     listened = runtime.plugins.implements("aftersales_case_event", case.category)
     event_id = case_writes.write_transition(case, {
         "actor_type": actor, "actor_id": actor_id, "trigger": trigger,
@@ -349,6 +356,8 @@ def _transition(
     }, event_needed=listened)
     if listened and event_id is not None:
         _write_outbox("case_event", {"event_id": event_id})
+    if express_refund is not None:
+        _money_event(case, actor, actor_id, "express_refund", express_refund, "", now)
     _notify(runtime, case, actor, trigger, from_state, note if paid_note is None else paid_note, amount, now)
     if entering_refunding and refund is None:  # everything due was already paid (e.g. by hand before approval)
         _complete_when_paid(runtime, case, now)
@@ -702,6 +711,18 @@ def system_note(trigger: str) -> str | None:
 
 
 # --- money ---------------------------------------------------------------------------------
+def _refund_express(runtime: Runtime, case: Case, now: datetime) -> Refund | None:
+    """The express refund of a return the buyer has just shipped, if their record allows it
+    (``aftersales.express``): the amount asked for, claimed against the line now."""
+    if not express.decision(case, runtime.settings).eligible:
+        return None
+    refund = _claim_refund(runtime, case, case.amount, case.decision_payer or "seller",
+                           f"{SYSTEM_KEY_PREFIX}case-{case.id}-express", now)
+    if refund is not None:
+        case.express_state, case.express_amount = express.REFUNDED, refund.amount
+    return refund
+
+
 def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: str, now: datetime) -> Refund | None:
     """Claim the approved amount, after plugin adjustments, against the line's ceiling."""
     adjustments = []

@@ -61,6 +61,7 @@ TRIGGER_LABELS = {
     "refund_failed": lazy_("Refund failed"),
     "refund_settled": lazy_("Refund paid"),
     "refund_created": lazy_("Refund issued"),
+    "express_refund": lazy_("Express refund: refunded on shipment"),
     "refund_retried": lazy_("Refund sent again"),
     "rate": lazy_("Rated the outcome"),
 }

@@ -1,7 +1,8 @@
 """outbox retries: a message that failed too often is dead (aftersales_outbox.dead_at), and the
 pending ones are read from a partial index; reminders: the deadline a case was reminded of
 (aftersales_cases.reminded_due_at), the language the buyer asked in
-(aftersales_cases.buyer_locale) and when a shop's staff last had the digest of unpaid
+(aftersales_cases.buyer_locale), where a case's express refund stands
+(aftersales_cases.express_state, express_amount) and when a shop's staff last had the digest of unpaid
 manual refunds (aftersales_shops.refund_digest_at); webhooks: the endpoints a shop wants its
 cases' events POSTed to (aftersales_webhooks)
 
@@ -44,6 +45,8 @@ def upgrade():
     with op.batch_alter_table('aftersales_cases') as batch:
         batch.add_column(sa.Column('reminded_due_at', sa.DateTime(), nullable=True))
         batch.add_column(sa.Column('buyer_locale', sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column('express_state', sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column('express_amount', sa.BigInteger(), nullable=True))
     with op.batch_alter_table('aftersales_shops') as batch:
         batch.add_column(sa.Column('refund_digest_at', sa.DateTime(), nullable=True))
     op.create_index('ix_aftersales_outbox_pending', 'aftersales_outbox', ['id'], unique=False,
@@ -57,6 +60,8 @@ def downgrade():
     with op.batch_alter_table('aftersales_cases') as batch:
         batch.drop_column('reminded_due_at')
         batch.drop_column('buyer_locale')
+        batch.drop_column('express_state')
+        batch.drop_column('express_amount')
     with op.batch_alter_table('aftersales_shops') as batch:
         batch.drop_column('refund_digest_at')
     with op.batch_alter_table('aftersales_outbox') as batch:

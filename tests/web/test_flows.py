@@ -1009,3 +1009,22 @@ def test_the_published_workflow_speaks_in_words(web_app):
     body = page.split("<main", 1)[1]
     for code in ("awaiting_return", "return_shipped", "within_window", ">system<", ">seller<", "confirm_receipt"):
         assert code not in body, code
+
+
+def test_the_pages_say_why_a_buyer_was_refunded_early_and_when_the_privilege_ended(web_app):
+    from tests.unit.test_express import completed_return, shipped_return
+
+    completed_return()
+    completed_return()
+    case = shipped_return(recent_order())
+    assert case.express_state == "refunded"
+    db.session.commit()
+    order = db.session.get(Case, case.id).order
+    buyer = buyer_client(web_app, order)
+    page = buyer.get(f"/cases/{case.id}").text
+    assert "You were refunded as soon as you entered the tracking number" in page
+    seller = login(web_app, "seller@example.com")
+    assert "Express refund: the buyer was refunded when they shipped the return" in seller.get(f"/seller/cases/{case.id}").text
+    assert "Express refund: refunded on shipment" in seller.get(f"/seller/cases/{case.id}").text  # the timeline
+    deadlines.sweep(now=case.due_at + timedelta(minutes=1))  # never confirmed: the privilege ends
+    assert "Express refund revoked" in seller.get(f"/seller/cases/{case.id}").text
