@@ -365,6 +365,12 @@ class Case(Base):
         return self.state in TERMINAL_STATES
 
     @property
+    def has_outcome(self) -> bool:
+        """Ended with an outcome the buyer can rate (completed, or closed by a decision), not
+        withdrawn."""
+        return self.state in ("completed", "closed")
+
+    @property
     def needs_goods_back(self) -> bool:
         return self.kind != "refund_only"
 

@@ -723,22 +723,35 @@ def _refund_express(runtime: Runtime, case: Case, now: datetime) -> Refund | Non
     return refund
 
 
-def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: str, now: datetime) -> Refund | None:
-    """Claim the approved amount, after plugin adjustments, against the line's ceiling."""
+def _refund_terms(runtime: Runtime, case: Case, amount: int, *, fresh_line: bool) -> tuple[int, list, int, OrderLine]:
+    """What refunding ``amount`` on ``case`` comes to: (the buyer's due after plugin adjustments
+    and the line's ceiling, the adjustments, what is already paid or being paid, the line)."""
     adjustments = []
     for answer in runtime.plugins.call("aftersales_refund_adjustments", case.category, case=case, amount=amount):
         for adjustment in answer or ():
             if not isinstance(adjustment, money.Adjustment):
                 raise TypeError(f"aftersales_refund_adjustments must return Adjustment values, got {adjustment!r}")
             adjustments.append(adjustment)
-    # The line fresh from the database (another case of the line may have claimed since it was
-    # loaded) and the case's refunds; neither depends on the case's pending changes, which the
-    # transition writes (with refund_due) instead of these reads flushing them early.
+    # The line fresh from the database when claiming (another case of the line may have claimed
+    # since it was loaded) and the case's refunds; neither depends on the case's pending changes,
+    # which the transition writes (with refund_due) instead of these reads flushing them early.
     with db.session.no_autoflush:
-        line = db.session.get(OrderLine, case.line_id, populate_existing=True)
+        line = db.session.get(OrderLine, case.line_id, populate_existing=fresh_line)
         already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
     ceiling = refundable(line) + already
-    final = money.apply_adjustments(amount, adjustments, ceiling=ceiling)
+    return money.apply_adjustments(amount, adjustments, ceiling=ceiling), adjustments, already, line
+
+
+def refund_to_pay(case: Case) -> int:
+    """What the seller's "refund" step would pay now (for its button): the returned goods'
+    amount after plugin adjustments and the line's ceiling, less what was already refunded."""
+    due, _adjustments, already, _line = _refund_terms(current(), case, returned_goods_refund(case), fresh_line=False)
+    return max(due - already, 0)
+
+
+def _claim_refund(runtime: Runtime, case: Case, amount: int, payer: str, key: str, now: datetime) -> Refund | None:
+    """Claim the approved amount, after plugin adjustments, against the line's ceiling."""
+    final, adjustments, already, line = _refund_terms(runtime, case, amount, fresh_line=True)
     # What the buyer is owed after adjustments: the case completes once this much is paid.
     case.data = {**(case.data or {}), "refund_due": final}
     asked = amount + sum(adjustment.amount for adjustment in adjustments)
@@ -959,6 +972,8 @@ def rate_case(case_id: int, rating: int, comment: str = "", now: datetime | None
         case = _case_for_update(case_id)
         if not case.is_terminal:
             raise NotAllowed(_("You can rate the outcome once the case has ended."))
+        if not case.has_outcome:
+            raise NotAllowed(_("A withdrawn request has no outcome to rate."))
         if case.rating is not None:
             raise NotAllowed(_("You already rated this case."))
         case.rating, case.rating_comment = rating, comment

@@ -13,10 +13,10 @@ from werkzeug.wrappers import Response
 
 from .. import evidence, reconcile, services
 from ..errors import CaseChanged, DomainError, InvalidInput
-from ..i18n import _
+from ..i18n import _, money_text
 from ..models import Case
 from .forms import action_form_class, form_inputs
-from .wording import TRIGGER_LABELS, label
+from .wording import TRIGGER_LABELS, done_message, label
 
 #: Inputs a person never types: the service fills them.
 HIDDEN_INPUTS = frozenset({"timeout"})
@@ -63,6 +63,16 @@ def allowed(case: Case, role: str) -> dict[str, str]:
     return found
 
 
+def action_label(case: Case, trigger: str) -> str:
+    """The button's words; the refund says how much it pays."""
+    if trigger == "refund":
+        amount = services.refund_to_pay(case)
+        if amount == 0:
+            return _("Refund (already paid in full)")
+        return _("Refund %(amount)s", amount=money_text(amount, case.currency))
+    return label(TRIGGER_LABELS, trigger)
+
+
 def action_views(case: Case, role: str, failed: ActionView | None = None) -> list[ActionView]:
     """One form per trigger the person may fire now; a failed submission keeps its errors."""
     views = []
@@ -72,7 +82,7 @@ def action_views(case: Case, role: str, failed: ActionView | None = None) -> lis
             continue
         form = _form_class(case, actor, trigger)(prefix=trigger, formdata=None)
         form.expected_version.data = str(case.version)
-        views.append(ActionView(trigger, label(TRIGGER_LABELS, trigger), form, "evidence" in form))
+        views.append(ActionView(trigger, action_label(case, trigger), form, "evidence" in form))
     return sorted(views, key=lambda view: view.backs_out)  # stable: table order otherwise
 
 
@@ -121,5 +131,5 @@ def perform(case: Case, role: str, actor_id: str | None, trigger: str, done_url:
     except DomainError as error:
         flash(str(error), "error")
         return redirect(done_url)
-    flash(_("Done: %(action)s.", action=view.label), "success")
+    flash(done_message(trigger, view.label), "success")
     return redirect(done_url)

@@ -163,7 +163,7 @@ def case(case_id: int):
 
 def _case_page(case: Case, failed=None, status: int = 200):
     case = loaded_case(case)
-    rate_form = RateForm() if case.is_terminal and case.rating is None else None
+    rate_form = RateForm() if case.has_outcome and case.rating is None else None
     return render_template(
         "aftersales/buyer/case.html", case=case, actions=action_views(case, "buyer", failed), notices=services.case_notices(case, "buyer"),
         deadline=_deadline_words(case), rate_form=rate_form, **timeline_context(case, ".case"),

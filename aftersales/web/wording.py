@@ -66,6 +66,25 @@ TRIGGER_LABELS = {
     "rate": lazy_("Rated the outcome"),
 }
 
+#: What a person reads once their step is done, in a full sentence.
+DONE_MESSAGES = {
+    "approve": lazy_("You approved the request; the buyer is told what comes next."),
+    "reject": lazy_("You rejected the request; the buyer reads your reason."),
+    "offer": lazy_("Your offer was sent to the buyer."),
+    "withdraw": lazy_("Your request was withdrawn."),
+    "revise": lazy_("Your revised request was sent to the seller."),
+    "escalate": lazy_("The platform will look at your case."),
+    "accept_offer": lazy_("You accepted the offer; the refund is on its way."),
+    "decline_offer": lazy_("You declined the offer; the seller answers again."),
+    "ship_return": lazy_("Thank you: the seller now waits for your parcel."),
+    "confirm_receipt": lazy_("You confirmed that the return arrived."),
+    "refund": lazy_("The refund was issued."),
+    "ship_replacement": lazy_("The replacement is on its way to the buyer."),
+    "dispute_goods": lazy_("The platform will look at the returned goods."),
+    "confirm_replacement": lazy_("Thank you: the case is finished."),
+    "decide": lazy_("Your decision was recorded."),
+}
+
 ACTOR_LABELS = {
     "buyer": lazy_("Buyer"),
     "seller": lazy_("Seller"),
@@ -209,6 +228,14 @@ def event_note(event: Any) -> str:
         if message is not None and event.note:
             return _(message)
     return event.note or ""
+
+
+def done_message(trigger: str, action_label: str) -> str:
+    """The sentence after a step: its own, else "Done: <the button>."."""
+    from ..i18n import _
+
+    message = DONE_MESSAGES.get(trigger)
+    return str(message) if message is not None else _("Done: %(action)s.", action=action_label)
 
 
 def deadline_outcome(state: str, trigger: str) -> str:

@@ -1028,3 +1028,28 @@ def test_the_pages_say_why_a_buyer_was_refunded_early_and_when_the_privilege_end
     assert "Express refund: refunded on shipment" in seller.get(f"/seller/cases/{case.id}").text  # the timeline
     deadlines.sweep(now=case.due_at + timedelta(minutes=1))  # never confirmed: the privilege ends
     assert "Express refund revoked" in seller.get(f"/seller/cases/{case.id}").text
+
+
+def test_the_case_pages_name_the_case_the_refund_and_what_was_done(web_app):
+    order = recent_order(lines=[LineInput(1, "Atlas", "books", 3, 6800)])
+    buyer = buyer_client(web_app, order)
+    case_id = opened_case_id(ask(buyer, order, "return_refund", "no_reason", quantity=2, amount="136.00"))
+    assert f"Case #{case_id}: quote it when you contact the shop." in buyer.get(f"/cases/{case_id}").text
+    seller = login(web_app, "seller@example.com")
+    approved = act(seller, "seller", case_id, "approve")
+    assert "You approved the request; the buyer is told what comes next." in seller.get(approved.headers["Location"]).text
+    act_ok(buyer, "buyer", case_id, "ship_return", carrier="SF Express", tracking_number="SF1")
+    act_ok(seller, "seller", case_id, "confirm_receipt", received_quantity="1")  # one of the two arrived
+    page = seller.get(f"/seller/cases/{case_id}").text
+    assert "Refund CN¥68.00" in page  # what the refund pays: the unit that came back
+
+
+def test_a_withdrawn_request_is_not_asked_for_a_rating(web_app):
+    order = recent_order()
+    buyer = buyer_client(web_app, order)
+    case_id = opened_case_id(ask(buyer, order, "return_refund", "no_reason"))
+    act_ok(buyer, "buyer", case_id, "withdraw")
+    page = buyer.get(f"/cases/{case_id}").text
+    assert "Rate the outcome" not in page
+    with pytest.raises(services.NotAllowed, match="withdrawn request has no outcome"):
+        services.rate_case(case_id, 5)
