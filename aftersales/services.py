@@ -132,6 +132,22 @@ def workflow_for(case: Case) -> CompiledWorkflow:
     return current().workflow(case.category, case.kind)
 
 
+def last_word(case: Case, reader: str) -> CaseEvent | None:
+    """The latest step with words of the other side (the seller's reason for rejecting, an
+    offer's note, the platform's decision) for ``reader`` (``buyer``): what the case page shows
+    beside the state."""
+    others = ("seller", "platform") if reader == "buyer" else ("buyer",)
+    return db.session.scalar(
+        select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.actor_type.in_(others), CaseEvent.note != "",
+                                CaseEvent.trigger.not_in(_NOT_WORDS))
+        .order_by(CaseEvent.id.desc()).limit(1))
+
+
+#: Steps whose note is a record (a payment reference, a tracking number), not words to a person.
+_NOT_WORDS = ("refund_created", "refund_settled", "refund_failed", "refund_retried", "express_refund",
+              "ship_return", "ship_replacement", "rate")
+
+
 def allowed_triggers(case: Case, actor: str, now: datetime | None = None) -> list[str]:
     """The triggers ``actor`` may fire on ``case`` now: what the UI offers as buttons."""
     runtime = current()
@@ -372,7 +388,7 @@ def _inputs_for(rows: Sequence[Row], data: Mapping[str, Any]) -> dict[str, Any]:
     for name in row.requires:
         value = data.get(name)
         if value is None or (isinstance(value, str) and not value.strip()) or (name == "evidence" and not value):
-            raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=name.replace("_", " ")), field=name)
+            raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=field_name(name)), field=name)
         inputs[name] = value
     for name in row.accepts:
         if data.get(name) not in (None, ""):
@@ -444,12 +460,19 @@ def _attach_evidence(case: Case, evidence: Iterable[Mapping[str, Any]], actor: s
             raise InvalidInput(_("An uploaded photo could not be recorded."), field="evidence") from error
 
 
+def field_name(field: str) -> str:
+    """An input's name as its form calls it, in the reader's language ("Photos", "照片")."""
+    from .web.wording import FIELD_LABELS, label
+
+    return label(FIELD_LABELS, field)
+
+
 def _clean_text(value: Any, field: str, required: bool = True, limit: int = MAX_TEXT) -> str:
     text = clean_text(value, multiline=True)
     if required and not text:
-        raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=field.replace("_", " ")), field=field)
+        raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=field_name(field)), field=field)
     if len(text) > limit:
-        raise InvalidInput(_("Please keep \u201c%(field)s\u201d under %(limit)d characters.", field=field.replace("_", " "), limit=limit), field=field)
+        raise InvalidInput(_("Please keep \u201c%(field)s\u201d under %(limit)d characters.", field=field_name(field), limit=limit), field=field)
     return text
 
 

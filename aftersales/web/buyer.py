@@ -166,7 +166,8 @@ def _case_page(case: Case, failed=None, status: int = 200):
     rate_form = RateForm() if case.has_outcome and case.rating is None else None
     return render_template(
         "aftersales/buyer/case.html", case=case, actions=action_views(case, "buyer", failed), notices=services.case_notices(case, "buyer"),
-        deadline=_deadline_words(case), rate_form=rate_form, **timeline_context(case, ".case"),
+        deadline=_deadline_words(case), rate_form=rate_form, last_word=services.last_word(case, "buyer"),
+        **timeline_context(case, ".case"),
     ), status
 
 

@@ -236,10 +236,18 @@ def action_form_class(
             attributes[name] = _core_field(name, currency, required, defaults)
     for spec in specs.values():
         attributes.setdefault(spec.name, plugin_field(spec))
+    confirmation = CONFIRMATIONS.get(trigger)
+    if confirmation is not None:  # a step that cannot be undone is ticked first
+        attributes["confirm"] = BooleanField(confirmation, validators=[InputRequired(message=lazy_("Tick the box to confirm."))])
     return type(f"{trigger.title().replace('_', '')}Form", (VersionedForm,), attributes)
 
 
-def form_inputs(form: Any, currency: str, skip: Iterable[str] = ("csrf_token", "expected_version", "evidence")) -> dict[str, Any] | None:
+#: Steps that cannot be undone, and the box the person ticks to take them.
+CONFIRMATIONS = {"withdraw": lazy_("Yes, withdraw my request: it cannot be asked for again in this case.")}
+
+
+def form_inputs(form: Any, currency: str,
+                skip: Iterable[str] = ("csrf_token", "expected_version", "evidence", "confirm")) -> dict[str, Any] | None:
     """The submitted values as service inputs (money parsed); None when a value is invalid."""
     inputs: dict[str, Any] = {}
     for field in form:  # short_name: action forms carry a per-trigger prefix ("ship_return-carrier")

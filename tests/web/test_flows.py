@@ -1048,8 +1048,24 @@ def test_a_withdrawn_request_is_not_asked_for_a_rating(web_app):
     order = recent_order()
     buyer = buyer_client(web_app, order)
     case_id = opened_case_id(ask(buyer, order, "return_refund", "no_reason"))
-    act_ok(buyer, "buyer", case_id, "withdraw")
+    unconfirmed = act(buyer, "buyer", case_id, "withdraw")
+    assert unconfirmed.status_code == 400 and "Tick the box to confirm." in unconfirmed.text
+    assert case_row(case_id).state == "requested"  # nothing withdrawn by a stray click
+    act_ok(buyer, "buyer", case_id, "withdraw", confirm="y")
     page = buyer.get(f"/cases/{case_id}").text
     assert "Rate the outcome" not in page
     with pytest.raises(services.NotAllowed, match="withdrawn request has no outcome"):
         services.rate_case(case_id, 5)
+
+
+def test_the_buyer_reads_the_sellers_last_words_beside_the_state(web_app):
+    order = recent_order()
+    buyer = buyer_client(web_app, order)
+    case_id = opened_case_id(ask(buyer, order, "return_refund", "no_reason"))
+    assert 'id="last-word"' not in buyer.get(f"/cases/{case_id}").text
+    seller = login(web_app, "seller@example.com")
+    act_ok(seller, "seller", case_id, "reject", reason="The seal is broken")
+    page = buyer.get(f"/cases/{case_id}").text
+    state_at, words_at = page.index('id="state"'), page.index('id="last-word"')
+    assert words_at > state_at and page.index('id="timeline"') > words_at  # beside the state, not only in the timeline
+    assert "Seller wrote: The seal is broken" in page

@@ -247,7 +247,7 @@ ROUTES: dict[str, Route] = {
         lambda w: f"/cases/{w.requested}", BUYER_A, "buyer", shows=lambda w: [b"Secret item A1"]),
     "aftersales_buyer.act": Route(
         lambda w: f"/cases/{w.requested}/act/withdraw", BUYER_A, "buyer",
-        form=lambda w: {"withdraw-expected_version": _version(w, w.requested)},
+        form=lambda w: {"withdraw-expected_version": _version(w, w.requested), "withdraw-confirm": "y"},
         form_page=lambda w: f"/cases/{w.requested}", poster="buyer_a"),
     "aftersales_buyer.rate": Route(
         lambda w: f"/cases/{w.completed}/rate", BUYER_A, "buyer",
