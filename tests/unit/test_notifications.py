@@ -84,10 +84,10 @@ def smtp():
 
 
 def mail_app(tmp_path, smtp, **config):
-    app = make_app(tmp_path, AFTERSALES_MAIL_SERVER="127.0.0.1", AFTERSALES_MAIL_PORT=smtp.port,
-                   AFTERSALES_MAIL_SENDER="Test Shop <service@shop.test>", AFTERSALES_BASE_URL="http://shop.test",
-                   AFTERSALES_MAIL_TIMEOUT_SECONDS=5, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False, **config)
-    return app
+    settings = dict(AFTERSALES_MAIL_SERVER="127.0.0.1", AFTERSALES_MAIL_PORT=smtp.port,
+                    AFTERSALES_MAIL_SENDER="Test Shop <service@shop.test>", AFTERSALES_BASE_URL="http://shop.test",
+                    AFTERSALES_MAIL_TIMEOUT_SECONDS=5, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
+    return make_app(tmp_path, **{**settings, **config})
 
 
 @contextmanager
@@ -610,3 +610,99 @@ def test_a_request_from_the_pages_remembers_the_buyers_language(app, smtp):
     assert answer.status_code == 302, answer.text
     case = db.session.scalar(select(services.Case).where(services.Case.order_id == order.id))
     assert case.buyer_locale == "zh_Hans"
+
+
+def self_signed(tmp_path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl for this test."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_starttls_and_a_login_reach_a_server_that_requires_both(tmp_path):
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from aftersales.runtime import current
+
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        good = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"shop", b"s3cret-pass")
+        logins.append((mechanism, good))
+        return AuthResult(success=good)
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=server_tls, require_starttls=True,
+                            authenticator=authenticator, auth_require_tls=True)
+    controller.start()
+    try:
+        smtp = SmtpServer.__new__(SmtpServer)
+        smtp.port, smtp.inbox, smtp.controller = port, inbox, None
+        with mail_shop(tmp_path, smtp, AFTERSALES_MAIL_SECURITY="starttls", AFTERSALES_MAIL_USERNAME="shop",
+                       AFTERSALES_MAIL_PASSWORD="s3cret-pass", AFTERSALES_MAIL_TIMEOUT_SECONDS=3):
+            channel = current().plugins.manager.get_plugin("aftersales.email").channel
+            channel._tls_context = ssl.create_default_context(cafile=str(cert))  # trust this test's certificate
+            services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+            assert services.deliver_pending().delivered == 2
+            assert len(inbox.received) == 2 and logins and all(good for _, good in logins)
+
+            current().settings["AFTERSALES_MAIL_PASSWORD"] = "wrong"
+            services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+            report = services.deliver_pending()
+            assert report.failed == 2 and len(inbox.received) == 2  # refused: nothing sent, retried later
+            assert any(not good for _, good in logins)
+    finally:
+        controller.stop()
+
+
+def test_a_server_that_does_not_answer_in_time_is_a_failed_attempt(tmp_path, smtp):
+    import time
+
+    with socket.socket() as silent:  # accepts the connection, never says hello
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        quiet = SmtpServer.__new__(SmtpServer)
+        quiet.port, quiet.inbox, quiet.controller = silent.getsockname()[1], Inbox(), None
+        with mail_shop(tmp_path, quiet, AFTERSALES_MAIL_TIMEOUT_SECONDS=1):
+            services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+            started = time.monotonic()
+            report = services.deliver_pending()
+            assert report.failed == 2 and time.monotonic() - started < 10
+            errors = db.session.scalars(select(OutboxMessage.last_error)).all()
+            assert all("timed out" in error for error in errors), errors
+
+
+def test_tls_from_the_first_byte_reaches_a_server_that_speaks_only_tls(tmp_path):
+    import ssl
+
+    from aftersales.runtime import current
+
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, ssl_context=server_tls)
+    controller.start()
+    try:
+        server = SmtpServer.__new__(SmtpServer)
+        server.port, server.inbox, server.controller = port, inbox, None
+        with mail_shop(tmp_path, server, AFTERSALES_MAIL_SECURITY="tls"):
+            current().plugins.manager.get_plugin("aftersales.email").channel._tls_context = \
+                ssl.create_default_context(cafile=str(cert))  # trust this test's certificate
+            services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+            assert services.deliver_pending().delivered == 2 and len(inbox.received) == 2
+            current().plugins.manager.get_plugin("aftersales.email").channel._tls_context = ssl.create_default_context()
+            services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+            assert services.deliver_pending().failed == 2  # a certificate the system does not trust: refused
+    finally:
+        controller.stop()

@@ -155,3 +155,36 @@ def test_endpoints_are_added_listed_and_removed_from_the_command_line(app, recei
     services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
     services.deliver_pending()
     assert receiver.requests == []
+
+
+def test_a_receiver_that_does_not_answer_in_time_is_a_failed_attempt(tmp_path):
+    import socket
+
+    app = make_app(tmp_path, AFTERSALES_WEBHOOK_TIMEOUT_SECONDS=1)
+    with app.app_context(), socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts, never answers
+        ensure_shop("shop", "Test Shop", return_address="1 Return Road")
+        db.session.commit()
+        webhooks.add_endpoint("shop", f"http://127.0.0.1:{silent.getsockname()[1]}/hook", ["new_case"])
+        services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+        assert services.deliver_pending().failed == 1
+        assert "timed out" in db.session.scalar(select(OutboxMessage.last_error))
+        db.session.remove()
+
+
+def test_an_endpoint_added_by_another_process_is_used_after_the_refresh(app, receiver):
+    from aftersales.models import WebhookEndpoint
+    from aftersales.runtime import current
+
+    app.config["AFTERSALES_WEBHOOK_REFRESH_SECONDS"] = 3600
+    first = services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")  # this process read the (no) endpoints
+    shop_id = first.shop_id
+    db.session.add(WebhookEndpoint(shop_id=shop_id, url=receiver.url, secret="s", events=[]))  # as another process would
+    db.session.commit()
+    services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+    assert db.session.scalar(select(OutboxMessage.id).where(OutboxMessage.topic.like("notify:webhook-%"))) is None
+    app.config["AFTERSALES_WEBHOOK_REFRESH_SECONDS"] = 0  # the refresh comes due
+    services.open_case(recent_order().lines[0].id, "return_refund", "no_reason")
+    assert services.deliver_pending().delivered == 2 and len(receiver.requests) == 2
+    assert current().plugins.manager.get_plugin("aftersales.webhooks") is not None
