@@ -78,7 +78,8 @@ def send_reminders(now: datetime, runtime: Runtime | None = None) -> int:
             query = query.with_for_update(skip_locked=True, of=Case)
         for case in db.session.scalars(query).all():
             reminded.append(case.id)
-            written += _write(runtime, Notification("refund_overdue", SELLER, case.id, case.shop_id, case_facts(case, now)))
+            written += _write(runtime, Notification("refund_overdue", SELLER, case.id, case.shop_id, case_facts(case, now)),
+                              case.category)
         if reminded:
             db.session.execute(update(Case).where(Case.id.in_(reminded)).values(reminded_due_at=Case.due_at)
                                .execution_options(synchronize_session=False))
