@@ -87,16 +87,9 @@ def send_reminders(now: datetime, runtime: Runtime | None = None) -> int:
 
 
 def _write(runtime: Runtime, notification: Notification, category: str | None = None) -> int:
-    """One outbox message per channel that wants ``notification``; how many were written."""
-    from .services import _write_outbox
+    from .services import write_notifications
 
-    written = 0
-    for answer in runtime.plugins.call("aftersales_notification_channels", category):
-        for channel in answer or ():
-            if channel.wants(notification):
-                _write_outbox(f"notify:{channel.name}", notification.as_payload())
-                written += 1
-    return written
+    return write_notifications(runtime, [notification], category)
 
 
 def send_refund_digests(now: datetime, runtime: Runtime | None = None) -> int:

@@ -1033,12 +1033,21 @@ def _notify(runtime: Runtime, case: Case, actor: str, trigger: str, from_state: 
                                              note=note, amount=amount, now=now)
     if not wanted:
         return
-    channels = [channel for answer in runtime.plugins.call("aftersales_notification_channels", case.category)
+    write_notifications(runtime, wanted, case.category)
+
+
+def write_notifications(runtime: Runtime, wanted: Sequence[notifications.Notification], category: str | None) -> int:
+    """One outbox message per channel (serving ``category``) that wants each notification, in
+    the caller's transaction; how many were written."""
+    channels = [channel for answer in runtime.plugins.call("aftersales_notification_channels", category)
                 for channel in answer or ()]
+    written = 0
     for notification in wanted:
         for channel in channels:
             if channel.wants(notification):
                 _write_outbox(f"notify:{channel.name}", notification.as_payload())
+                written += 1
+    return written
 
 
 def _write_outbox(topic: str, payload: dict[str, Any]) -> None:
