@@ -162,7 +162,12 @@ class StaffUser(Base):
 
 class Order(Base):
     __tablename__ = "aftersales_orders"
-    __table_args__ = (UniqueConstraint("shop_id", "number", name="uq_aftersales_orders_shop_number"),)
+    __table_args__ = (
+        UniqueConstraint("shop_id", "number", name="uq_aftersales_orders_shop_number"),
+        # A buyer's orders at one shop (their express refund record); on shop_id alone, a one-shop
+        # install would read every order.
+        Index("ix_aftersales_orders_shop_buyer_email", "shop_id", "buyer_email"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("aftersales_shops.id"), index=True)
