@@ -746,6 +746,53 @@ def _refund_express(runtime: Runtime, case: Case, now: datetime) -> Refund | Non
     return refund
 
 
+#: A case's refunds added up in the database (the refunds this transaction holds aside), in one
+#: aggregate instead of loading the collection: (pending count, pending amount, paid amount, count).
+_REFUND_TOTALS = select(
+    func.count(Refund.id).filter(Refund.status == "pending"),
+    func.coalesce(func.sum(Refund.amount).filter(Refund.status == "pending"), 0),
+    func.coalesce(func.sum(Refund.amount).filter(Refund.status == "succeeded"), 0),
+    func.count(Refund.id),
+).where(Refund.case_id == bindparam("case_id"), Refund.id.not_in(bindparam("held", expanding=True)))
+
+
+@dataclass(frozen=True)
+class RefundTotals:
+    """What a case's refunds come to: ``pending`` refunds (``pending_amount`` of money), ``paid``
+    money (succeeded), and ``count`` refunds in all (failed ones included)."""
+
+    pending: int
+    pending_amount: int
+    paid: int
+    count: int
+
+    @property
+    def committed(self) -> int:
+        """Money out or on its way: what a new claim must leave room for."""
+        return self.pending_amount + self.paid
+
+
+def refund_totals(case: Case) -> RefundTotals:
+    """The case's refunds as this transaction sees them, without loading them or flushing: the
+    database's rows, except those the session holds new or changed, which count as they are in
+    memory (a refund just claimed, or just settled)."""
+    session = db.session()
+    held = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, Refund)
+            and (obj.__dict__.get("case") is case or (case.id is not None and obj.__dict__.get("case_id") == case.id))]
+    pending = pending_amount = paid = count = 0
+    if case.id is not None:
+        with session.no_autoflush:
+            pending, pending_amount, paid, count = session.execute(
+                _REFUND_TOTALS, {"case_id": case.id, "held": [r.id for r in held if r.id is not None]}).one()
+    for refund in held:
+        count += 1
+        if refund.status == "pending":
+            pending, pending_amount = pending + 1, pending_amount + refund.amount
+        elif refund.status == "succeeded":
+            paid += refund.amount
+    return RefundTotals(pending=int(pending), pending_amount=int(pending_amount), paid=int(paid), count=int(count))
+
+
 def _refund_terms(runtime: Runtime, case: Case, amount: int, *, fresh_line: bool) -> tuple[int, list, int, OrderLine]:
     """What refunding ``amount`` on ``case`` comes to: (the buyer's due after plugin adjustments
     and the line's ceiling, the adjustments, what is already paid or being paid, the line)."""
@@ -760,7 +807,7 @@ def _refund_terms(runtime: Runtime, case: Case, amount: int, *, fresh_line: bool
     # which the transition writes (with refund_due) instead of these reads flushing them early.
     with db.session.no_autoflush:
         line = db.session.get(OrderLine, case.line_id, populate_existing=fresh_line)
-        already = sum(r.amount for r in case.refunds if r.status in ("pending", "succeeded"))
+    already = refund_totals(case).committed
     ceiling = refundable(line) + already
     return money.apply_adjustments(amount, adjustments, ceiling=ceiling), adjustments, already, line
 
@@ -926,9 +973,12 @@ def settle_refund(
 def _complete_when_paid(runtime: Runtime, case: Case, now: datetime, note: str = "") -> bool:
     """A refunding case completes once nothing is pending and what was approved has been paid
     (whichever refund settled last: a success, or the failure of an extra one). True if it did."""
-    if case.state != "refunding" or any(r.status == "pending" for r in case.refunds):
+    if case.state != "refunding":
         return False
-    paid = sum(r.amount for r in case.refunds if r.status == "succeeded")
+    totals = refund_totals(case)
+    if totals.pending:
+        return False
+    paid = totals.paid
     due = (case.data or {}).get("refund_due", case.approved_amount or 0)
     if paid == 0 or paid < due:
         return False  # a failure left money owed: staff see it and retry
@@ -951,9 +1001,10 @@ def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = 
         case = _case_for_update(case_id)
         if case.state != "refunding":
             raise NotAllowed(_("Only a case that is being refunded can retry its refund."))
-        if any(r.status == "pending" for r in case.refunds):
+        totals = refund_totals(case)
+        if totals.pending:
             raise NotAllowed(_("A refund for this case is still pending."))
-        attempt = len(case.refunds) + 1
+        attempt = totals.count + 1
         refund = _claim_refund(runtime, case, case.approved_amount or 0, case.decision_payer or "seller",
                                f"{SYSTEM_KEY_PREFIX}case-{case.id}-retry-{attempt}", now)
         if refund is None:

@@ -292,7 +292,7 @@ def without_sync(engine: Any) -> None:
     engine.dispose()
 
 
-def profile_service(app: Any, orders: list[BulkOrder], staff_id: int, top: int) -> str:
+def profile_service(app: Any, orders: list[BulkOrder], staff_id: int, top: int, save_to: str | None = None) -> str:
     import aftersales
     from aftersales.extensions import db
 
@@ -303,6 +303,8 @@ def profile_service(app: Any, orders: list[BulkOrder], staff_id: int, top: int) 
             service_lifecycle(order, staff_id)
         profiler.disable()
         db.session.remove()
+    if save_to:
+        profiler.dump_stats(save_to)
     package = re.escape(str(Path(aftersales.__file__).resolve().parent) + os.sep)
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -330,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                              "so the ratio shows the code's cost; default: only the database as configured")
     parser.add_argument("--profile", action="store_true", help="then profile the service path with cProfile")
     parser.add_argument("--profile-cases", type=int, default=100, help="lifecycles profiled (default 100)")
+    parser.add_argument("--profile-out", metavar="FILE", help="also save the profile there (for pstats or snakeviz)")
     parser.add_argument("--profile-top", type=int, default=30, help="functions listed per profile table (default 30)")
     args = parser.parse_args(argv)
     terminate_as_exit()
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.profile:
             print()
-            print(profile_service(app, [orders.pop() for _ in range(args.profile_cases)], staff_id, args.profile_top))
+            print(profile_service(app, [orders.pop() for _ in range(args.profile_cases)], staff_id, args.profile_top, args.profile_out))
     return 0
 
 

@@ -66,6 +66,26 @@ def test_the_returned_case_reads_without_a_query_and_the_next_write_reads_it_fre
     assert (acted.version, acted.description) == (3, "changed elsewhere")
 
 
+def test_a_held_case_is_refreshed_from_its_row_before_a_write(app, order_factory):
+    """The session still holds the case a service returned; the next write reads its row once
+    (one SELECT of the case) and decides on what the row says, not on what the object held."""
+    case = open_return(order_factory)
+    with db.engine.begin() as other:  # another worker approved it meanwhile
+        other.execute(update(Case.__table__).where(Case.__table__.c.id == case.id)
+                      .values(state="awaiting_return", version=Case.__table__.c.version + 1))
+    with statements() as seen:
+        with pytest.raises(services.NotAllowed):
+            services.act(case.id, "seller", "approve", now=NOW)
+    case_reads = [s for s in seen if s.startswith("SELECT") and "FROM aftersales_cases" in s
+                  and "WHERE aftersales_cases.id = " in s]
+    assert len(case_reads) == 1, seen
+    assert (case.state, case.version) == ("awaiting_return", 2)  # the object the caller holds, refreshed
+    acted = services.act(case.id, "buyer", "ship_return", carrier="SF", tracking_number="SF2", now=NOW)
+    assert acted is case and (acted.state, acted.version) == ("return_shipped", 3)
+    db.session.remove()
+    assert db.session.get(Case, case.id).state == "return_shipped"
+
+
 def test_a_written_transition_leaves_the_case_clean_and_loaded(app, order_factory):
     from sqlalchemy import inspect
 

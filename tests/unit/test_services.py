@@ -258,3 +258,31 @@ def test_revising_an_exchange_with_an_amount_records_no_amount_and_a_nan_is_neve
     event = db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id.desc())).first()
     assert event.trigger == "revise" and "amount" not in event.data
     assert services.get_case(case.id).amount == 0
+
+
+def test_refund_totals_count_what_the_transaction_holds_without_loading_the_refunds(order_factory):
+    """``services.refund_totals``: the database's refunds of the case, with the ones the session
+    holds new or changed counted as they are in memory; the collection itself stays unloaded."""
+    from sqlalchemy import inspect, select
+
+    from aftersales.database import write_transaction
+    from aftersales.models import Refund
+
+    order = order_factory()
+    case = services.open_case(line_of(order).id, "refund_only", "damaged", amount=2000, evidence=photos(), now=NOW)
+    services.act(case.id, "seller", "approve", now=NOW)
+    db.session.remove()
+    with pytest.raises(RuntimeError):
+        with write_transaction():
+            held = services.get_case(case.id)
+            assert services.refund_totals(held) == services.RefundTotals(pending=1, pending_amount=2000, paid=0, count=1)
+            first = db.session.scalar(select(Refund).where(Refund.case_id == case.id))
+            first.status = "succeeded"  # settled in memory, not written yet
+            assert services.refund_totals(held) == services.RefundTotals(pending=0, pending_amount=0, paid=2000, count=1)
+            db.session.add(Refund(case=held, line_id=held.line_id, amount=500, currency="CNY", status="pending",
+                                  idempotency_key="held-extra", created_at=NOW))
+            totals = services.refund_totals(held)
+            assert totals == services.RefundTotals(pending=1, pending_amount=500, paid=2000, count=2)
+            assert totals.committed == 2500
+            assert "refunds" not in inspect(held).dict  # no load of the collection
+            raise RuntimeError("roll back")
