@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .i18n import _, lazy_
+from .i18n import _, lazy_, money_text, ngettext
 from .money import SELLER_FAULT_REASONS, amount_for_units
 from .workflow import ALL_KINDS, GOODS_BACK
 
@@ -140,16 +140,68 @@ class Verdict:
 
 @dataclass
 class KindOption:
-    """One kind as shown on an order page: open to which reasons, or why not."""
+    """One kind as shown on an order page: open to which reasons, or why not.
+
+    ``why_not`` is one sentence when no reason is open (:func:`kind_sentence`); ``refused`` gives
+    each reason that is not open its own sentence (:func:`reason_sentence`)."""
 
     kind: str
     reasons: list[str]
     why_not: list[str]
-    refused: dict[str, list[str]] = field(default_factory=dict)  # reason → why it is refused
+    refused: dict[str, str] = field(default_factory=dict)  # reason → why it is refused, one sentence
 
     @property
     def allowed(self) -> bool:
         return bool(self.reasons)
+
+
+#: Core denials in the order a buyer should read them: what closes the whole line first (nothing
+#: else matters while the order is unpaid), then the time rules of the reason, then the denials
+#: that only say the reason does not go with this kind, then the form's own limits. A plugin's
+#: denial (its category's own rule, more specific than the core's) comes right after the first group.
+_LINE_DENIALS = ("unknown_kind", "not_paid", "open_case", "not_shipped", "not_delivered", "nothing_left",
+                 "nothing_refundable")
+_REASON_DENIALS = ("no_reason_exempt", "no_reason_window", "warranty_expired", "quality_window", "delivered",
+                   "needs_return", "repair_needs_fault", "unknown_reason", "quantity", "amount_limit")
+_PLUGIN_RANK = len(_LINE_DENIALS)
+_RANK = {**{code: rank for rank, code in enumerate(_LINE_DENIALS)},
+         **{code: _PLUGIN_RANK + 1 + rank for rank, code in enumerate(_REASON_DENIALS)}}
+#: Denials that only say a reason does not fit this kind (or this delivery): they explain the
+#: reason, never the whole kind.
+REASON_FIT_DENIALS = frozenset({"delivered", "needs_return", "repair_needs_fault", "unknown_reason"})
+
+
+def _rank(denial: Denial) -> int:
+    return _PLUGIN_RANK if denial.source != "core" else _RANK.get(denial.code, len(_RANK) + _PLUGIN_RANK)
+
+
+def reason_sentence(denials: Sequence[Denial]) -> str:
+    """The one sentence that says why a reason is refused: its most specific denial."""
+    return min(denials, key=_rank).message if denials else ""
+
+
+def kind_sentence(refused: Mapping[str, Sequence[Denial]]) -> str:
+    """The one sentence that says why a kind is refused for every reason (``refused``: each
+    reason's denials). A denial every reason shares says it (the order is unpaid, the item is
+    already in a request); else the denial that closes the most reasons, leaving out those that
+    only say a reason does not fit; ties go to the most specific."""
+    if not refused:
+        return ""
+    keyed = [{(d.source, d.code, d.message): d for d in denials} for denials in refused.values()]
+    shared = set(keyed[0]).intersection(*keyed[1:])
+    if shared:
+        return min((keyed[0][key] for key in shared), key=_rank).message
+    counts: dict[tuple[str, str, str], int] = {}
+    examples: dict[tuple[str, str, str], Denial] = {}
+    for denials in keyed:
+        for key, denial in denials.items():
+            if denial.code not in REASON_FIT_DENIALS or denial.source != "core":
+                counts[key] = counts.get(key, 0) + 1
+                examples.setdefault(key, denial)
+    if not counts:  # every reason only misfits: say the first reason's
+        return reason_sentence(next(iter(refused.values())))
+    best = min(counts, key=lambda key: (-counts[key], _rank(examples[key])))
+    return examples[best].message
 
 
 @dataclass
@@ -217,7 +269,10 @@ def core_verdict(
         if verdict.max_amount <= 0 and 1 <= request.quantity <= available:
             refuse("nothing_refundable", _("Nothing is left to refund on this item."))
         elif request.amount is not None and not 0 < request.amount <= verdict.max_amount:
-            refuse("amount_limit", _("The refund must be more than zero and at most the refundable amount."))
+            refuse("amount_limit", ngettext(
+                "The refund must be more than zero and at most %(amount)s for %(num)d unit.",
+                "The refund must be more than zero and at most %(amount)s for %(num)d units.",
+                units, amount=money_text(verdict.max_amount, order.currency)))
 
     if reason is not None and reason.photos:
         verdict.requirements.append(
@@ -289,16 +344,18 @@ def combine(verdict: Verdict, plugin_answers: Iterable[Any]) -> Verdict:
 
 
 def line_overview(judge: Callable[[CaseRequest], Verdict], reason_codes: Sequence[str]) -> dict[str, KindOption]:
-    """For an order page: each kind, the reasons it is open to, or why it is not available."""
+    """For an order page: each kind, the reasons it is open to, and for each reason that is not
+    open one sentence why; a kind open to no reason gets one sentence (:func:`kind_sentence`)."""
     options = {}
     for kind in KIND_ORDER:
-        open_to, why_not, refused = [], [], {}
+        open_to: list[str] = []
+        denials: dict[str, list[Denial]] = {}
         for code in reason_codes:
             verdict = judge(CaseRequest(kind=kind, reason=code, quantity=1))
             if verdict.allowed:
                 open_to.append(code)
             else:
-                why_not.extend(verdict.messages)
-                refused[code] = verdict.messages
-        options[kind] = KindOption(kind, open_to, [] if open_to else list(dict.fromkeys(why_not)), refused)
+                denials[code] = verdict.denials
+        why_not = [] if open_to else [kind_sentence(denials)]
+        options[kind] = KindOption(kind, open_to, why_not, {code: reason_sentence(found) for code, found in denials.items()})
     return options

@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import evidence, reconcile, services
-from ..eligibility import CaseRequest, core_reasons
+from .. import drafts, evidence, reconcile, services
+from ..eligibility import CaseRequest
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _, current_locale, money_text
@@ -99,60 +99,132 @@ def request_case(order_id: int, line_id: int):
     option = eligibility.options[chosen]
     reasons = services.current().reasons(line.category)
     reason_choices = [(code, label({code: reasons[code].label}, code)) for code in option.reasons]
-    # Pre-filled for the whole line: every unit still free, at the most that can be refunded.
-    units = services.judge(line, CaseRequest(chosen, option.reasons[0], 1)).max_quantity or 1
-    verdict = services.judge(line, CaseRequest(chosen, option.reasons[0], units))
+    reason = request.form.get("reason") if request.form.get("reason") in option.reasons else option.reasons[0]
+    free_units = services.judge(line, CaseRequest(chosen, reason, 1)).max_quantity or 1
+    # The units asked for: every free unit at first, then what the buyer chose (the page's
+    # maximum follows the quantity on every re-render, ``?quantity=`` included).
+    units = _chosen_quantity(request.values.get("quantity"), free_units)
+    verdict = services.judge(line, CaseRequest(chosen, reason, units))
     plugin_fields = services.form_fields(line.category, chosen, "request")
+    # Only a refund without a return asks how much: a return refunds the units sent back.
+    needs_amount = chosen == "refund_only"
     form = request_form_class(
-        [chosen], reason_choices, plugin_fields, order.currency, units, verdict.max_amount,
-        needs_amount=chosen in ("refund_only", "return_refund"),
+        [chosen], reason_choices, plugin_fields, order.currency, free_units, verdict.max_amount,
+        needs_amount=needs_amount, unit_amounts=_unit_amounts(line, chosen, reason, free_units),
     )(quantity=units)
     status = 200
+    kept_photos: list = []
+    photos_lost = False
     if request.method == "POST":
         status = 400
-        if form.validate_on_submit():
-            amount = parsed_amount(form, "amount", order.currency) if "amount" in form else None
-            extra = form_inputs(form, order.currency, skip=REQUEST_CORE_FIELDS)
-            if extra is not None and not ("amount" in form and form.amount.errors):
-                response, status = _open_case(form, line, chosen, amount, extra)
-                if response is not None:
-                    return response
-    # Reasons a plugin added for this category but refuses here, e.g. "package damaged" abroad:
-    # the buyer reads why instead of wondering where the choice went.
-    core_codes = {reason.code for reason in core_reasons(current_app.config)}
-    refused = [(label({code: reasons[code].label}, code), messages) for code, messages in option.refused.items()
-               if code not in core_codes and messages]
+        kept_photos, photos_lost = drafts.kept(request.form.get("kept_photos"), line_id=line.id,
+                                               settings=current_app.config, instance_path=current_app.instance_path)
+        dropped = set(request.form.getlist("drop_kept"))
+        drafts.drop([p for p in kept_photos if p["storage_key"] in dropped],
+                    settings=current_app.config, instance_path=current_app.instance_path)
+        kept_photos = [p for p in kept_photos if p["storage_key"] not in dropped]
+        valid = form.validate_on_submit()
+        amount = parsed_amount(form, "amount", order.currency) if "amount" in form else None
+        extra = form_inputs(form, order.currency, skip=REQUEST_CORE_FIELDS) if valid else None
+        if valid and extra is not None and not ("amount" in form and form.amount.errors):
+            response, status, kept_photos = _open_case(form, line, chosen, amount, extra, kept_photos)
+            if response is not None:
+                return response
+        else:
+            kept_photos = _keep_uploads(form, kept_photos)
+        posted_reason = request.form.get("reason", "")
+        if form.reason.errors and posted_reason not in option.reasons:
+            # A form from before the rules changed (or a hand-made one): say why in words.
+            form.reason.errors = [option.refused.get(posted_reason) or _("Please choose a reason from the list.")]
+        if photos_lost:
+            form.evidence.errors = [*form.evidence.errors, _(
+                "Some photos you added earlier were kept too long and are gone; please add them again.")]
+    # Every reason not open to this kind, core or plugin, with its one sentence: the buyer reads
+    # why instead of wondering where "Changed my mind" went.
+    refused = [(label({code: reasons[code].label}, code), why) for code, why in option.refused.items()
+               if code in reasons and why]
     return render_template(
         "aftersales/buyer/request.html", order=order, line=line, form=form, kind=chosen, kinds=kinds, refused=refused,
-        kind_labels=KIND_LABELS, photos_needed=verdict.requirement("photos"),
-        max_amount=money_text(verdict.max_amount, order.currency),
+        kind_labels=KIND_LABELS, photos_needed=verdict.requirement("photos"), units=units,
+        max_amount=money_text(verdict.max_amount, order.currency), kept_photos=kept_photos,
+        kept_token=drafts.keep(kept_photos, line_id=line.id) if kept_photos else "",
     ), status
+
+
+def _chosen_quantity(raw: str | None, free_units: int) -> int:
+    try:
+        chosen = int(raw or "")
+    except ValueError:
+        return free_units
+    return chosen if 1 <= chosen <= free_units else free_units
+
+
+#: A quantity field lists what each number of units brings back up to this many units.
+_LISTED_UNITS = 6
+
+
+def _unit_amounts(line: OrderLine, kind: str, reason: str, free_units: int) -> list[tuple[int, str]]:
+    """(units, the most refundable for them) for the quantity field's hint, refund kinds only."""
+    if kind not in ("refund_only", "return_refund") or free_units <= 1:
+        return []
+    counts = list(range(1, free_units + 1)) if free_units <= _LISTED_UNITS else [1, free_units]
+    return [(count, money_text(services.judge(line, CaseRequest(kind, reason, count)).max_amount, line.order.currency))
+            for count in counts]
+
+
+#: Refusals that are about one field of the request form: shown under it, not at the top.
+_DENIAL_FIELDS = {"amount_limit": "amount", "quantity": "quantity", "unknown_reason": "reason"}
+
+
+def _show_refusal(form, refusal: DomainError) -> None:
+    """Each sentence of a refused request under the field it is about, the rest at the top."""
+    verdict = getattr(refusal, "verdict", None)
+    found = [(_DENIAL_FIELDS.get(d.code, ""), d.message) for d in verdict.denials] if verdict is not None else [
+        ("evidence" if getattr(refusal, "field", None) == "photos" else getattr(refusal, "field", None) or "", str(refusal))]
+    for name, message in dict.fromkeys(found):
+        field = getattr(form, name, None) if name else None
+        if field is not None and hasattr(field, "errors") and field.name != "csrf_token":
+            field.errors = [*field.errors, message]
+        else:
+            flash(message, "error")
 
 
 REQUEST_CORE_FIELDS = ("csrf_token", "evidence", "kind", "reason", "quantity", "amount", "description")
 
 
-def _open_case(form, line: OrderLine, kind: str, amount: int | None, extra: dict):
-    """Store the photos, open the case; (redirect, 302) or (None, status) with errors on the form."""
+def _keep_uploads(form, kept: list) -> list:
+    """The photos of a submit that did not go through, stored now and kept for the next one."""
+    try:
+        return [*kept, *evidence.store_photos(request.files.getlist(form.evidence.name), settings=current_app.config,
+                                              instance_path=current_app.instance_path, already=len(kept))]
+    except DomainError as error:
+        form.evidence.errors = [*form.evidence.errors, str(error)]
+        return kept
+
+
+def _open_case(form, line: OrderLine, kind: str, amount: int | None, extra: dict, kept: list):
+    """Store the new photos, open the case with them and the kept ones: (redirect, 302, []) or
+    (None, status, photos) with the errors on the form and the photos kept for the next try."""
+    refusal, photos = None, kept
     try:
         with reconcile.undone_on_error(current_app.config, current_app.instance_path) as stored:
             stored += evidence.store_photos(request.files.getlist(form.evidence.name), settings=current_app.config,
-                                            instance_path=current_app.instance_path)
-            case = services.open_case(
-                line.id, kind, form.reason.data, quantity=form.quantity.data, amount=amount,
-                description=form.description.data or "", evidence=stored, data=extra,
-                actor_id=line.order.buyer_email, buyer_locale=current_locale(),
-            )
-    except DomainError as error:
-        name = getattr(error, "field", None) or ""
-        field = getattr(form, "evidence" if name == "photos" else name, None)
-        if field is not None and hasattr(field, "errors") and field.name != "csrf_token":
-            field.errors = list(field.errors) + [str(error)]
-        else:
-            flash(str(error), "error")
-        return None, getattr(error, "status", 400)
+                                            instance_path=current_app.instance_path, already=len(kept))
+            try:
+                case = services.open_case(
+                    line.id, kind, form.reason.data, quantity=form.quantity.data, amount=amount,
+                    description=form.description.data or "", evidence=[*kept, *stored], data=extra,
+                    actor_id=line.order.buyer_email, buyer_locale=current_locale(),
+                )
+            except DomainError as error:  # refused: every photo stays for the next try
+                refusal, photos = error, [*kept, *stored]
+    except DomainError as error:  # a photo refused: this submit's others were removed with it
+        refusal = error
+    if refusal is not None:
+        _show_refusal(form, refusal)
+        return None, getattr(refusal, "status", 400), photos
     flash(_("Your request was sent. The seller answers within the time shown below."), "success")
-    return redirect(url_for(".case", case_id=case.id)), 302
+    return redirect(url_for(".case", case_id=case.id)), 302, []
 
 
 @buyer.get(f"/cases/<{ROW_ID}:case_id>")

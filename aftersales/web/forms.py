@@ -271,11 +271,16 @@ def form_inputs(form: Any, currency: str,
 def request_form_class(
     kinds: Iterable[str], reasons: Iterable[tuple[str, Any]], plugin_fields: Iterable[FormField],
     currency: str, max_quantity: int, max_amount: int, needs_amount: bool,
+    unit_amounts: Iterable[tuple[int, str]] = (),
 ) -> type[FlaskForm]:
+    """The buyer's request form. ``unit_amounts`` (units, the most they bring back) becomes the
+    quantity's hint, so the buyer sees the maximum of every choice without sending the form."""
+    hint = "; ".join(ngettext("%(num)d unit: up to %(amount)s", "%(num)d units: up to %(amount)s", count, amount=amount)
+                     for count, amount in unit_amounts)
     attributes: dict[str, Any] = {
         "kind": HiddenField(default=next(iter(kinds))),
         "reason": SelectField(lazy_("Why?"), choices=choices(reasons)),
-        "quantity": IntegerField(lazy_("How many units?"), default=1,
+        "quantity": IntegerField(lazy_("How many units?"), default=1, description=hint,
                                  validators=[InputRequired(), NumberRange(min=1, max=max(max_quantity, 1), message=(
                                      lazy_("This line has one unit to ask about.") if max_quantity <= 1
                                      else lazy_("Choose from 1 to %(max)d units.")))]),

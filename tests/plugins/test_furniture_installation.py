@@ -456,10 +456,26 @@ def test_request_form_shows_the_visit_and_access_fields_and_the_seller_reads_the
     assert "From the buyer: floor 3, a lift; good times: Weekday evenings." in page
 
 
-def test_custom_made_sofa_request_form_offers_no_no_reason_return(furniture_web):
+def test_custom_made_sofa_request_form_offers_no_no_reason_return_and_says_why(furniture_web):
     order = web_order({"custom_made": True, **SOLD_WITH_INSTALLATION})
     form = buyer_client(furniture_web, order).get(request_url(order, "return_refund")).text
-    assert "Changed my mind" not in form and "Arrived damaged" in form
+    choices = re.search(r'<select[^>]*id="reason".*?</select>', form, re.S).group(0)
+    assert "Changed my mind" not in choices and "Arrived damaged" in choices
+    listed = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", form).split()))
+    assert "Changed my mind (no reason needed): Custom-made" in listed
+
+
+def test_each_refused_kind_of_an_old_installed_wardrobe_reads_one_sentence(furniture_web):
+    """FUR-1002 of the demo: a wardrobe assembled on site 300 days ago, delivered 400 days ago."""
+    order = web_order({"installed": True, "installed_at": (utcnow() - timedelta(days=300)).isoformat(),
+                       "large_item": True, "warranty_days": 365}, hours_since_delivery=400 * 24)
+    page = buyer_client(furniture_web, order).get(f"/orders/{order.id}").text
+    found = {html.unescape(kind): html.unescape(" ".join(why.split())) for kind, why in
+             re.findall(r'<div class="why-not"><strong>([^<]+):</strong>(.*?)</div>', page, re.S)}
+    window = "Problems must be reported within 15 days of delivery; a repair may still be possible."
+    assert found == {"Refund": window, "Return and refund": window, "Exchange": window}, found
+    assert "The parcel was delivered" not in page and "Scratches" not in page
+    assert "Ask for a repair" in page or "/request?kind=repair" in page  # the warranty runs from installation
 
 
 def test_visit_walked_through_the_pages_ends_repaired_on_site(furniture_web):

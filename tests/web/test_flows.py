@@ -712,20 +712,33 @@ def test_fault_reason_without_a_photo_is_refused_and_no_case_is_opened(web_app):
     assert count(Case) == 0
 
 
-def test_request_form_prefills_the_refundable_maximum_and_refuses_more(web_app):
-    order = recent_order(quantity=2, unit_price=4950)
+def test_request_form_states_the_maximum_for_the_chosen_quantity_and_refuses_more(web_app):
+    order = recent_order(quantity=3, unit_price=6800)
+    buyer = buyer_client(web_app, order)
+    page = buyer.get(request_url(order, "refund_only")).text
+    assert "You can get back at most CN¥204.00 for 3 units." in page
+    assert "1 unit: up to CN¥68.00; 2 units: up to CN¥136.00; 3 units: up to CN¥204.00" in page
+    assert re.search(r'<input[^>]*id="amount"[^>]*value="204.00"', page) or \
+        re.search(r'<input[^>]*value="204.00"[^>]*id="amount"', page), page
+
+    # 2 of 3 with the whole line's amount: the page and the error both say the real limit.
+    response = ask(buyer, order, "refund_only", "damaged", quantity=2, amount="204.00", evidence=[photo()])
+    assert response.status_code in (400, 409, 422)
+    assert "You can get back at most CN¥136.00 for 2 units." in response.text
+    assert re.search(r'<div class="error">The refund must be more than zero and at most CN¥136.00 for 2 units.</div>',
+                     response.text), response.text
+    assert count(Case) == 0
+    assert "at most CN¥136.00 for 2 units." in buyer.get(request_url(order, "refund_only") + "&quantity=2").text
+
+
+def test_a_return_asks_for_no_amount_and_refunds_the_units_sent_back(web_app):
+    order = recent_order(quantity=3, unit_price=6800)
     buyer = buyer_client(web_app, order)
     page = buyer.get(request_url(order, "return_refund")).text
-    assert "You can get back at most CN¥99.00 for this item." in page
-    assert re.search(r'<input[^>]*id="amount"[^>]*value="99.00"', page) or \
-        re.search(r'<input[^>]*value="99.00"[^>]*id="amount"', page), page
-    assert re.search(r'<input[^>]*id="quantity"[^>]*value="2"', page) or \
-        re.search(r'<input[^>]*value="2"[^>]*id="quantity"', page), page
-
-    response = ask(buyer, order, "return_refund", "no_reason", quantity=2, amount="99.01")
-    assert response.status_code in (400, 409, 422)
-    assert "at most the refundable amount" in response.text
-    assert count(Case) == 0
+    assert 'id="amount"' not in page
+    assert "You get back the value of the units you send back; no amount to type." in page
+    case_id = opened_case_id(ask(buyer, order, "return_refund", "no_reason", quantity=2))
+    assert db.session.get(Case, case_id).amount == 13600
 
 
 def test_request_for_more_units_than_are_free_is_refused(web_app):
@@ -741,7 +754,7 @@ def test_request_for_more_units_than_are_free_is_refused(web_app):
 def test_amount_that_is_not_money_is_refused_on_the_form(web_app):
     order = recent_order()
     buyer = buyer_client(web_app, order)
-    response = ask(buyer, order, "return_refund", "no_reason", amount="12.345")
+    response = ask(buyer, order, "refund_only", "damaged", amount="12.345", evidence=[photo()])
     assert response.status_code == 400
     assert "at most 2 decimal places" in response.text
     assert count(Case) == 0
@@ -781,13 +794,74 @@ def test_good_photo_sent_with_a_bad_one_is_not_kept_either(web_app):
     assert_nothing_stored(web_app)
 
 
-def test_refused_request_discards_the_photos_it_uploaded(web_app):
-    """The photo is fine but the request is not (amount too high): the stored copy is removed."""
+def test_photos_survive_a_failed_submit_and_go_with_the_next_one(web_app):
+    """The photo is fine but the request is not (amount too high): the photo is stored once and
+    named by the form, the next submit opens the case with it, nothing is stored twice."""
     order = recent_order()
     buyer = buyer_client(web_app, order)
-    response = ask(buyer, order, "refund_only", "quality", amount="500.00", evidence=[photo()])
+    response = ask(buyer, order, "refund_only", "quality", amount="500.00", evidence=[photo("crack.jpg")])
     assert response.status_code in (400, 409, 422)
-    assert_nothing_stored(web_app)
+    assert "Remove crack.jpg" in response.text
+    assert len(files_in(upload_folder(web_app))) == 1 and count(Evidence) == 0 and count(Case) == 0
+    token = re.search(r'name="kept_photos" value="([^"]+)"', response.text).group(1)
+
+    # Still wrong (a required field empty): the photo is still there.
+    again = buyer.post(request_url(order, "refund_only"), data={
+        "kind": "refund_only", "reason": "quality", "quantity": "", "amount": "50.00", "kept_photos": token},
+        content_type="multipart/form-data")
+    assert again.status_code == 400 and "Remove crack.jpg" in again.text
+    token = re.search(r'name="kept_photos" value="([^"]+)"', again.text).group(1)
+
+    case_id = opened_case_id(buyer.post(request_url(order, "refund_only"), data={
+        "kind": "refund_only", "reason": "quality", "quantity": "1", "amount": "50.00", "kept_photos": token},
+        content_type="multipart/form-data"))
+    assert [e.original_name for e in db.session.get(Case, case_id).evidence] == ["crack.jpg"]
+    assert len(files_in(upload_folder(web_app))) == 1
+
+    # The same form sent again attaches nothing: the photo is the case's now.
+    replay = buyer.post(request_url(order, "refund_only"), data={
+        "kind": "refund_only", "reason": "quality", "quantity": "1", "amount": "50.00", "kept_photos": token},
+        content_type="multipart/form-data")
+    assert replay.status_code != 302 or count(Case) == 1
+    assert count(Evidence) == 1 and len(files_in(upload_folder(web_app))) == 1
+
+
+def test_a_kept_photo_can_be_removed_and_a_forged_token_keeps_nothing(web_app):
+    order = recent_order()
+    other = recent_order()
+    buyer = buyer_client(web_app, order)
+    response = ask(buyer, order, "refund_only", "quality", amount="500.00", evidence=[photo("crack.jpg")])
+    token = re.search(r'name="kept_photos" value="([^"]+)"', response.text).group(1)
+    key = re.search(r'name="drop_kept" value="([^"]+)"', response.text).group(1)
+    # Another line's form does not take this line's photos; an altered token is nobody's.
+    elsewhere = buyer_client(web_app, other).post(request_url(other, "refund_only"), data={
+        "kind": "refund_only", "reason": "quality", "quantity": "1", "amount": "50.00", "kept_photos": token},
+        content_type="multipart/form-data")
+    assert elsewhere.status_code == 400 and "crack.jpg" not in elsewhere.text
+    assert "Please add at least 1 photo(s) of the problem." in elsewhere.text
+    forged = buyer.post(request_url(order, "refund_only"), data={
+        "kind": "refund_only", "reason": "quality", "quantity": "1", "amount": "50.00", "kept_photos": token[:-3] + "abc"},
+        content_type="multipart/form-data")
+    assert forged.status_code == 400 and "are gone; please add them again" in forged.text
+    removed = buyer.post(request_url(order, "refund_only"), data={
+        "kind": "refund_only", "reason": "quality", "quantity": "1", "amount": "50.00", "kept_photos": token,
+        "drop_kept": key}, content_type="multipart/form-data")
+    assert removed.status_code == 400 and "crack.jpg" not in removed.text
+    assert files_in(upload_folder(web_app)) == [] and count(Case) == 0
+
+
+def test_an_abandoned_draft_photo_is_removed_by_reconciliation_after_the_grace_period(web_app):
+    from aftersales import reconcile
+
+    order = recent_order()
+    buyer = buyer_client(web_app, order)
+    ask(buyer, order, "refund_only", "quality", amount="500.00", evidence=[photo()])
+    [left] = files_in(upload_folder(web_app))
+    report = reconcile.reconcile(web_app.config, web_app.instance_path)
+    assert report.files_without_row == [] and len(report.young_files_without_row) == 1  # within the grace: kept
+    later = utcnow() + timedelta(minutes=web_app.config["AFTERSALES_UPLOAD_ORPHAN_GRACE_MINUTES"] + 1)
+    assert reconcile.reconcile(web_app.config, web_app.instance_path, now=later).files_without_row == [left]
+    assert left not in files_in(upload_folder(web_app))
 
 
 @pytest.fixture
@@ -1069,3 +1143,29 @@ def test_the_buyer_reads_the_sellers_last_words_beside_the_state(web_app):
     state_at, words_at = page.index('id="state"'), page.index('id="last-word"')
     assert words_at > state_at and page.index('id="timeline"') > words_at  # beside the state, not only in the timeline
     assert "Seller wrote: The seal is broken" in page
+
+
+# === why something cannot be asked for =============================================================
+
+
+def refusals(page: str) -> dict[str, str]:
+    """The order page's refused kinds: label -> the sentence beside it."""
+    import html as html_module
+
+    return {html_module.unescape(kind): html_module.unescape(" ".join(why.split()))
+            for kind, why in re.findall(r'<div class="why-not"><strong>([^<]+):</strong>(.*?)</div>', page, re.S)}
+
+
+def test_a_refused_core_reason_is_listed_with_its_why_and_a_stale_form_says_it_in_words(web_app):
+    order = recent_order(delivered=utcnow() - timedelta(days=10))
+    buyer = buyer_client(web_app, order)
+    page = buyer.get(request_url(order, "return_refund")).text
+    listed = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+    assert "Changed my mind (no reason needed): The 7-day no-reason return ended on day 7 after delivery." in listed
+    assert "Never arrived: The parcel was delivered; if something is wrong with it, choose another reason." in listed
+    # A form from before day 7 still sends "no_reason": refused in words, not "Not a valid choice".
+    response = ask(buyer, order, "return_refund", "no_reason")
+    assert response.status_code == 400
+    assert re.search(r'<div class="error">The 7-day no-reason return ended on day 7 after delivery.</div>', response.text)
+    assert "Not a valid choice" not in response.text
+    assert count(Case) == 0
