@@ -651,12 +651,14 @@ class ConfirmReceipt(Effect):
 
 
 def returned_goods_refund(case: Case) -> int:
-    """The requested amount, or less when fewer units arrived than were announced."""
+    """The requested amount (the platform's, when it decided the goods come back first), or less
+    when fewer units arrived than were announced."""
+    asked = int((case.data or {}).get("decided_amount", case.amount))
     received = case.received_quantity or case.quantity
     if received >= case.quantity:
-        return case.amount
+        return asked
     line = case.line  # short receipt: refund what arrived, never silently more
-    return min(case.amount, money.amount_for_units(line.paid_amount, line.quantity, 0, received))
+    return min(asked, money.amount_for_units(line.paid_amount, line.quantity, 0, received))
 
 
 class RefundReturn(Effect):
@@ -689,10 +691,23 @@ class Decide(Effect):
             raise InvalidInput(_("Say who pays: the seller or the platform."), field="payer")
         inputs["amount"] = amount
         inputs["reason"] = _clean_text(inputs.get("reason"), "reason")
+        goods = inputs.get("goods") or "keep"
+        if goods not in self.GOODS:
+            raise InvalidInput(_("Say whether the buyer keeps the goods or sends them back."), field="goods")
+        if goods == "return" and case.return_tracking:
+            raise InvalidInput(_("The goods are already on their way back or with the seller."), field="goods")
+        inputs["goods"] = goods
+
+    GOODS = ("keep", "return")
 
     def apply(self, case, actor, inputs, now):
         case.approved_amount = inputs["amount"]
         case.decision_payer = inputs["payer"]
+        goods_back = case.state == "awaiting_return"  # the row sent the goods back
+        case.data = {**(case.data or {}), "decided_amount": inputs["amount"],
+                     "decided_goods": "return" if goods_back else ("keep" if not case.return_tracking else "returned")}
+        if goods_back and not case.return_address:
+            case.return_address = default_return_address(case)
         return inputs["reason"]
 
 

@@ -118,7 +118,18 @@ def _decision_refunds_nothing(context: TransitionContext) -> bool:
     return int(context.data.get("amount") or 0) == 0
 
 
+def _goods_come_back(context: TransitionContext) -> bool:
+    """The platform's decision sends the goods back (``goods``: "return"); the buyer still has them."""
+    return context.data.get("goods") == "return" and not context.case.return_tracking
+
+
+def _goods_stay(context: TransitionContext) -> bool:
+    return not _goods_come_back(context)
+
+
 WITHIN_WINDOW = Condition("within_window", _within_deadline)
+GOODS_COME_BACK = Condition("goods_come_back", _goods_come_back, uses_input=True)
+GOODS_STAY = Condition("goods_stay", _goods_stay, uses_input=True)
 DECISION_REFUNDS = Condition("decision_refunds", _decision_refunds, uses_input=True)
 DECISION_REFUNDS_NOTHING = Condition("decision_refunds_nothing", _decision_refunds_nothing, uses_input=True)
 
@@ -162,8 +173,14 @@ def _rows() -> tuple[Row, ...]:
         Row("replacement_shipped", "buyer", "confirm_replacement", "completed", kinds=REPLACEMENT),
         Row("replacement_shipped", "system", "confirm_replacement", "completed", kinds=REPLACEMENT),
         Row("refunding", "system", "refund_succeeded", "completed"),
-        Row("escalated", "platform", "decide", "refunding", conditions=(DECISION_REFUNDS,),
-            requires=decide_inputs),
+        Row("escalated", "platform", "decide", "refunding", kinds=ALL_KINDS - return_refund,
+            conditions=(DECISION_REFUNDS,), requires=decide_inputs),
+        # A return decided in the buyer's favour: the buyer keeps the goods (refunded now), or
+        # sends them back first (refunded, the decided amount at most, once they arrive).
+        Row("escalated", "platform", "decide", "refunding", kinds=return_refund,
+            conditions=(DECISION_REFUNDS, GOODS_STAY), requires=decide_inputs, accepts=("goods",)),
+        Row("escalated", "platform", "decide", "awaiting_return", kinds=return_refund,
+            conditions=(DECISION_REFUNDS, GOODS_COME_BACK), requires=decide_inputs, accepts=("goods",)),
         Row("escalated", "platform", "decide", "closed", conditions=(DECISION_REFUNDS_NOTHING,),
             requires=decide_inputs),
     ]

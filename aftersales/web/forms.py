@@ -179,7 +179,7 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
 
 #: Inputs of the core rows; anything else is a plugin's and asked for as its FormField says.
 CORE_INPUTS = frozenset({"reason", "statement", "description", "note", "amount", "carrier", "tracking_number",
-                         "received_quantity", "return_address", "payer", "evidence"})
+                         "received_quantity", "return_address", "payer", "goods", "evidence"})
 
 
 #: How each core input is asked for in an action form.
@@ -196,6 +196,9 @@ def _core_field(name: str, currency: str, required: bool, defaults: Mapping[str,
         return IntegerField(label, validators=[Optional(), NumberRange(min=1, max=INT32_MAX)], default=defaults.get(name))
     if name == "payer":
         return SelectField(label, choices=choices([("seller", lazy_("The seller")), ("platform", lazy_("The platform"))]))
+    if name == "goods":
+        return SelectField(label, default="keep", choices=choices([("keep", lazy_("The buyer keeps the goods")),
+                                                                   ("return", lazy_("The buyer sends the goods back first"))]))
     if name == "evidence":
         return MultipleFileField(label, render_kw={"accept": "image/jpeg,image/png,image/webp"})
     return StringField(label, validators=presence + [Length(max=500)])

@@ -8,7 +8,7 @@ from sqlalchemy.orm import joinedload
 from .. import services
 from ..extensions import db
 from ..i18n import _
-from ..models import Case, OutboxMessage, utcnow
+from ..models import Case, CaseEvent, OutboxMessage, utcnow
 from .access import ROW_ID, current_staff, staff_case_or_404
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
@@ -44,11 +44,22 @@ def case(case_id: int):
     return _case_page(staff_case_or_404(case_id))
 
 
+#: The steps of a negotiation, shown together as the offer history of an arbitration.
+NEGOTIATION_TRIGGERS = ("offer", "accept_offer", "decline_offer", "counter_offer", "accept_counter")
+
+
 def _case_page(case: Case, failed=None, status: int = 200):
+    """Everything the platform weighs: the original request, both sides' statements, each side's
+    photos side by side, the offers made and answered, and the money so far."""
     case = loaded_case(case)
+    offers = db.session.scalars(select(CaseEvent).where(
+        CaseEvent.case_id == case.id, CaseEvent.trigger.in_(NEGOTIATION_TRIGGERS)).order_by(CaseEvent.id)).all()
+    photos_by_side = {side: [item for item in case.evidence if (item.uploaded_by == "buyer") == (side == "buyer")]
+                      for side in ("buyer", "seller")}
     return render_template(
         "aftersales/platform/case.html", case=case, actions=action_views(case, "platform", failed), notices=services.case_notices(case, "platform"),
-        refundable=services.refundable(case.line), **timeline_context(case, ".case"),
+        refundable=services.refundable(case.line), offers=offers, photos_by_side=photos_by_side,
+        **timeline_context(case, ".case"),
     ), status
 
 

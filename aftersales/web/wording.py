@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..i18n import lazy_
+from ..i18n import _, lazy_, money_text
 
 KIND_LABELS = {
     "refund_only": lazy_("Refund"),
@@ -130,6 +130,7 @@ FIELD_LABELS = {
     "received_quantity": lazy_("Units received"),
     "return_address": lazy_("Return address"),
     "payer": lazy_("Who pays"),
+    "goods": lazy_("The goods"),
     "evidence": lazy_("Photos"),
 }
 
@@ -170,6 +171,8 @@ CONDITION_LABELS = {
     "within_window": lazy_("before the deadline"),
     "decision_refunds": lazy_("the decision refunds money"),
     "decision_refunds_nothing": lazy_("the decision refunds nothing"),
+    "goods_come_back": lazy_("the buyer sends the goods back first"),
+    "goods_stay": lazy_("the buyer keeps the goods (or they are already back)"),
 }
 
 #: Names of common categories; plugins name theirs (aftersales_wording "categories"). A
@@ -268,3 +271,20 @@ def reason_label(case: Any) -> str:
 
     reason = current().reasons(case.category).get(case.reason)
     return str(reason.label) if reason is not None else plain(case.reason)
+
+
+def decision_words(case: Any) -> str | None:
+    """The platform's decision as the buyer reads it beside the state, or None before one."""
+    data = case.data or {}
+    if "decided_amount" not in data:
+        return None
+    amount = int(data["decided_amount"])
+    if amount == 0:
+        return _("The platform decided that no refund is owed.")
+    money = money_text(amount, case.currency)
+    if data.get("decided_goods") == "return":
+        return _("The platform decided: a refund of %(amount)s once the item is back with the seller. "
+                 "Send it back to the address below.", amount=money)
+    if data.get("decided_goods") == "keep":
+        return _("The platform decided: a refund of %(amount)s, and you keep the item.", amount=money)
+    return _("The platform decided: a refund of %(amount)s for the returned item.", amount=money)

@@ -31,6 +31,7 @@ SETTINGS = defaults()
 class FakeCase:
     state: str
     due_at: datetime | None = None
+    return_tracking: str | None = None
 
 
 def compiled(kind: str, change=None) -> CompiledWorkflow:
@@ -44,7 +45,7 @@ def compiled(kind: str, change=None) -> CompiledWorkflow:
 def inputs_for(row) -> dict:
     names = {c.name for c in row.conditions}
     if "decision_refunds" in names:
-        return {"amount": 100}
+        return {"amount": 100, **({"goods": "return"} if "goods_come_back" in names else {})}
     if "decision_refunds_nothing" in names:
         return {"amount": 0}
     return {}

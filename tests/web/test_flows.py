@@ -339,6 +339,94 @@ def test_platform_deciding_nothing_is_owed_closes_the_case(web_app):
     assert forms_on(page) == set()
 
 
+def escalated_return(app: Any) -> tuple[Any, Any, int]:
+    """A return of a damaged item, rejected by the seller (with a photo of their own is not
+    possible before the goods come back) and taken to the platform; the goods are with the buyer."""
+    order = recent_order(unit_price=20000)
+    buyer, case_id = open_through_the_page(app, order, "return_refund", "damaged",
+                                           description="The corner of the cover is torn off.")
+    seller = login(app, "seller@example.com")
+    act_ok(seller, "seller", case_id, "reject", reason="It left our warehouse intact.")
+    act_ok(buyer, "buyer", case_id, "escalate", statement="It arrived like this; the box was crushed.")
+    return buyer, seller, case_id
+
+
+def test_the_arbitration_page_shows_the_request_both_sides_their_photos_the_offers_and_the_money(web_app):
+    order = recent_order(unit_price=20000)
+    buyer, case_id = open_through_the_page(web_app, order, "refund_only", "damaged", amount="200.00",
+                                           description="Water stains on every page.")
+    seller = login(web_app, "seller@example.com")
+    act_ok(seller, "seller", case_id, "offer", amount="50.00", note="Half the stains are on the cover only.")
+    act_ok(buyer, "buyer", case_id, "decline_offer")
+    act_ok(seller, "seller", case_id, "reject", reason="The stains came after delivery.")
+    act_ok(buyer, "buyer", case_id, "escalate", statement="They were there when I opened it.",
+           evidence=[photo("stains.jpg")])
+    page = login(web_app, "platform@example.com").get(f"/platform/cases/{case_id}").text
+    request_table = re.search(r'<table id="request">.*?</table>', page, re.S).group(0)
+    assert "Water stains on every page." in request_table and "asked for CN¥200.00" in request_table
+    buyer_side = re.search(r'<section id="buyer-side">.*?</section>', page, re.S).group(0)
+    seller_side = re.search(r'<section id="seller-side">.*?</section>', page, re.S).group(0)
+    assert "They were there when I opened it." in buyer_side and buyer_side.count("<img") == 2
+    assert "The stains came after delivery." in seller_side and "No photos." in seller_side
+    offers = re.search(r'<ol id="offers">.*?</ol>', page, re.S).group(0)
+    assert "CN¥50.00" in offers and "Half the stains are on the cover only." in offers
+    assert len(re.findall(r"<li>", offers)) == 2  # the offer and the buyer's answer
+    money = re.search(r'<ul id="money">.*?</ul>', page, re.S).group(0)
+    assert "Nothing refunded yet." in money and "CN¥200.00" in money
+
+
+def test_a_decision_that_lets_the_buyer_keep_the_goods_refunds_without_a_return(web_app):
+    buyer, seller, case_id = escalated_return(web_app)
+    platform = login(web_app, "platform@example.com")
+    page = platform.get(f"/platform/cases/{case_id}").text
+    assert "The buyer keeps the goods" in page and "The buyer sends the goods back first" in page
+    act_ok(platform, "platform", case_id, "decide", amount="80.00", payer="seller", goods="keep",
+           reason="Partly damaged in transit.")
+    assert case_row(case_id).state == "refunding"
+    page = buyer.get(f"/cases/{case_id}").text
+    assert "The platform decided: a refund of CN¥80.00, and you keep the item." in page
+    assert "ship_return" not in forms_on(page)
+    mark_paid(seller, case_id)
+    assert case_row(case_id).state == "completed"
+    assert [(r.amount, r.status) for r in case_row(case_id).refunds] == [(8000, "succeeded")]
+
+
+def test_a_decision_that_sends_the_goods_back_gives_the_buyer_a_return_step_then_refunds(web_app):
+    buyer, seller, case_id = escalated_return(web_app)
+    platform = login(web_app, "platform@example.com")
+    act_ok(platform, "platform", case_id, "decide", amount="80.00", payer="seller", goods="return",
+           reason="Refund once the book is back.")
+    case = case_row(case_id)
+    assert case.state == "awaiting_return" and case.due_trigger == "withdraw" and case.refunds == []
+    page = buyer.get(f"/cases/{case_id}").text
+    assert "The platform decided: a refund of CN¥80.00 once the item is back with the seller." in page
+    assert "1 Return Road" in page and "ship_return" in forms_on(page)
+    act_ok(buyer, "buyer", case_id, "ship_return", carrier="SF Express", tracking_number="SF1234567")
+    act_ok(seller, "seller", case_id, "confirm_receipt")
+    act_ok(seller, "seller", case_id, "refund")
+    assert [(r.amount, r.payer) for r in case_row(case_id).refunds] == [(8000, "seller")]  # the decided amount
+    mark_paid(seller, case_id)
+    assert case_row(case_id).state == "completed"
+
+
+def test_goods_already_back_with_the_seller_cannot_be_sent_back_again(web_app):
+    order = recent_order()
+    buyer, case_id = open_through_the_page(web_app, order, "return_refund", "no_reason")
+    seller = login(web_app, "seller@example.com")
+    act_ok(seller, "seller", case_id, "approve")
+    act_ok(buyer, "buyer", case_id, "ship_return", carrier="SF", tracking_number="SF999")
+    act_ok(seller, "seller", case_id, "confirm_receipt")
+    act_ok(seller, "seller", case_id, "dispute_goods", reason="The book came back soaked.", evidence=[photo("wet.jpg")])
+    platform = login(web_app, "platform@example.com")
+    response = act(platform, "platform", case_id, "decide", amount="40.00", payer="seller", goods="return",
+                   reason="Half.")
+    assert response.status_code == 400
+    assert "The goods are already on their way back or with the seller." in response.text
+    act_ok(platform, "platform", case_id, "decide", amount="40.00", payer="seller", goods="keep", reason="Half.")
+    assert case_row(case_id).state == "refunding"
+    assert "a refund of CN¥40.00 for the returned item." in buyer.get(f"/cases/{case_id}").text
+
+
 def test_seller_and_buyer_cannot_use_the_platform_pages(web_app):
     buyer, seller, case_id = reject_and_escalate(web_app)
     assert seller.get("/platform/").status_code == 404
