@@ -42,6 +42,8 @@ class Defaults:
     AFTERSALES_SELLER_REFUND_DAYS = 7
     AFTERSALES_BUYER_APPEAL_DAYS = 7
     AFTERSALES_BUYER_OFFER_DAYS = 7
+    # Offers per side in one negotiation: the seller's offers, and the buyer's counter-offers.
+    AFTERSALES_NEGOTIATION_ROUNDS = 3
     AFTERSALES_BUYER_CONFIRM_REPLACEMENT_DAYS = 10
     AFTERSALES_MIN_PHOTOS_FOR_FAULTS = 1
 

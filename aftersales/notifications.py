@@ -36,6 +36,8 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "approve": ((BUYER, "approved"),),
     "reject": ((BUYER, "rejected"),),
     "offer": ((BUYER, "offer_made"),),
+    "counter_offer": ((SELLER, "counter_offer"),),
+    "decline_offer": ((SELLER, "offer_declined"),),
     "ship_return": ((SELLER, "return_shipped"),),
     "ship_replacement": ((BUYER, "replacement_shipped"),),
     "escalate": ((SELLER, "escalated"),),
@@ -44,7 +46,8 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "refund_succeeded": ((BUYER, "refund_issued"),),
 }
 #: Every kind a rule can name (what a channel may be asked to carry).
-KINDS = ("request_received", "new_case", "approved", "rejected", "offer_made", "return_shipped",
+KINDS = ("request_received", "new_case", "approved", "rejected", "offer_made", "counter_offer", "offer_declined",
+         "return_shipped",
          "replacement_shipped", "escalated", "platform_decision", "refund_issued", "case_ended", "deadline_reminder",
          "refund_overdue", "refunds_digest")
 TERMINAL = ("completed", "closed", "cancelled")
@@ -89,7 +92,8 @@ def notifications_for(case: Case, actor: str, trigger: str, from_state: str | No
     if not wanted:
         return []
     if amount is None:
-        amount = case.offer_amount if trigger == "offer" else case.approved_amount if trigger == "approve" else None
+        amount = (case.offer_amount if trigger == "offer" else case.approved_amount if trigger == "approve"
+                  else (case.data or {}).get("counter_amount") if trigger == "counter_offer" else None)
     facts = case_facts(case, now, trigger=trigger, actor=actor, from_state=from_state, note=note, amount=amount)
     seen: set[tuple[str, str]] = set()
     return [Notification(kind, audience, case.id, case.shop_id, facts) for audience, kind in wanted
@@ -201,6 +205,21 @@ def compose(notification: Notification, action_url: str) -> Message:
             paragraphs.append(gettext("The seller writes: %(words)s", words=note))
         paragraphs.append(gettext("Accept or decline the offer on your case page by %(due)s.", due=due)
                           if due else gettext("Accept or decline the offer on your case page."))
+    elif kind == "counter_offer":
+        subject = gettext("The buyer asks for %(amount)s instead, for %(item)s", amount=amount, **names)
+        if note:
+            paragraphs.append(gettext("The buyer writes: %(words)s", words=note))
+        paragraphs.append(gettext("Accept it, make another offer or reject the request on the case page by %(due)s; "
+                                  "if you do not answer, the counter-offer is accepted.", due=due)
+                          if due else gettext("Accept it, make another offer or reject the request on the case page."))
+    elif kind == "offer_declined":
+        subject = gettext("The buyer declined your offer for %(item)s", **names)
+        if facts.get("actor") == "system":
+            paragraphs.append(gettext("The buyer did not answer your offer in time."))
+        elif note:
+            paragraphs.append(gettext("The buyer writes: %(words)s", words=note))
+        paragraphs.append(gettext("Answer the request on the case page by %(due)s; if you do not, it is approved.", due=due)
+                          if due else gettext("Answer the request on the case page."))
     elif kind == "return_shipped":
         subject = gettext("Case #%(case)s: the buyer shipped the return", **names)
         paragraphs.append(gettext("%(item)s of order %(order)s is on its way back: %(carrier)s, tracking number %(tracking)s.",

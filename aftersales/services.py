@@ -324,7 +324,7 @@ def _transition(
     if refusal:
         raise NotAllowed(str(refusal))
     context = TransitionContext(case, actor, inputs, now, runtime.settings)
-    from_state, from_version = case.state, case.version or 0
+    from_state, from_version, from_due = case.state, case.version or 0, case.due_at
     row = workflow.fire(context, from_state, trigger)
     if row is None:
         raise NotAllowed(_("The time for \u201c%(action)s\u201d has passed or its conditions are not met.", action=trigger))
@@ -336,6 +336,7 @@ def _transition(
         _attach_evidence(case, inputs["evidence"], actor, now)
     _record_inputs(case, row, inputs)
     _set_deadline(runtime, workflow, case, now)
+    _keep_seller_clock(case, trigger, from_state, from_due, now)
     if workflow.is_terminal(case.state):
         case.open_line_id = None
         case.ended_at = now
@@ -565,6 +566,8 @@ class Offer(Effect):
 
     def apply(self, case, actor, inputs, now):
         case.offer_amount = inputs["amount"]
+        data = case.data or {}
+        case.data = {**data, "offers": int(data.get("offers", 0)) + 1}
         return inputs["note"]
 
 
@@ -574,11 +577,64 @@ class AcceptOffer(Effect):
 
 
 class DeclineOffer(Effect):
+    def check(self, case, actor, inputs, now):
+        inputs["note"] = _clean_text(inputs.get("note"), "note", required=False)
+
     def apply(self, case, actor, inputs, now):
+        case.offer_amount = None
+        return self.system_message if actor == "system" else inputs["note"]
+
+    system_message = N_("The offer lapsed: the buyer did not answer in time.")
+
+
+class CounterOffer(Effect):
+    """The buyer answers an offer with an amount of their own: more than the offer, less than
+    what they asked for (asking for all of it is declining the offer)."""
+
+    def check(self, case, actor, inputs, now):
+        amount = _amount(inputs.get("amount"))
+        offered, asked = case.offer_amount or 0, case.amount or refundable(case.line)
+        if not offered < amount < asked:
+            raise InvalidInput(_("A counter-offer must be more than the offer (%(offer)s) and less than what you asked "
+                                 "for (%(asked)s).", offer=money_text(offered, case.currency),
+                                 asked=money_text(asked, case.currency)), field="amount")
+        inputs["amount"] = amount
+        inputs["note"] = _clean_text(inputs.get("note"), "note", required=False)
+
+    def apply(self, case, actor, inputs, now):
+        data = case.data or {}
+        case.data = {**data, "counter_amount": inputs["amount"],
+                     "counter_offers": int(data.get("counter_offers", 0)) + 1}
+        return inputs["note"]
+
+
+class AcceptCounter(Effect):
+    def apply(self, case, actor, inputs, now):
+        case.approved_amount = int((case.data or {})["counter_amount"])
         case.offer_amount = None
         return self.system_message if actor == "system" else None
 
-    system_message = N_("The offer lapsed: the buyer did not answer in time.")
+    system_message = N_("Counter-offer accepted automatically: the seller did not answer in time.")
+
+
+#: States where the seller owes an answer to the request. The seller's time to answer is set
+#: once, when the request arrives (or is revised), and only runs while it is the seller's turn:
+#: an offer stops it with the time that was left, and the buyer's answer (a counter-offer, a
+#: decline, or the offer lapsing) hands back that much, never more. Negotiating never buys the
+#: seller time, and the buyer's days with an offer are not taken from the seller either (else a
+#: buyer who declines late would have the request approved by the timer at once).
+SELLER_ANSWER_STATES = ("requested", "counter_offered")
+_BACK_TO_THE_SELLER = ("decline_offer", "counter_offer")
+
+
+def _keep_seller_clock(case: Case, trigger: str, from_state: str, from_due: datetime | None, now: datetime) -> None:
+    """After the new state's deadline is set: stop the seller's clock at an offer (keeping the
+    time that was left), resume it when the buyer answers."""
+    data = case.data or {}
+    if trigger == "offer" and from_state in SELLER_ANSWER_STATES and from_due is not None:
+        case.data = {**data, "seller_time_left": max((from_due - now).total_seconds(), 0.0)}
+    elif case.state in SELLER_ANSWER_STATES and trigger in _BACK_TO_THE_SELLER and "seller_time_left" in data:
+        case.due_at = now + timedelta(seconds=float(data["seller_time_left"]))
 
 
 class Revise(Effect):
@@ -727,6 +783,8 @@ _EFFECTS: dict[str, Effect] = {
     "offer": Offer(),
     "accept_offer": AcceptOffer(),
     "decline_offer": DeclineOffer(),
+    "counter_offer": CounterOffer(),
+    "accept_counter": AcceptCounter(),
     "revise": Revise(),
     "escalate": Escalate(),
     "ship_return": Shipment(),

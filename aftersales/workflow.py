@@ -24,6 +24,7 @@ CORE_STATES = (
     INITIAL_STATE,
     "requested",
     "offer_pending",
+    "counter_offered",
     "rejected",
     "escalated",
     "awaiting_return",
@@ -127,7 +128,17 @@ def _goods_stay(context: TransitionContext) -> bool:
     return not _goods_come_back(context)
 
 
+def _rounds_left(key: str) -> Callable[[TransitionContext], bool]:
+    def test(context: TransitionContext) -> bool:
+        made = int((getattr(context.case, "data", None) or {}).get(key, 0) or 0)
+        return made < int(context.settings.get("AFTERSALES_NEGOTIATION_ROUNDS", 3))
+    return test
+
+
 WITHIN_WINDOW = Condition("within_window", _within_deadline)
+#: A negotiation has at most AFTERSALES_NEGOTIATION_ROUNDS offers from each side.
+OFFERS_LEFT = Condition("offers_left", _rounds_left("offers"))
+COUNTERS_LEFT = Condition("counter_offers_left", _rounds_left("counter_offers"))
 GOODS_COME_BACK = Condition("goods_come_back", _goods_come_back, uses_input=True)
 GOODS_STAY = Condition("goods_stay", _goods_stay, uses_input=True)
 DECISION_REFUNDS = Condition("decision_refunds", _decision_refunds, uses_input=True)
@@ -143,7 +154,8 @@ def _rows() -> tuple[Row, ...]:
         Row("requested", "seller", "approve", "awaiting_return", kinds=GOODS_BACK, accepts=("return_address",)),
         Row("requested", "seller", "approve", "refunding", kinds=refund_only),
         Row("requested", "seller", "reject", "rejected", requires=("reason",)),
-        Row("requested", "seller", "offer", "offer_pending", requires=("amount",), accepts=("note",)),
+        Row("requested", "seller", "offer", "offer_pending", conditions=(OFFERS_LEFT,), requires=("amount",),
+            accepts=("note",)),
         Row("requested", "system", "approve", "awaiting_return", kinds=GOODS_BACK),
         Row("requested", "system", "approve", "refunding", kinds=refund_only),
         Row("requested", "buyer", "withdraw", "cancelled"),
@@ -156,8 +168,20 @@ def _rows() -> tuple[Row, ...]:
             requires=("statement",), accepts=("evidence",)),
         Row("rejected", "system", "close", "closed"),
         Row("offer_pending", "buyer", "accept_offer", "refunding"),
-        Row("offer_pending", "buyer", "decline_offer", "requested"),
+        Row("offer_pending", "buyer", "counter_offer", "counter_offered", conditions=(COUNTERS_LEFT,),
+            requires=("amount",), accepts=("note",)),
+        Row("offer_pending", "buyer", "decline_offer", "requested", accepts=("note",)),
         Row("offer_pending", "system", "decline_offer", "requested"),
+        # The buyer's counter-offer: the seller accepts it, offers again, approves in full or rejects;
+        # silence is agreement, as for the request (the clock still runs from the request).
+        Row("counter_offered", "seller", "accept_counter", "refunding"),
+        Row("counter_offered", "seller", "offer", "offer_pending", conditions=(OFFERS_LEFT,), requires=("amount",),
+            accepts=("note",)),
+        Row("counter_offered", "seller", "approve", "awaiting_return", kinds=GOODS_BACK, accepts=("return_address",)),
+        Row("counter_offered", "seller", "approve", "refunding", kinds=refund_only),
+        Row("counter_offered", "seller", "reject", "rejected", requires=("reason",)),
+        Row("counter_offered", "system", "accept_counter", "refunding"),
+        Row("counter_offered", "buyer", "withdraw", "cancelled"),
         Row("awaiting_return", "buyer", "ship_return", "return_shipped", kinds=GOODS_BACK,
             requires=("carrier", "tracking_number")),
         Row("awaiting_return", "system", "withdraw", "cancelled", kinds=GOODS_BACK),
@@ -195,6 +219,7 @@ BASE_DEADLINES: tuple[tuple[str, str, str, str, frozenset[str]], ...] = (
     ("requested", "approve", "AFTERSALES_SELLER_RESPONSE_HOURS", "hours", ALL_KINDS),
     ("rejected", "close", "AFTERSALES_BUYER_APPEAL_DAYS", "days", ALL_KINDS),
     ("offer_pending", "decline_offer", "AFTERSALES_BUYER_OFFER_DAYS", "days", ALL_KINDS),
+    ("counter_offered", "accept_counter", "AFTERSALES_SELLER_RESPONSE_HOURS", "hours", ALL_KINDS),
     ("awaiting_return", "withdraw", "AFTERSALES_BUYER_SHIP_DAYS", "days", GOODS_BACK),
     ("return_shipped", "confirm_receipt", "AFTERSALES_SELLER_RECEIPT_DAYS", "days", GOODS_BACK),
     ("received", "refund", "AFTERSALES_SELLER_REFUND_DAYS", "days", frozenset({"return_refund"})),

@@ -160,6 +160,9 @@ def aftersales_workflow(flow):
     # The shop holds the item once graded: a declined offer goes back to it, the buyer cannot withdraw.
     flow.replace("offer_pending", "decline_offer", conditions=[NOT_GRADED])
     flow.replace("offer_pending", "withdraw", conditions=[NOT_GRADED])
+    # A deduction is the grade's, not a bargain: a graded offer is accepted or declined.
+    for row in flow.find("offer_pending", "counter_offer"):
+        flow.replace("offer_pending", "counter_offer", actor=row.actor, conditions=[*row.conditions, NOT_GRADED])
     flow.add("offer_pending", actor="buyer", trigger="decline_offer", next="not_intact", conditions=[GRADED])
     flow.add("offer_pending", actor="system", trigger="decline_offer", next="not_intact", conditions=[GRADED])
 

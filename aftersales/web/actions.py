@@ -83,7 +83,8 @@ def action_views(case: Case, role: str, failed: ActionView | None = None) -> lis
         form = _form_class(case, actor, trigger)(prefix=trigger, formdata=None)
         form.expected_version.data = str(case.version)
         views.append(ActionView(trigger, action_label(case, trigger), form, "evidence" in form))
-    return sorted(views, key=lambda view: view.backs_out)  # stable: table order otherwise
+    # Stable: table order otherwise; withdrawing, which cannot be undone, always last.
+    return sorted(views, key=lambda view: (view.backs_out, view.trigger == "withdraw"))
 
 
 def perform(case: Case, role: str, actor_id: str | None, trigger: str, done_url: str) -> Response | ActionView:

@@ -142,6 +142,7 @@ def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: Not
         "aftersales/seller/case.html", case=case, actions=action_views(case, "seller", failed), notices=services.case_notices(case, "seller"),
         note_form=note_form or NoteForm(formdata=None), paid_form=MarkPaidForm(formdata=None),
         refundable=services.refundable(case.line), now=utcnow(), back_url=queue_view_url(),
+        last_word=services.last_word(case, "seller") if case.state == "counter_offered" else None,
         notes=timeline.case_notes(case.id, timeline.position(request.args.get("notes_before"))),
         **timeline_context(case, ".case"),
     ), status

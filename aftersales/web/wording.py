@@ -27,6 +27,7 @@ STATE_LABELS = {
     "new": lazy_("New request"),
     "requested": lazy_("Waiting for the seller's answer"),
     "offer_pending": lazy_("The seller made an offer"),
+    "counter_offered": lazy_("The buyer made a counter-offer"),
     "rejected": lazy_("Rejected by the seller"),
     "escalated": lazy_("The platform is deciding"),
     "awaiting_return": lazy_("Approved: waiting for the return to be shipped"),
@@ -50,6 +51,8 @@ TRIGGER_LABELS = {
     "close": lazy_("Close"),
     "accept_offer": lazy_("Accept the offer"),
     "decline_offer": lazy_("Decline the offer"),
+    "counter_offer": lazy_("Make a counter-offer"),
+    "accept_counter": lazy_("Accept the counter-offer"),
     "ship_return": lazy_("I have shipped the return"),
     "confirm_receipt": lazy_("Confirm receipt of the return"),
     "refund": lazy_("Refund"),
@@ -76,6 +79,8 @@ DONE_MESSAGES = {
     "escalate": lazy_("The platform will look at your case."),
     "accept_offer": lazy_("You accepted the offer; the refund is on its way."),
     "decline_offer": lazy_("You declined the offer; the seller answers again."),
+    "counter_offer": lazy_("Your counter-offer was sent to the seller."),
+    "accept_counter": lazy_("You accepted the buyer's counter-offer; the refund is on its way."),
     "ship_return": lazy_("Thank you: the seller now waits for your parcel."),
     "confirm_receipt": lazy_("You confirmed that the return arrived."),
     "refund": lazy_("The refund was issued."),
@@ -97,6 +102,7 @@ DEADLINE_OUTCOMES = {
     ("requested", "approve"): lazy_("the request is approved automatically"),
     ("rejected", "close"): lazy_("the case closes"),
     ("offer_pending", "decline_offer"): lazy_("the offer lapses and the seller answers again"),
+    ("counter_offered", "accept_counter"): lazy_("the counter-offer is accepted automatically"),
     ("awaiting_return", "withdraw"): lazy_("the request is withdrawn"),
     ("return_shipped", "confirm_receipt"): lazy_("the return counts as received"),
     ("received", "refund"): lazy_("the refund is paid automatically"),
@@ -106,7 +112,9 @@ DEADLINE_OUTCOMES = {
 #: What happens next, for the buyer, by state.
 BUYER_NEXT = {
     "requested": lazy_("The seller looks at your request."),
-    "offer_pending": lazy_("Accept the seller's offer, or decline it and the seller answers again."),
+    "offer_pending": lazy_("Accept the seller's offer, answer it with a counter-offer, or decline it and the seller answers again."),
+    "counter_offered": lazy_("The seller answers your counter-offer: they accept it, offer again or reject it. "
+                             "If they do not answer in time, your counter-offer is accepted."),
     "rejected": lazy_("You can revise your request, ask the platform to decide, or withdraw."),
     "escalated": lazy_("The platform reads both sides and decides."),
     "awaiting_return": lazy_("Send the item to the return address and enter the tracking number here."),
@@ -171,6 +179,8 @@ CONDITION_LABELS = {
     "within_window": lazy_("before the deadline"),
     "decision_refunds": lazy_("the decision refunds money"),
     "decision_refunds_nothing": lazy_("the decision refunds nothing"),
+    "offers_left": lazy_("the seller has offers left"),
+    "counter_offers_left": lazy_("the buyer has counter-offers left"),
     "goods_come_back": lazy_("the buyer sends the goods back first"),
     "goods_stay": lazy_("the buyer keeps the goods (or they are already back)"),
 }
@@ -288,3 +298,16 @@ def decision_words(case: Any) -> str | None:
     if data.get("decided_goods") == "keep":
         return _("The platform decided: a refund of %(amount)s, and you keep the item.", amount=money)
     return _("The platform decided: a refund of %(amount)s for the returned item.", amount=money)
+
+
+def negotiation_rounds(case: Any) -> str | None:
+    """How many offers each side has made and may still make, once a negotiation started."""
+    from flask import current_app
+
+    data = case.data or {}
+    offers, counters = int(data.get("offers", 0) or 0), int(data.get("counter_offers", 0) or 0)
+    if not offers:
+        return None
+    limit = int(current_app.config.get("AFTERSALES_NEGOTIATION_ROUNDS", 3))
+    return _("Offers so far: %(offers)d of %(limit)d from the seller, %(counters)d of %(limit)d counter-offers "
+             "from the buyer.", offers=offers, counters=counters, limit=limit)

@@ -153,6 +153,7 @@ def test_builder_remove_and_replace():
     def change(flow):
         flow.remove("requested", "offer")
         flow.remove_state("offer_pending")
+        flow.remove_state("counter_offered")  # reached only through an offer
         flow.replace("requested", "reject", actor="seller", requires=["reason", "evidence"])
 
     workflow = compiled("return_refund", change)

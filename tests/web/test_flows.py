@@ -462,6 +462,32 @@ def test_accepted_offer_refunds_the_offered_amount(web_app):
     assert "Refund of CN¥30.00: refunded" in page
 
 
+def test_the_buyer_answers_an_offer_with_a_counter_offer_the_seller_reads_and_accepts(web_app):
+    order = recent_order()
+    buyer, case_id = open_through_the_page(web_app, order, "refund_only", "not_as_described", amount="100.00")
+    seller = login(web_app, "seller@example.com")
+    act_ok(seller, "seller", case_id, "offer", amount="30.00", note="We can refund part of it.")
+    page = buyer.get(f"/cases/{case_id}").text
+    buttons = re.findall(r'<button type="submit" name="submit" value="([a-z_]+)"', page)
+    assert buttons == ["accept_offer", "counter_offer", "decline_offer", "withdraw"]  # withdraw last
+    assert 'id="decline_offer-note"' in page  # a reason for declining may be given
+    assert "Offers so far: 1 of 3 from the seller, 0 of 3 counter-offers from the buyer." in page
+
+    act_ok(buyer, "buyer", case_id, "counter_offer", amount="70.00", note="Two chapters are missing.")
+    page = buyer.get(f"/cases/{case_id}").text
+    assert state_text(page) == "The buyer made a counter-offer"
+    assert "You asked for CN¥70.00 instead." in page and forms_on(page) == {"withdraw"}
+    staff_page = seller.get(f"/seller/cases/{case_id}").text
+    counter = re.search(r'<tr id="counter-offer">.*?</tr>', staff_page, re.S).group(0)
+    assert "The buyer asks for CN¥70.00 instead." in counter and "Two chapters are missing." in counter
+    assert {"accept_counter", "offer", "approve", "reject"} <= forms_on(staff_page)
+
+    act_ok(seller, "seller", case_id, "accept_counter")
+    assert [(r.amount, r.status) for r in case_row(case_id).refunds] == [(7000, "pending")]
+    mark_paid(seller, case_id)
+    assert "Refund of CN¥70.00: refunded" in buyer.get(f"/cases/{case_id}").text
+
+
 def test_declined_offer_goes_back_to_the_seller(web_app):
     order = recent_order()
     buyer, case_id = open_through_the_page(web_app, order, "refund_only", "not_as_described", amount="100.00")
