@@ -99,6 +99,11 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
         # Keep the order of the timeline, and of a case's own updates (a second step of the same
         # case in one batch, e.g. a timeout that completes it): what was collected goes first.
         batch.write(session)
+    if batch is None and any(isinstance(obj, CaseEvent) for obj in session.new):
+        # A money event added just before (a refund failed, and so the case completes): it
+        # happened first, so it is written first and the timeline keeps the order of things.
+        # The flush writes the case's pending changes too (the ORM's own compare-and-set).
+        session.flush()
     unmodified = state.unmodified
     changes = {key: state.dict[key] for key, _column in _CASE_COLUMNS
                if key not in unmodified and key in state.dict}

@@ -5,6 +5,8 @@ from datetime import timedelta
 
 import pytest
 
+from sqlalchemy import select
+
 from aftersales import services
 from aftersales.errors import CaseChanged, InvalidInput, NotAllowed, NotEligible, RefundRefused
 from aftersales.extensions import db
@@ -286,3 +288,21 @@ def test_refund_totals_count_what_the_transaction_holds_without_loading_the_refu
             assert totals.committed == 2500
             assert "refunds" not in inspect(held).dict  # no load of the collection
             raise RuntimeError("roll back")
+
+
+def test_a_failed_extra_refund_that_completes_the_case_is_on_the_timeline_before_the_completion(order_factory):
+    """Found by the stateful test: the failure's money event was written after the completion's
+    event, so the timeline read "completed, then a refund failed while refunding"."""
+    from aftersales.models import CaseEvent
+
+    order = order_factory(quantity=2, unit_price=5000)
+    case = services.open_case(line_of(order).id, "refund_only", "damaged", amount=5000, evidence=photos(), now=NOW)
+    services.act(case.id, "seller", "approve", now=NOW)
+    extra = services.create_refund(case.id, 5000, "extra-1", now=NOW)
+    first = db.session.scalar(select(Refund.id).where(Refund.case_id == case.id, Refund.id != extra.id))
+    services.settle_refund(first, "succeeded", now=NOW)
+    services.settle_refund(extra.id, "failed", message="card closed", now=NOW)
+    db.session.expire_all()
+    events = db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)).all()
+    assert [(e.trigger, e.from_state, e.to_state) for e in events][-2:] == [
+        ("refund_failed", "refunding", "refunding"), ("refund_succeeded", "refunding", "completed")]

@@ -13,7 +13,12 @@ exception is a bug. After every step, with fresh queries:
 * at most one open case per line, and ``open_line_id`` is set exactly while a case is open;
 * a buyer's requested refund never exceeds the value of the units the case covers;
 * a case completed by its refund has nothing pending and had been paid what was due; a case in
-  ``refunding`` has a refund pending or something left for ``retry_refund`` (it can finish).
+  ``refunding`` has a refund pending or something left for ``retry_refund`` (it can finish);
+* negotiation: neither side made more offers than ``AFTERSALES_NEGOTIATION_ROUNDS``, a case in
+  ``counter_offered`` names a counter amount between the offer and the request;
+* express refunds (on here for every buyer, within a small quota): an express-refunded case has
+  its ``express_refund`` money event, the buyer's express money out never exceeds the quota, and
+  once a return was revoked the buyer gets no express refund again.
 
 Per step: a trigger that worked was one ``allowed_triggers`` offered; replaying an idempotency key
 returns the first refund (and a client's key never collides with the system's own); after a
@@ -65,14 +70,19 @@ FIELDS = {
     "approve": ("return_address",),
     "reject": ("reason",),
     "offer": ("amount", "note"),
+    "counter_offer": ("amount", "note"),
+    "decline_offer": ("note",),
     "revise": ("description", "amount", "evidence"),
     "escalate": ("statement", "evidence"),
     "ship_return": ("carrier", "tracking_number"),
     "ship_replacement": ("carrier", "tracking_number"),
     "confirm_receipt": ("received_quantity",),
     "dispute_goods": ("reason", "evidence"),
-    "decide": ("amount", "payer", "reason"),
+    "decide": ("amount", "payer", "reason", "goods"),
 }
+#: Express refunds for every buyer from their first case, within a quota small enough to run out.
+EXPRESS_QUOTA = 40_000
+ROUNDS = 2
 
 MOSTLY = st.sampled_from([True, True, True, False])  # shrinks towards True
 
@@ -120,7 +130,8 @@ def create_test_app(directory: Path):
     """The app under test on a fresh database of its own: the one place that makes it. The
     database is a SQLite file in ``directory``, or a PostgreSQL schema when the suite runs with
     ``AFTERSALES_TEST_DATABASE=postgres`` (see tests/support/databases.py)."""
-    return make_app(directory)
+    return make_app(directory, AFTERSALES_EXPRESS_MIN_COMPLETED_CASES=0, AFTERSALES_EXPRESS_QUOTA=EXPRESS_QUOTA,
+                    AFTERSALES_NEGOTIATION_ROUNDS=ROUNDS)
 
 
 class CaseLifecycle(RuleBasedStateMachine):
@@ -136,6 +147,7 @@ class CaseLifecycle(RuleBasedStateMachine):
         self.terminal: dict[int, str] = {}  # case id -> the terminal state it was first seen in
         self.observed: dict[int, list[str]] = defaultdict(list)  # states seen, without repeats
         self.keys: dict[str, tuple[int, int, int]] = {}  # idempotency key -> (case, amount, refund id)
+        self.revoked_by_event: int | None = None  # the last event id when an express refund was first revoked
 
     def teardown(self) -> None:
         try:
@@ -267,11 +279,14 @@ class CaseLifecycle(RuleBasedStateMachine):
             amount = amounts(0, refundable)
         elif trigger == "offer":
             amount = amounts(1, case.amount - 1)
+        elif trigger == "counter_offer":
+            amount = amounts((case.offer_amount or 0) + 1, case.amount - 1)
         else:  # revise: up to what the line still has
             amount = amounts(1, refundable)
         strategies = {
             "reason": TEXTS, "statement": TEXTS, "description": TEXTS, "note": TEXTS, "return_address": TEXTS,
             "carrier": CARRIERS, "tracking_number": TRACKING, "payer": PAYERS, "amount": amount,
+            "goods": mostly(st.sampled_from(["keep", "return"]), st.sampled_from(["", None, "burn"])),
             "evidence": st.sampled_from([1, 0, 2]).map(evidence),
             "received_quantity": mostly(st.integers(1, case.quantity), st.sampled_from([0, -1, case.quantity + 1, "1", "x", None])),
         }
@@ -289,8 +304,73 @@ class CaseLifecycle(RuleBasedStateMachine):
             self.refused(f"{actor} {trigger}", f"{actor} {trigger} on case {case_id} in {before}", error)
             return
         event(f"done: {trigger} {before} -> {after.state}")
+        if trigger == "ship_return" and after.express_state == "refunded":
+            event("express refund on shipment")
         note(f"  {actor} {trigger} on case {case_id}: {before} -> {after.state}")
         assert trigger in offered, f"{actor} fired {trigger!r} in {before!r}, but allowed_triggers offered only {offered}"
+
+    def cases_in(self, *states: str) -> list[Case]:
+        db.session.expire_all()
+        return db.session.scalars(select(Case).where(Case.id.in_(self.case_ids), Case.state.in_(states))
+                                  .order_by(Case.id)).all()
+
+    def attempt(self, case_id: int, actor: str, trigger: str, **inputs: Any) -> None:
+        try:
+            after = services.act(case_id, actor, trigger, now=self.clock, **inputs)
+        except DomainError as error:
+            self.refused(f"{actor} {trigger}", f"{actor} {trigger} on case {case_id}", error)
+            return
+        event(f"negotiated: {trigger} -> {after.state}" if trigger != "ship_return" else "shipped a return")
+        if trigger == "ship_return" and after.express_state == "refunded":
+            event("express refund on shipment")
+        note(f"  {actor} {trigger} on case {case_id} ({inputs}): -> {after.state}")
+
+    @rule(data=st.data())
+    def negotiate(self, data) -> None:
+        """A step of a negotiation with plausible amounts: the seller offers, the buyer counters,
+        the seller answers the counter (the random ``act`` rule rarely gets this far)."""
+        cases = self.cases_in("requested", "offer_pending", "counter_offered")
+        if not cases:
+            return
+        case = data.draw(st.sampled_from(cases), label="case in negotiation")
+        ceiling = case.amount or services.refundable(case.line)
+        if case.state in ("requested", "counter_offered") and (case.state == "requested" or data.draw(st.booleans(), label="offer again")):
+            amount = data.draw(st.integers(1, max(ceiling - 1, 1)), label="offer")
+            self.attempt(case.id, "seller", "offer", amount=amount, note="Would this do?")
+        elif case.state == "offer_pending":
+            offered = case.offer_amount or 0
+            amount = data.draw(st.integers(offered + 1, max(ceiling - 1, offered + 1)), label="counter-offer")
+            self.attempt(case.id, "buyer", "counter_offer", amount=amount, note="Meet me there?")
+        else:
+            self.attempt(case.id, "seller", data.draw(st.sampled_from(["accept_counter", "reject"]), label="answer"),
+                         reason="Not for that price.")
+
+    @rule(data=st.data())
+    def ship_a_return(self, data) -> None:
+        """The buyer ships an approved return with a tracking number (where express refunds happen)."""
+        cases = self.cases_in("awaiting_return")
+        if cases:
+            case = data.draw(st.sampled_from(cases), label="return to ship")
+            self.attempt(case.id, "buyer", "ship_return", carrier="SF", tracking_number="SF100200")
+
+    @rule(data=st.data())
+    def return_for_a_refund(self, data) -> None:
+        """A return and refund on a free delivered line, approved: the buyer's shipment then asks
+        for an express refund (the random rules open few returns and ship fewer)."""
+        free = [line_id for line_id in self.line_ids if line_id not in self.open_lines()
+                and self.fresh(OrderLine, line_id).order.delivered_at is not None]
+        if not free:
+            return
+        line = self.fresh(OrderLine, data.draw(st.sampled_from(free), label="line to return"))
+        try:
+            case = services.open_case(line.id, "return_refund", data.draw(st.sampled_from(["no_reason", "quality"])),
+                                      quantity=data.draw(st.integers(1, line.quantity), label="units"),
+                                      description="returned by the state machine", evidence=evidence(1), now=self.clock)
+        except DomainError as error:
+            self.refused("open_case", f"return on line {line.id}", error)
+            return
+        self.case_ids.append(case.id)
+        self.attempt(case.id, "seller", "approve", return_address="1 Return Road")
 
     # --- time passes -------------------------------------------------------------------------
     @rule(duration=DURATIONS)
@@ -428,7 +508,38 @@ class CaseLifecycle(RuleBasedStateMachine):
             self.check_requested_amount(case)
             self.check_refunding(case, lines_by_id[case.line_id], events_of[case.id], refunds, newly_ended)
         self.check_one_open_case_per_line(cases)
+        self.check_negotiation(cases)
+        self.check_express(cases, events)
         db.session.commit()
+
+    def check_negotiation(self, cases: list[Case]) -> None:
+        for case in cases:
+            data = case.data or {}
+            assert int(data.get("offers", 0)) <= ROUNDS and int(data.get("counter_offers", 0)) <= ROUNDS, (
+                f"case {case.id} went past {ROUNDS} rounds: {data}")
+            if case.state == "counter_offered":
+                # (an exchange or a repair asks for no money: the line's value bounds it instead)
+                assert case.offer_amount is not None and case.offer_amount < data["counter_amount"] and (
+                    not case.amount or data["counter_amount"] < case.amount), (
+                    f"case {case.id}: counter {data.get('counter_amount')} is not between offer {case.offer_amount} "
+                    f"and request {case.amount}")
+
+    def check_express(self, cases: list[Case], events: list[CaseEvent]) -> None:
+        express_events = {e.case_id: e for e in events if e.trigger == "express_refund"}
+        out = 0
+        for case in cases:
+            assert case.express_state in (None, "refunded", "arrived", "revoked"), case.express_state
+            if case.express_state is not None:
+                assert case.id in express_events, f"case {case.id} is express {case.express_state} without its money event"
+                assert express_events[case.id].amount == case.express_amount
+            if case.express_state == "refunded":
+                out += case.express_amount or 0
+        assert out <= EXPRESS_QUOTA, f"express money out {out} exceeds the quota {EXPRESS_QUOTA}"
+        if self.revoked_by_event is not None:
+            later = [e.case_id for e in express_events.values() if e.id > self.revoked_by_event]
+            assert not later, f"cases {later} were express-refunded after the buyer's privilege was revoked"
+        elif any(case.express_state == "revoked" for case in cases):
+            self.revoked_by_event = max(e.id for e in events)
 
     def check_refund_ceiling(self, lines: list[OrderLine], refunds: list[Refund]) -> None:
         live: dict[int, list[int]] = defaultdict(list)
