@@ -229,3 +229,37 @@ def seller(browser: Any, live_shop: LiveShop) -> Iterator[Person]:
     person = Person(browser, "seller", live_shop.url)
     yield person
     person.close()
+
+
+# --- what every walk does ---------------------------------------------------------------------
+def state_is(page: Any, text: str) -> None:
+    """The case page's state line starts with ``text``."""
+    import re
+
+    from playwright.sync_api import expect
+
+    expect(page.locator("#state")).to_have_text(re.compile(rf"^\s*{re.escape(text)}"))
+
+
+def find_order(person: Any, shop: LiveShop) -> None:
+    """The buyer looks the order up with its number and e-mail address."""
+    page = person.page
+    page.goto("/")
+    page.get_by_label("Order number").fill(shop.order_number)
+    page.get_by_label("E-mail address").fill(shop.buyer_email)
+    person.submit(page.get_by_role("button", name="Find my order"), "find my order")
+
+
+def log_in(person: Any, shop: LiveShop) -> None:
+    """The seller logs in and lands on the queue."""
+    page = person.page
+    page.goto("/staff/login")
+    page.get_by_label("E-mail").fill(shop.seller_email)
+    page.get_by_label("Password").fill(shop.password)
+    person.submit(page.get_by_role("button", name="Log in"), "log in")
+
+
+def line_row(page: Any, title: str) -> Any:
+    """The order page's row of the line called ``title``."""
+    return page.locator("tbody tr").filter(has_text=title)
+

@@ -19,7 +19,10 @@ from aftersales.extensions import db
 from aftersales.models import utcnow
 from aftersales.orders import LineInput
 
-from .conftest import LiveShop, Screenshots, plugin_shop_app, serving, skip_without_browser, walk_screenshots
+from .conftest import (
+    LiveShop, Screenshots, find_order, line_row, log_in, plugin_shop_app, serving, skip_without_browser, state_is,
+    walk_screenshots,
+)
 
 skip_without_browser()
 
@@ -79,30 +82,6 @@ def pictures(folder: Path) -> tuple[Path, Path]:
     parcel.save(paths[0], "JPEG", quality=90)
     goods.save(paths[1], "JPEG", quality=90)
     return paths
-
-
-def state_is(page: Any, text: str) -> None:
-    expect(page.locator("#state")).to_have_text(re.compile(rf"^\s*{re.escape(text)}"))
-
-
-def find_order(person: Any, shop: LiveShop) -> None:
-    page = person.page
-    page.goto("/")
-    page.get_by_label("Order number").fill(shop.order_number)
-    page.get_by_label("E-mail address").fill(shop.buyer_email)
-    person.submit(page.get_by_role("button", name="Find my order"), "find my order")
-
-
-def log_in(person: Any, shop: LiveShop) -> None:
-    page = person.page
-    page.goto("/staff/login")
-    page.get_by_label("E-mail").fill(shop.seller_email)
-    page.get_by_label("Password").fill(shop.password)
-    person.submit(page.get_by_role("button", name="Log in"), "log in")
-
-
-def line_row(page: Any, title: str) -> Any:
-    return page.locator("tbody tr").filter(has_text=title)
 
 
 def test_damaged_import_goes_back_to_the_bonded_warehouse_told_about_the_tax(

@@ -18,7 +18,10 @@ from aftersales.extensions import db
 from aftersales.models import utcnow
 from aftersales.orders import LineInput
 
-from .conftest import LiveShop, Person, RETURN_ADDRESS, Screenshots, serving, shop_app, skip_without_browser, walk_screenshots
+from .conftest import (
+    RETURN_ADDRESS, LiveShop, Screenshots, find_order, line_row, log_in, serving, shop_app, skip_without_browser, state_is,
+    walk_screenshots,
+)
 
 skip_without_browser()
 
@@ -51,36 +54,12 @@ def screenshots(request: Any) -> Screenshots:
     return walk_screenshots(request, "negotiation")
 
 
-def state_is(page: Any, text: str) -> None:
-    expect(page.locator("#state")).to_have_text(re.compile(rf"^\s*{re.escape(text)}"))
-
-
-def find_order(shop: LiveShop, buyer: Person) -> None:
-    b = buyer.page
-    b.goto("/")
-    b.get_by_label("Order number").fill(shop.order_number)
-    b.get_by_label("E-mail address").fill(shop.buyer_email)
-    buyer.submit(b.get_by_role("button", name="Find my order"), "find my order")
-
-
-def log_in(shop: LiveShop, seller: Person) -> None:
-    s = seller.page
-    s.goto("/staff/login")
-    s.get_by_label("E-mail").fill(shop.seller_email)
-    s.get_by_label("Password").fill(shop.password)
-    seller.submit(s.get_by_role("button", name="Log in"), "log in")
-
-
-def line_row(page: Any, title: str) -> Any:
-    return page.locator("tbody tr", has_text=title)
-
-
 def test_a_counter_offer_is_made_read_and_accepted(live_shop, buyer, seller, screenshots, tmp_path):
     b, s = buyer.page, seller.page
     stain = tmp_path / "stain.jpg"
     Image.new("RGB", (640, 480), (200, 180, 150)).save(stain, "JPEG")
 
-    find_order(live_shop, buyer)
+    find_order(buyer, live_shop)
     buyer.click(line_row(b, TABLECLOTH).get_by_role("link", name="I want a refund"), "entry: I want a refund")
     form = b.locator("main form")
     form.get_by_label("Why?").select_option(label="Arrived damaged")
@@ -89,7 +68,7 @@ def test_a_counter_offer_is_made_read_and_accepted(live_shop, buyer, seller, scr
     state_is(b, "Waiting for the seller's answer")
     case_id = re.search(r"/cases/(\d+)$", b.url).group(1)
 
-    log_in(live_shop, seller)
+    log_in(seller, live_shop)
     seller.click(s.get_by_role("link", name=f"#{case_id}", exact=True), "open the case")
     offer = s.locator("#action-offer")
     offer.get_by_label(re.compile("Amount")).fill("40")
@@ -133,13 +112,13 @@ def test_a_counter_offer_is_made_read_and_accepted(live_shop, buyer, seller, scr
 
 def test_an_express_refund_is_paid_when_the_buyer_enters_the_tracking_number(live_shop, buyer, seller, screenshots):
     b, s = buyer.page, seller.page
-    find_order(live_shop, buyer)
+    find_order(buyer, live_shop)
     buyer.click(line_row(b, VASE).get_by_role("link", name="I want to return it"), "entry: I want to return it")
     b.locator("main form").get_by_label("Why?").select_option(label="Changed my mind (no reason needed)")
     buyer.click(b.locator("main form").get_by_role("button", name="Send my request"), "send the request")
     case_id = re.search(r"/cases/(\d+)$", b.url).group(1)
 
-    log_in(live_shop, seller)
+    log_in(seller, live_shop)
     seller.click(s.get_by_role("link", name=f"#{case_id}", exact=True), "open the case")
     seller.click(s.locator("#action-approve").get_by_role("button", name="Approve"), "approve")
 
