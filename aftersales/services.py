@@ -34,7 +34,7 @@ from .errors import (
 )
 from .extensions import db
 from .fields import FormField
-from .i18n import N_, _, money_text
+from .i18n import N_, _, money_text, ngettext
 from .models import Case, CaseEvent, Evidence, Note, Order, OrderLine, OutboxMessage, Refund, StaffUser, utcnow
 from .runtime import Runtime, current
 from .textinput import clean_text
@@ -381,9 +381,17 @@ def _transition(
 
 
 def _inputs_for(rows: Sequence[Row], data: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the inputs the row names; required ones must be present and not blank. Text goes
-    through the text rule (``aftersales.textinput``) first, whoever calls."""
+    """The inputs the rows name (an input none of them names is refused, with its name);
+    required ones must be present and not blank. Text goes through the text rule
+    (``aftersales.textinput``) first, whoever calls."""
     row = rows[0]
+    named = {name for each in rows for name in (*each.requires, *each.accepts)} | {"timeout"}
+    # (A request's own inputs, the request form's and its plugin fields, are open_case's to check.)
+    unknown = sorted(name for name in data if name not in named) if row.source != INITIAL_STATE else []
+    if unknown:  # a misspelt or foreign input is refused, not silently dropped
+        raise InvalidInput(ngettext("\u201c%(action)s\u201d takes no input called %(names)s.",
+                                    "\u201c%(action)s\u201d takes no inputs called %(names)s.", len(unknown),
+                                    action=row.trigger, names=", ".join(unknown)), field=unknown[0])
     data = {name: clean_text(value, multiline=True) if isinstance(value, str) else value for name, value in data.items()}
     inputs: dict[str, Any] = {}
     for name in row.requires:
