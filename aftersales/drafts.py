@@ -67,6 +67,8 @@ def kept(token: str | None, *, line_id: int, settings: Mapping[str, Any],
     taken = set(db.session.scalars(select(Evidence.storage_key).where(
         Evidence.storage_key.in_([photo["storage_key"] for photo in photos])))) if photos else set()
     photos = [photo for photo in photos if photo["storage_key"] not in taken]
+    for photo in photos:  # kept again: the grace period (and the next token) count from now
+        os.utime(directory / str(photo["storage_key"]))
     return photos, len(photos) + len(taken) != len(read["photos"])
 
 

@@ -344,7 +344,9 @@ def _transition(
     refund = None
     entering_refunding = case.state == "refunding" and from_state != "refunding"
     if entering_refunding:
-        if case.approved_amount is None:  # reached through a plugin's step: refund what came back
+        if case.approved_amount is None or (case.data or {}).get("decided_goods") == "return":
+            # Reached through a plugin's step, or the platform's decision sent the goods back:
+            # refund what came back (the decided amount at most).
             case.approved_amount = returned_goods_refund(case)
         if case.id is None:  # a plugin's workflow may refund straight from the request
             db.session.flush()
@@ -358,7 +360,8 @@ def _transition(
     else:
         amount, currency = (refund.amount, refund.currency) if refund is not None else (None, None)
     express_refund = None
-    if trigger == "ship_return" and case.kind == "return_refund" and case.express_state is None:
+    if (trigger == "ship_return" and case.kind == "return_refund" and case.express_state is None
+            and (case.data or {}).get("decided_goods") != "return"):  # the platform decided when money moves
         express_refund = _refund_express(runtime, case, now)
     else:
         moved = express.after_step(case, actor, trigger)
@@ -561,10 +564,17 @@ class Reject(Effect):
         return inputs["reason"]
 
 
+def units_worth(case: Case) -> int:
+    """The most the case's units can bring back: their share of what was paid, within what the line
+    still has (an exchange or a repair asks for no amount, so this bounds their offers)."""
+    line = case.line
+    return min(money.amount_for_units(line.paid_amount, line.quantity, 0, case.quantity), refundable(line))
+
+
 class Offer(Effect):
     def check(self, case, actor, inputs, now):
         amount = _amount(inputs.get("amount"))
-        ceiling = refundable(case.line)
+        ceiling = units_worth(case)
         if not 0 < amount <= ceiling:
             raise InvalidInput(_("An offer must be more than zero and at most %(max)s.", max=money_text(ceiling, case.currency)), field="amount")
         if case.amount and amount >= case.amount:
@@ -601,7 +611,7 @@ class CounterOffer(Effect):
 
     def check(self, case, actor, inputs, now):
         amount = _amount(inputs.get("amount"))
-        offered, asked = case.offer_amount or 0, case.amount or refundable(case.line)
+        offered, asked = case.offer_amount or 0, min(case.amount or units_worth(case), units_worth(case))
         if not offered < amount < asked:
             raise InvalidInput(_("A counter-offer must be more than the offer (%(offer)s) and less than what you asked "
                                  "for (%(asked)s).", offer=money_text(offered, case.currency),
@@ -637,12 +647,14 @@ _BACK_TO_THE_SELLER = ("decline_offer", "counter_offer")
 
 def _keep_seller_clock(case: Case, trigger: str, from_state: str, from_due: datetime | None, now: datetime) -> None:
     """After the new state's deadline is set: stop the seller's clock at an offer (keeping the
-    time that was left), resume it when the buyer answers."""
+    time that was left), resume it once when the buyer answers."""
     data = case.data or {}
-    if trigger == "offer" and from_state in SELLER_ANSWER_STATES and from_due is not None:
-        case.data = {**data, "seller_time_left": max((from_due - now).total_seconds(), 0.0)}
+    if trigger == "offer":
+        left = {"seller_time_left": max((from_due - now).total_seconds(), 0.0)} if from_due is not None else {}
+        case.data = {**{k: v for k, v in data.items() if k != "seller_time_left"}, **left}
     elif case.state in SELLER_ANSWER_STATES and trigger in _BACK_TO_THE_SELLER and "seller_time_left" in data:
         case.due_at = now + timedelta(seconds=float(data["seller_time_left"]))
+        case.data = {k: v for k, v in data.items() if k != "seller_time_left"}
 
 
 class Revise(Effect):

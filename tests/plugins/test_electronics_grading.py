@@ -520,3 +520,18 @@ def test_pages_keep_the_photos_of_the_inspection(web):
     assert response.status_code == 302, response.text
     assert [item.uploaded_by for item in case_row(case_id).evidence] == ["seller"]
     assert 'alt="Photo from the seller"' in buyer.get(f"/cases/{case_id}").text
+
+
+def test_a_return_the_platform_sent_back_is_refunded_for_the_units_that_arrived(app):
+    """Found in review: after a decision "goods back first", grading (a plugin's step into
+    refunding, no core refund step) paid the decided amount although only 1 of 2 units came back."""
+    order = make_order(category="electronics", unit_price=PHONE, quantity=2, delivered=NOW - timedelta(days=2),
+                       attributes={"portable": True})
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason", quantity=2, now=NOW)
+    services.act(case.id, "seller", "reject", reason="Opened.", now=NOW)
+    services.act(case.id, "buyer", "escalate", statement="Sealed.", now=NOW)
+    services.act(case.id, "platform", "decide", amount=2 * PHONE, payer="seller", reason="Both back.", goods="return", now=NOW)
+    services.act(case.id, "buyer", "ship_return", carrier="SF", tracking_number="SF2", now=NOW)
+    services.act(case.id, "seller", "confirm_receipt", received_quantity=1, now=NOW)
+    graded = grade(case, "A")
+    assert graded.state == "refunding" and refunded(case) == [PHONE]

@@ -103,3 +103,19 @@ def test_express_refunds_can_be_turned_off(app):
     completed_return()
     completed_return()
     assert shipped_return().express_state is None
+
+
+def test_a_return_the_platform_sent_back_is_refunded_as_decided_not_early(app):
+    """Found in review: the express refund paid the full request at shipment although the platform
+    had decided less, with the goods to come back first."""
+    completed_return(), completed_return()  # a good record
+    order = recent_order()
+    case = services.open_case(order.lines[0].id, "return_refund", "no_reason")
+    services.act(case.id, "seller", "reject", reason="Used.")
+    services.act(case.id, "buyer", "escalate", statement="It was new.")
+    services.act(case.id, "platform", "decide", amount=3000, payer="seller", reason="Part.", goods="return")
+    shipped = services.act(case.id, "buyer", "ship_return", carrier="SF", tracking_number="SF1")
+    assert shipped.express_state is None and refunds_of(case.id) == []
+    services.act(case.id, "seller", "confirm_receipt")
+    services.act(case.id, "seller", "refund")
+    assert refunds_of(case.id) == [(3000, "pending")]

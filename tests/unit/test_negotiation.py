@@ -135,3 +135,25 @@ def test_a_buyer_may_withdraw_while_the_counter_offer_waits(order_factory):
     services.act(case.id, "buyer", "counter_offer", amount=6000, now=NOW)
     services.act(case.id, "buyer", "withdraw", now=NOW)
     assert fresh(case.id).state == "cancelled"
+
+
+def test_offers_and_counters_on_an_exchange_are_bounded_by_what_its_units_are_worth(order_factory):
+    """Found in review: an exchange asks for no amount, and a counter could reach the whole line."""
+    order = order_factory(quantity=5, unit_price=10000)
+    case = services.open_case(order.lines[0].id, "exchange", "damaged", quantity=1, evidence=photos(), now=NOW)
+    with pytest.raises(InvalidInput):
+        services.act(case.id, "seller", "offer", amount=20000, now=NOW)
+    services.act(case.id, "seller", "offer", amount=1000, now=NOW)
+    with pytest.raises(InvalidInput) as refused:
+        services.act(case.id, "buyer", "counter_offer", amount=49000, now=NOW)
+    assert "less than what you asked for (CN¥100.00)" in str(refused.value)
+    services.act(case.id, "buyer", "counter_offer", amount=9000, now=NOW)
+    services.act(case.id, "seller", "accept_counter", now=NOW)
+    assert [r.amount for r in db.session.query(Refund).filter_by(case_id=case.id)] == [9000]
+
+
+def test_the_time_handed_back_is_used_once(order_factory, app):
+    case = refund_request(order_factory)
+    services.act(case.id, "seller", "offer", amount=4000, now=NOW + HOUR)
+    services.act(case.id, "buyer", "decline_offer", now=NOW + 2 * HOUR)
+    assert "seller_time_left" not in (fresh(case.id).data or {})
