@@ -402,7 +402,7 @@ def _inputs_for(rows: Sequence[Row], data: Mapping[str, Any]) -> dict[str, Any]:
         if value is None or (isinstance(value, str) and not value.strip()) or (name == "evidence" and not value):
             raise InvalidInput(_("Please fill in \u201c%(field)s\u201d.", field=field_name(name)), field=name)
         inputs[name] = value
-    for name in row.accepts:
+    for name in dict.fromkeys(name for each in rows for name in each.accepts):  # whichever row fires
         if data.get(name) not in (None, ""):
             inputs[name] = data[name]
     for name in ("timeout",):
