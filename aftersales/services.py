@@ -344,7 +344,7 @@ def _transition(
     refund = None
     entering_refunding = case.state == "refunding" and from_state != "refunding"
     if entering_refunding:
-        if case.approved_amount is None or (case.data or {}).get("decided_goods") == "return":
+        if case.approved_amount is None or goods_sent_back(case):
             # Reached through a plugin's step, or the platform's decision sent the goods back:
             # refund what came back (the decided amount at most).
             case.approved_amount = returned_goods_refund(case)
@@ -361,7 +361,7 @@ def _transition(
         amount, currency = (refund.amount, refund.currency) if refund is not None else (None, None)
     express_refund = None
     if (trigger == "ship_return" and case.kind == "return_refund" and case.express_state is None
-            and (case.data or {}).get("decided_goods") != "return"):  # the platform decided when money moves
+            and not goods_sent_back(case)):  # the platform decided when money moves
         express_refund = _refund_express(runtime, case, now)
     else:
         moved = express.after_step(case, actor, trigger)
@@ -611,7 +611,8 @@ class CounterOffer(Effect):
 
     def check(self, case, actor, inputs, now):
         amount = _amount(inputs.get("amount"))
-        offered, asked = case.offer_amount or 0, min(case.amount or units_worth(case), units_worth(case))
+        worth = units_worth(case)
+        offered, asked = case.offer_amount or 0, min(case.amount or worth, worth)
         if not offered < amount < asked:
             raise InvalidInput(_("A counter-offer must be more than the offer (%(offer)s) and less than what you asked "
                                  "for (%(asked)s).", offer=money_text(offered, case.currency),
@@ -724,6 +725,11 @@ class ConfirmReceipt(Effect):
             return _("Only %(received)d of %(count)d unit(s) arrived; the rest is left for the seller to resolve with the buyer.",
                      received=case.received_quantity, count=case.quantity)
         return None
+
+
+def goods_sent_back(case: Case) -> bool:
+    """The platform decided the goods come back before the decided amount is refunded."""
+    return (case.data or {}).get("decided_goods") == "return"
 
 
 def returned_goods_refund(case: Case) -> int:
