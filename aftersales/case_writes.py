@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from sqlalchemy import bindparam, event, insert, inspect, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import ClauseElement
 
@@ -89,11 +89,8 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
     database hands out again (SQLite does)."""
     session = db.session()
     state = inspect(case)
-    if not state.persistent:  # a new case: the ORM inserts it, with its evidence
-        event = CaseEvent(case=case, **event_values)
-        session.add(event)
-        session.flush()
-        return event.id
+    if not state.persistent:  # a new case: one INSERT for it and one for its event
+        return _insert_case(session, case, event_values)
     batch: _Batch | None = session.info.get(_BATCH)
     if batch is not None and batch and (event_needed or case.id in batch.cases):
         # Keep the order of the timeline, and of a case's own updates (a second step of the same
@@ -135,6 +132,44 @@ def write_transition(case: Case, event_values: dict[str, Any], *, event_needed: 
     return int(event_id)
 
 
+_INSERT_CASE = insert(_CASES).returning(_CASES.c.id)
+
+
+def _insert_case(session: Session, case: Case, event_values: dict[str, Any]) -> int:
+    """A new case and its first event, each one Core INSERT; the case then becomes a persistent
+    object holding what was written (``make_transient_to_detached``), so what is attached to it
+    afterwards (its evidence) is inserted by the unit of work under its id."""
+    state = inspect(case)
+    values: dict[str, Any] = {}
+    for key, column in _CASE_COLUMNS:
+        if key in state.dict:
+            values[key] = state.dict[key]
+        elif column.default is not None:  # what the ORM's insert would fill in
+            default = column.default
+            values[key] = default.arg(None) if default.is_callable else default.arg
+            state.dict[key] = values[key]
+        else:
+            values[key] = None
+    if (state.pending and len(session.new) > 1) or any(isinstance(v, ClauseElement) for v in values.values()):
+        # Something else is waiting to be inserted with it, or a column is an SQL expression:
+        # the unit of work sorts that out.
+        event = CaseEvent(case=case, **event_values)
+        session.add(event)
+        session.flush()
+        return event.id
+    values["version"] = 1  # what version_id_col starts at
+    connection = session.connection()
+    case_id = connection.execute(_INSERT_CASE, values).scalar_one()
+    if state.pending:
+        session.expunge(case)
+    state.dict.update(values)
+    state.dict["id"] = case_id
+    make_transient_to_detached(case)
+    session.add(case)
+    event_row = {"case_id": case_id, **{key: event_values.get(key) for key in _EVENT_COLUMNS if key != "case_id"}}
+    return int(connection.execute(_INSERT_EVENT, event_row).inserted_primary_key[0])
+
+
 def _mark_loaded(session: Session, case: Case, version: int) -> None:
     """Tell the session that ``case`` holds what the database holds (its changes just written),
     so the commit's flush finds nothing to do for it (``events``, which gained a row, is left to
@@ -169,6 +204,49 @@ def keep_loaded(case: Case, columns: dict[str, Any]) -> None:
     caller's next read of the returned case does not reload it. A write transaction starts by
     expiring everything (``database.write_transaction``), so nothing stale reaches a write."""
     _as_loaded(db.session(), inspect(case), columns)
+
+
+_inserts: dict[Any, Any] = {}
+_row_updates: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def insert_loaded(model: type[Any], values: dict[str, Any]) -> Any:
+    """One row of ``model`` written with a Core INSERT, returned as a persistent object that
+    holds what was written (no unit of work, no flush). ``values`` names every column but the
+    primary key ``id``: column defaults are not applied here, so a missing one is an error."""
+    table = model.__table__
+    missing = {column.key for column in table.columns if column.key != "id"} - set(values)
+    if missing:
+        raise ValueError(f"insert_loaded({model.__name__}) needs every column; missing: {', '.join(sorted(missing))}")
+    statement = _inserts.get(model)
+    if statement is None:
+        statement = _inserts[model] = insert(table).returning(table.c.id)
+    session = db.session()
+    with session.no_autoflush:
+        row_id = session.connection().execute(statement, values).scalar_one()
+    obj = model(id=row_id, **values)
+    make_transient_to_detached(obj)  # the attributes become what the database holds
+    session.add(obj)
+    return obj
+
+
+def update_loaded(obj: Any, values: dict[str, Any]) -> None:
+    """Set ``values`` on ``obj`` (a persistent object with no other pending change) with one Core
+    UPDATE by its id, and leave it loaded with them: the commit's flush has nothing to write."""
+    state = inspect(obj)
+    if state.modified:
+        raise ValueError(f"update_loaded: {type(obj).__name__} {obj.id} has pending changes; write those first")
+    table = type(obj).__table__
+    keys = tuple(sorted(values))
+    statement = _row_updates.get((table, keys))
+    if statement is None:
+        statement = _row_updates[(table, keys)] = (
+            update(table).where(table.c.id == bindparam("row_id"))
+            .values({table.c[key]: bindparam(f"set_{key}", type_=table.c[key].type) for key in keys}))
+    session = db.session()
+    with session.no_autoflush:
+        session.connection().execute(statement, {"row_id": obj.id, **{f"set_{k}": v for k, v in values.items()}})
+    _as_loaded(session, state, values)
 
 
 @contextmanager

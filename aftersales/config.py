@@ -41,6 +41,9 @@ class Defaults:
     AFTERSALES_SELLER_RECEIPT_DAYS = 10
     AFTERSALES_SELLER_REFUND_DAYS = 7
     AFTERSALES_BUYER_APPEAL_DAYS = 7
+    #: Units a return brings back damaged: "dispute" (the platform decides, from the receipt) or
+    #: "refund" (refunded with the rest).
+    AFTERSALES_DAMAGED_RETURNS = "dispute"
     AFTERSALES_BUYER_OFFER_DAYS = 7
     # Offers per side in one negotiation: the seller's offers, and the buyer's counter-offers.
     AFTERSALES_NEGOTIATION_ROUNDS = 3

@@ -103,6 +103,7 @@ class LineFacts:
     has_open_case: bool
     units_covered: int  # units in open or completed cases
     refundable: int  # paid − succeeded − pending refunds
+    units_covered_not_received: int = 0  # of those, units in cases for goods that never arrived
 
 
 @dataclass
@@ -241,8 +242,11 @@ def core_verdict(
         refuse("open_case", _("This item already has an open request; please follow that one."))
 
     # Before delivery: a refund only (cancel before shipment, or a parcel that never arrived).
+    # A line shipped in parcels counts its units: those delivered open every kind, those not
+    # delivered (yet) only "never arrived".
     days = line.days_since_delivery(now)
-    if not order.is_shipped:
+    delivered, undelivered = line.units_delivered, line.quantity - line.units_delivered
+    if line.units_shipped == 0:
         if request.kind != "refund_only":
             refuse("not_shipped", _("The order has not shipped yet: ask for a refund instead."))
     elif days is None:
@@ -250,11 +254,19 @@ def core_verdict(
             refuse("not_delivered", _("The parcel has not been delivered yet: nothing to send back."))
         elif reason is not None and request.reason != "not_received":
             refuse("not_delivered", _("The parcel has not been delivered yet; if it never arrives, choose \u201cNever arrived\u201d."))
-    elif reason is not None:
+    elif reason is not None and not (request.reason == "not_received" and undelivered > 0):
         _delivered_rules(line, request, reason, days, refuse, settings)
 
-    # Quantities are counted per line, across all its cases.
+    # Quantities are counted per line, across all its cases; once units are delivered, a
+    # request about the goods is for delivered units, "never arrived" for the others.
     available = max(line.quantity - facts.units_covered, 0)
+    if line.units_shipped and days is not None:
+        not_received = facts.units_covered_not_received
+        if request.reason == "not_received":
+            if undelivered > 0:  # (all delivered: refused above as delivered)
+                available = min(available, max(undelivered - not_received, 0))
+        else:
+            available = min(available, max(delivered - (facts.units_covered - not_received), 0))
     verdict.max_quantity = available
     if available == 0:
         refuse("nothing_left", _("Every unit of this item is already covered by another request."))

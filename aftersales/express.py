@@ -42,9 +42,11 @@ _BUYER_RECORD = select(
 def buyer_record(shop_id: int, order_id: int, *, leaving_out: int = 0) -> money.BuyerRecord:
     """What the shop knows of the buyer of ``order_id``: completed cases, revoked privilege,
     express money out (``leaving_out``: the case being decided, which is not part of the record
-    yet). One query, from the (shop_id, buyer_email) index."""
-    completed, revoked, outstanding = db.session.execute(
-        _BUYER_RECORD, {"shop_id": shop_id, "order_id": order_id, "leaving_out": leaving_out}).one()
+    yet). One query, from the (shop_id, buyer_email) index. It does not flush: the case being
+    decided is left out, so its pending step is the transition's to write (``case_writes``)."""
+    with db.session.no_autoflush:
+        completed, revoked, outstanding = db.session.execute(
+            _BUYER_RECORD, {"shop_id": shop_id, "order_id": order_id, "leaving_out": leaving_out}).one()
     return money.BuyerRecord(completed_cases=int(completed), abused_express=bool(revoked),
                              outstanding_express=int(outstanding))
 

@@ -153,6 +153,12 @@ def aftersales_issue_refund(refund: Any, case: Any) -> Any:
     ``"failed"`` or ``"pending"``, ``reference``, ``message``) or ``None`` to leave the
     refund to the next plugin. With no answer the refund stays pending until staff mark it
     paid (the manual gateway). The first non-``None`` answer wins.
+
+    Raise when the provider cannot be reached: the refund stays ``pending`` (it may yet have
+    been paid), its ``provider_error`` and the case's timeline show the error to staff, and it
+    is sent again under the same idempotency key, by the outbox after its back-off or at once
+    when staff press "Send it again now" (``services.resend_refund``). Only a refund no plugin
+    pays (``provider == "manual"``) can be cancelled by staff (``services.cancel_refund``).
     """
 
 

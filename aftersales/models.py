@@ -193,6 +193,9 @@ class Order(Base):
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.position", cascade="all, delete-orphan"
     )
+    shipments: Mapped[list["Shipment"]] = relationship(
+        back_populates="order", order_by="Shipment.id", cascade="all, delete-orphan"
+    )
 
     @validates("number")
     def _keep_lookup_number(self, key: str, value: Any) -> Any:
@@ -244,6 +247,13 @@ class OrderLine(Base):
     # Pending + succeeded refunds, kept by an atomic conditional UPDATE (the ceiling guard).
     refund_committed: Mapped[int] = mapped_column(BigInteger, default=0)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Fulfilment per line, kept by ``aftersales.orders`` from the order's parcels (``Shipment``):
+    # units that left the warehouse and units delivered, and when the last of them arrived.
+    # NULL while the order has no parcels: the whole line follows the order's shipped_at and
+    # delivered_at (an order pushed with dates only).
+    shipped_quantity: Mapped[int | None] = mapped_column(Integer)
+    delivered_quantity: Mapped[int | None] = mapped_column(Integer)
+    last_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     order: Mapped[Order] = relationship(back_populates="lines")
     # Every case ever opened on this line (for plugin rules such as "two failed repairs").
@@ -260,9 +270,31 @@ class OrderLine(Base):
         """The most that may ever leave the shop for this line: price and import tax paid."""
         return self.paid_amount + (self.tax_paid or 0)
 
+    @property
+    def units_shipped(self) -> int:
+        """Units of this line that left the warehouse (by its parcels, else by the order's date)."""
+        if self.shipped_quantity is not None:
+            return self.shipped_quantity
+        return self.quantity if self.order.shipped_at is not None else 0
+
+    @property
+    def units_delivered(self) -> int:
+        """Units of this line the buyer received (by its parcels, else by the order's date)."""
+        if self.delivered_quantity is not None:
+            return self.delivered_quantity
+        return self.quantity if self.order.delivered_at is not None else 0
+
+    @property
+    def delivered_at(self) -> datetime | None:
+        """When the last delivered unit of this line arrived (None: none has): the moment the
+        after-sales windows count from."""
+        if self.delivered_quantity is not None:
+            return self.last_delivered_at if self.delivered_quantity else None
+        return self.order.delivered_at
+
     def hours_since_delivery(self, now: datetime) -> float | None:
         """Hours since the delivery moment (for windows counted in hours, e.g. 48 h claims)."""
-        delivered = self.order.delivered_at
+        delivered = self.delivered_at
         if delivered is None:
             return None
         return (now - delivered).total_seconds() / 3600
@@ -272,7 +304,7 @@ class OrderLine(Base):
 
     def delivered_on(self) -> date | None:
         """The local calendar day of delivery in the shop's timezone."""
-        delivered = self.order.delivered_at
+        delivered = self.delivered_at
         if delivered is None:
             return None
         return delivered.astimezone(self.order.shop.zone).date()
@@ -283,6 +315,47 @@ class OrderLine(Base):
         if delivered is None:
             return None
         return (now.astimezone(self.order.shop.zone).date() - delivered).days
+
+
+class Shipment(Base):
+    """A parcel of an order: carrier, tracking number, when it left and when it arrived, and
+    which units of which lines it carries (``ShipmentLine``)."""
+
+    __tablename__ = "aftersales_shipments"
+    __table_args__ = (
+        UniqueConstraint("order_id", "carrier", "tracking_number", name="uq_aftersales_shipments_order_tracking"),
+        Index("ix_aftersales_shipments_tracking_number", "tracking_number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("aftersales_orders.id"), index=True)
+    carrier: Mapped[str] = mapped_column(String(64))
+    tracking_number: Mapped[str] = mapped_column(String(64))
+    shipped_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    order: Mapped[Order] = relationship(back_populates="shipments")
+    lines: Mapped[list["ShipmentLine"]] = relationship(
+        back_populates="shipment", cascade="all, delete-orphan", order_by="ShipmentLine.id")
+
+
+class ShipmentLine(Base):
+    """So many units of one order line in one parcel."""
+
+    __tablename__ = "aftersales_shipment_lines"
+    __table_args__ = (
+        UniqueConstraint("shipment_id", "line_id", name="uq_aftersales_shipment_lines_shipment_line"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shipment_id: Mapped[int] = mapped_column(ForeignKey("aftersales_shipments.id"))
+    line_id: Mapped[int] = mapped_column(ForeignKey("aftersales_order_lines.id"), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    shipment: Mapped[Shipment] = relationship(back_populates="lines")
+    line: Mapped[OrderLine] = relationship()
 
 
 class Case(Base):
@@ -344,6 +417,9 @@ class Case(Base):
     return_carrier: Mapped[str | None] = mapped_column(String(100))
     return_tracking: Mapped[str | None] = mapped_column(String(100))
     received_quantity: Mapped[int | None] = mapped_column(Integer)
+    #: Units the case no longer covers: announced but never received, and not refunded (the
+    #: seller refunded what arrived). The line counts them as free again.
+    released_quantity: Mapped[int | None] = mapped_column(Integer)
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -424,12 +500,14 @@ class CaseEvent(Base):
 
 
 class Refund(Base):
-    """Money leaving the shop for one case. Never edited or re-sent once pending or succeeded."""
+    """Money leaving the shop for one case: ``pending``, then ``succeeded``, ``failed`` (the
+    provider refused it) or ``cancelled`` (staff withdrew a manual refund not paid yet). Its
+    amount is never edited; a failed or cancelled refund frees its amount for a new one."""
 
     __tablename__ = "aftersales_refunds"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
-        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'cancelled')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -442,7 +520,10 @@ class Refund(Base):
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
     provider: Mapped[str] = mapped_column(String(64), default="manual")
     provider_reference: Mapped[str | None] = mapped_column(String(200))
-    failure_reason: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(Text)  # failed: the provider's words; cancelled: staff's reason
+    #: The last error the payment plugin raised while sending this refund (it stays pending and is
+    #: sent again, under the same idempotency key); None once sent or never failed.
+    provider_error: Mapped[str | None] = mapped_column(Text)
     adjustments: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

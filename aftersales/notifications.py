@@ -35,6 +35,9 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "revise": ((BUYER, "request_received"), (SELLER, "new_case")),
     "approve": ((BUYER, "approved"),),
     "reject": ((BUYER, "rejected"),),
+    "refuse_after_receipt": ((BUYER, "refused_after_receipt"),),
+    "ask_about_missing": ((BUYER, "question_about_missing"),),
+    "answer_about_missing": ((SELLER, "answer_about_missing"),),
     "offer": ((BUYER, "offer_made"),),
     "counter_offer": ((SELLER, "counter_offer"),),
     "decline_offer": ((SELLER, "offer_declined"),),
@@ -46,7 +49,8 @@ RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "refund_succeeded": ((BUYER, "refund_issued"),),
 }
 #: Every kind a rule can name (what a channel may be asked to carry).
-KINDS = ("request_received", "new_case", "approved", "rejected", "offer_made", "counter_offer", "offer_declined",
+KINDS = ("request_received", "new_case", "approved", "rejected", "refused_after_receipt", "question_about_missing",
+         "answer_about_missing", "offer_made", "counter_offer", "offer_declined",
          "return_shipped",
          "replacement_shipped", "escalated", "platform_decision", "refund_issued", "case_ended", "deadline_reminder",
          "refund_overdue", "refunds_digest")
@@ -199,6 +203,21 @@ def compose(notification: Notification, action_url: str) -> Message:
             paragraphs.append(gettext("The seller's reason: %(reason)s", reason=note))
         paragraphs.append(gettext("You can revise your request or ask the platform to decide until %(due)s.", due=due)
                           if due else gettext("You can revise your request or ask the platform to decide."))
+    elif kind == "refused_after_receipt":
+        subject = gettext("The seller received %(item)s and refuses a refund", **names)
+        if note:
+            paragraphs.append(gettext("The seller's reason: %(reason)s", reason=note))
+        paragraphs.append(gettext("You can ask the platform to decide until %(due)s; after that the case closes.", due=due)
+                          if due else gettext("You can ask the platform to decide."))
+    elif kind == "question_about_missing":
+        subject = gettext("The seller asks about the units of %(item)s that did not arrive", **names)
+        if note:
+            paragraphs.append(gettext("The seller writes: %(words)s", words=note))
+        paragraphs.append(gettext("Answer on your case page, with a photo of the parcel or its label if you have one."))
+    elif kind == "answer_about_missing":
+        subject = gettext("The buyer answered about the missing units of %(item)s", **names)
+        if note:
+            paragraphs.append(gettext("The buyer writes: %(words)s", words=note))
     elif kind == "offer_made":
         subject = gettext("The seller offers %(amount)s for %(item)s", amount=amount, **names)
         if note:

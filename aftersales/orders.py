@@ -17,7 +17,7 @@ from .errors import InvalidInput, NotFound
 from .extensions import db
 from .i18n import _
 from .money import is_payable_currency, split_exact
-from .models import Order, OrderLine, Shop, lookup_number, utcnow
+from .models import Order, OrderLine, Shipment, ShipmentLine, Shop, lookup_number, utcnow
 from .textinput import clean_line
 
 
@@ -43,6 +43,37 @@ def line_label(source_line: int | None, position: int) -> str:
 
 
 @dataclass
+class ShipmentInput:
+    """A parcel: its carrier and tracking number, when it left and arrived, and how many units of
+    which lines (by position) it carries."""
+
+    carrier: str
+    tracking_number: str
+    lines: dict[int, int]  # line position -> units in this parcel
+    shipped_at: datetime | None = None  # default: now
+    delivered_at: datetime | None = None
+
+
+#: The keys an order, a line, a parcel and a parcel's line may carry; any other is refused by
+#: name (a misspelt ``shiped_quantity`` must not be read as "nothing shipped").
+ORDER_KEYS = frozenset({"shop", "number", "buyer_email", "buyer_name", "currency", "lines", "discount", "shipping_fee",
+                        "shipping_insured", "placed_at", "paid_at", "shipped_at", "delivered_at", "shipments"})
+LINE_KEYS = frozenset({"position", "title", "category", "quantity", "unit_price", "paid_amount", "tax_paid", "sku",
+                       "attributes", "source_line"})
+SHIPMENT_KEYS = frozenset({"carrier", "tracking_number", "shipped_at", "delivered_at", "lines"})
+SHIPMENT_LINE_KEYS = frozenset({"position", "quantity"})
+
+
+def unknown_keys(mapping: Mapping[str, Any], known: frozenset[str], where: str = "") -> list[str]:
+    """A problem naming the keys of ``mapping`` that are not in ``known``, or none."""
+    unknown = sorted(str(key) for key in mapping if key not in known)
+    if not unknown:
+        return []
+    return [_("%(where)sunknown field(s): %(names)s (known: %(known)s)", where=where, names=", ".join(unknown),
+              known=", ".join(sorted(known - {"source_line"})))]
+
+
+@dataclass
 class OrderInput:
     shop: str  # shop slug
     number: str
@@ -57,6 +88,7 @@ class OrderInput:
     paid_at: datetime | None = None
     shipped_at: datetime | None = None
     delivered_at: datetime | None = None
+    shipments: list[ShipmentInput] = field(default_factory=list)
 
 
 class OrderProblems(InvalidInput):
@@ -110,6 +142,7 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
     def optional_int(mapping: Mapping[str, Any], key: str, where: str = "", money: bool = False) -> int | None:
         return need(mapping, key, int, where, money) if mapping.get(key) not in (None, "") else None
 
+    problems.extend(unknown_keys(data, ORDER_KEYS))
     times = {}
     for key in ("placed_at", "paid_at", "shipped_at", "delivered_at"):
         try:
@@ -127,6 +160,7 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
         if not isinstance(raw, Mapping):
             problems.append(where + _("not an object"))
             continue
+        problems.extend(unknown_keys(raw, LINE_KEYS, where))
         attributes = raw.get("attributes") or {}
         if not isinstance(attributes, Mapping):
             problems.append(where + _("attributes must be an object"))
@@ -143,6 +177,41 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
             attributes=dict(attributes),
             source_line=source_line,
         ))
+    shipments = []
+    raw_shipments = data.get("shipments") or []
+    if not isinstance(raw_shipments, list):
+        problems.append(_("shipments must be a list of parcels"))
+        raw_shipments = []
+    for index, raw in enumerate(raw_shipments, start=1):
+        where = _("parcel %(n)d: ", n=index)
+        if not isinstance(raw, Mapping):
+            problems.append(where + _("not an object"))
+            continue
+        problems.extend(unknown_keys(raw, SHIPMENT_KEYS, where))
+        parcel_times = {}
+        for key in ("shipped_at", "delivered_at"):
+            try:
+                parcel_times[key] = parse_time(raw.get(key), key)
+            except InvalidInput as error:
+                problems.append(where + str(error))
+        units: dict[int, int] = {}
+        raw_units = raw.get("lines")
+        if not isinstance(raw_units, list) or not raw_units:
+            problems.append(where + _("a parcel needs its lines, e.g. [{\"position\": 1, \"quantity\": 2}]"))
+            raw_units = []
+        for raw_unit in raw_units:
+            if not isinstance(raw_unit, Mapping):
+                problems.append(where + _("not an object"))
+                continue
+            problems.extend(unknown_keys(raw_unit, SHIPMENT_LINE_KEYS, where))
+            position, count = need(raw_unit, "position", int, where), need(raw_unit, "quantity", int, where)
+            if position is not None and count is not None:
+                if position in units:
+                    problems.append(where + _("line %(n)d is listed twice", n=position))
+                units[position] = count
+        shipments.append(ShipmentInput(
+            carrier=need(raw, "carrier", str, where) or "", tracking_number=need(raw, "tracking_number", str, where) or "",
+            lines=units, **parcel_times))
     order = OrderInput(
         shop=need(data, "shop", str),
         number=need(data, "number", str),
@@ -153,6 +222,7 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
         discount=optional_int(data, "discount", money=True) or 0,
         shipping_fee=optional_int(data, "shipping_fee", money=True) or 0,
         shipping_insured=str(data.get("shipping_insured", "")).strip().lower() in ("1", "true", "yes"),
+        shipments=shipments,
         **times,
     )
     problems.extend(check_order(order))
@@ -188,6 +258,38 @@ def check_order(order: OrderInput) -> list[str]:
         problems.append(_("an order cannot be delivered before it was shipped"))
     if order.delivered_at and order.shipped_at and order.delivered_at < order.shipped_at:
         problems.append(_("delivered_at is before shipped_at"))
+    problems.extend(_parcel_problems(order))
+    return problems
+
+
+def _parcel_problems(order: OrderInput) -> list[str]:
+    if not order.shipments:
+        return []
+    problems = []
+    if order.shipped_at or order.delivered_at:
+        problems.append(_("an order with shipments takes its shipped and delivered times from its parcels; "
+                          "leave out shipped_at and delivered_at"))
+    quantities = {line.position: line.quantity for line in order.lines}
+    shipped: dict[int, int] = {}
+    seen: set[tuple[str, str]] = set()
+    for index, parcel in enumerate(order.shipments, start=1):
+        where = _("parcel %(n)d: ", n=index)
+        if (parcel.carrier, parcel.tracking_number) in seen:
+            problems.append(where + _("the same carrier and tracking number appear twice"))
+        seen.add((parcel.carrier, parcel.tracking_number))
+        if parcel.delivered_at and parcel.shipped_at and parcel.delivered_at < parcel.shipped_at:
+            problems.append(where + _("delivered_at is before shipped_at"))
+        for position, count in parcel.lines.items():
+            if position not in quantities:
+                problems.append(where + _("the order has no line %(n)d", n=position))
+            elif count <= 0:
+                problems.append(where + _("line %(n)d: quantity must be at least 1", n=position))
+            else:
+                shipped[position] = shipped.get(position, 0) + count
+    for position, count in shipped.items():
+        if quantities[position] is not None and count > quantities[position]:
+            problems.append(_("line %(n)d: the parcels carry %(shipped)d units, the line has %(quantity)d",
+                              n=position, shipped=count, quantity=quantities[position]))
     return problems
 
 
@@ -266,12 +368,105 @@ def _write_order(data: OrderInput) -> Order:
     for position, line in existing.items():
         if line.id is not None and _has_cases(line):
             problems.append(_("line %(n)d has after-sales cases and cannot be removed", n=position))
+        elif any(part.line is line for parcel in order.shipments for part in parcel.lines):
+            problems.append(_("line %(n)d is in a parcel and cannot be removed", n=position))
         else:
             order.lines.remove(line)
+    for parcel in data.shipments:
+        _put_parcel(order, parcel)
+    problems.extend(_recount_fulfilment(order))
     if problems:
         raise OrderProblems(problems)
     db.session.flush()
     return order
+
+
+def _put_parcel(order: Order, parcel: ShipmentInput) -> Shipment:
+    """Add the parcel to the order, or update the one with its carrier and tracking number (its
+    lines become the ones given; a delivery time, once known, stays unless a new one is given)."""
+    shipment = next((known for known in order.shipments
+                     if (known.carrier, known.tracking_number) == (parcel.carrier, parcel.tracking_number)), None)
+    if shipment is None:
+        shipment = Shipment(carrier=parcel.carrier, tracking_number=parcel.tracking_number,
+                            shipped_at=parcel.shipped_at or utcnow())
+        order.shipments.append(shipment)
+    elif parcel.shipped_at:
+        shipment.shipped_at = parcel.shipped_at
+    shipment.delivered_at = parcel.delivered_at or shipment.delivered_at
+    by_position = {line.position: line for line in order.lines}
+    kept = {part.line.position: part for part in shipment.lines}
+    for position, count in parcel.lines.items():
+        part = kept.pop(position, None)
+        if part is None:
+            shipment.lines.append(ShipmentLine(line=by_position[position], quantity=count))
+        else:
+            part.quantity = count
+    for part in kept.values():
+        shipment.lines.remove(part)
+    return shipment
+
+
+def _recount_fulfilment(order: Order) -> list[str]:
+    """Each line's shipped and delivered units from the order's parcels, and the order's own
+    shipped_at (the first parcel) and delivered_at (when the last unit arrived; None until every
+    unit has). An order without parcels is left as it is. Returns the problems (more units in
+    parcels than the line has)."""
+    if not order.shipments:
+        return []
+    problems = []
+    for line in order.lines:
+        parts = [(parcel, part) for parcel in order.shipments for part in parcel.lines if part.line is line]
+        shipped = sum(part.quantity for _parcel, part in parts)
+        delivered = [(parcel.delivered_at, part.quantity) for parcel, part in parts if parcel.delivered_at]
+        if shipped > line.quantity:
+            problems.append(_("line %(n)d: the parcels carry %(shipped)d units, the line has %(quantity)d",
+                              n=line.position, shipped=shipped, quantity=line.quantity))
+        line.shipped_quantity = shipped
+        line.delivered_quantity = sum(count for _at, count in delivered)
+        line.last_delivered_at = max((at for at, _count in delivered), default=None)
+    order.shipped_at = min(parcel.shipped_at for parcel in order.shipments)
+    every_unit_arrived = all(line.delivered_quantity == line.quantity for line in order.lines)
+    order.delivered_at = (max(line.last_delivered_at for line in order.lines if line.last_delivered_at)
+                          if every_unit_arrived else None)
+    return problems
+
+
+def add_shipment(shop: str, number: str, carrier: str, tracking_number: str, lines: Mapping[int, int],
+                 *, at: datetime | None = None, delivered_at: datetime | None = None) -> Shipment:
+    """A parcel of the order left the warehouse, carrying ``lines`` ({line position: units}).
+    The same carrier and tracking number again updates that parcel."""
+    parcel = ShipmentInput(carrier=clean_line(carrier), tracking_number=clean_line(tracking_number), lines=dict(lines),
+                           shipped_at=parse_time(at, "shipped_at"), delivered_at=parse_time(delivered_at, "delivered_at"))
+    problems = [] if parcel.carrier and parcel.tracking_number else [_("a parcel needs a carrier and a tracking number")]
+    with write_transaction():
+        order = _find(shop, number)
+        known = {line.position: line.quantity for line in order.lines}
+        problems += [problem for problem in _parcel_problems(OrderInput(
+            shop=shop, number=number, buyer_email="", currency="", shipments=[parcel],
+            lines=[LineInput(position, "", "", quantity, 0) for position, quantity in known.items()]))]
+        if problems:
+            raise OrderProblems(problems)
+        shipment = _put_parcel(order, parcel)
+        problems = _recount_fulfilment(order)
+        if problems:
+            raise OrderProblems(problems)
+    return shipment
+
+
+def mark_shipment_delivered(shop: str, number: str, tracking_number: str, at: datetime | None = None) -> Shipment:
+    """The parcel with this tracking number reached the buyer: its units' windows start."""
+    at = parse_time(at, "delivered_at") or utcnow()
+    with write_transaction():
+        order = _find(shop, number)
+        shipment = next((parcel for parcel in order.shipments if parcel.tracking_number == tracking_number), None)
+        if shipment is None:
+            raise NotFound(_("Order %(number)s has no parcel with tracking number %(tracking)s.",
+                             number=number, tracking=tracking_number))
+        if at < shipment.shipped_at:
+            raise InvalidInput(_("Delivery cannot be before shipment."), field="delivered_at")
+        shipment.delivered_at = at
+        _recount_fulfilment(order)
+    return shipment
 
 
 def revoke_buyer_access(order_ids: list[int]) -> None:
@@ -322,6 +517,9 @@ def mark_shipped(shop: str, number: str, at: datetime | None = None) -> Order:
     at = parse_time(at, "shipped_at") or utcnow()
     with write_transaction():
         order = _find(shop, number)
+        if order.shipments:
+            raise InvalidInput(_("Order %(number)s ships in parcels: add each parcel with its lines instead.",
+                                 number=number), field="shipped_at")
         order.shipped_at = at
     return order
 
@@ -331,6 +529,14 @@ def mark_delivered(shop: str, number: str, at: datetime | None = None) -> Order:
     at = parse_time(at, "delivered_at") or utcnow()
     with write_transaction():
         order = _find(shop, number)
+        if order.shipments:  # every parcel still on its way arrived now
+            for parcel in order.shipments:
+                if parcel.delivered_at is None:
+                    if at < parcel.shipped_at:
+                        raise InvalidInput(_("Delivery cannot be before shipment."), field="delivered_at")
+                    parcel.delivered_at = at
+            _recount_fulfilment(order)
+            return order
         if order.shipped_at is None:
             order.shipped_at = at
         if at < order.shipped_at:
@@ -414,7 +620,8 @@ def ensure_shop(slug: str, name: str, currency: str = "CNY", timezone_name: str 
     return shop
 
 
-__all__ = ["LineInput", "OrderInput", "OrderProblems", "ensure_shop", "mark_delivered", "mark_shipped", "order_from_mapping", "upsert_order"]
+__all__ = ["LineInput", "OrderInput", "OrderProblems", "ShipmentInput", "add_shipment", "ensure_shop", "mark_delivered",
+           "mark_shipment_delivered", "mark_shipped", "order_from_mapping", "upsert_order"]
 
 
 

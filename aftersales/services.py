@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import and_, bindparam, case as case_when, func, inspect, or_, select, update
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -80,9 +81,11 @@ def _case_for_update(case_id: int) -> Case:
 _LINE_FACTS = select(
     func.coalesce(func.sum(case_when(
         (Case.state.not_in(ENDED_STATES) & ~((Case.state == "completed") & Case.kind.in_(("exchange", "repair"))),
-         Case.quantity),
+         Case.quantity - func.coalesce(Case.released_quantity, 0)),
         else_=0)), 0),
     func.count(Case.open_line_id),
+    func.coalesce(func.sum(case_when(
+        (Case.state.not_in(ENDED_STATES) & (Case.reason == "not_received"), Case.quantity), else_=0)), 0),
 ).where(Case.line_id == bindparam("line_id"))
 
 
@@ -105,8 +108,9 @@ def _known_locale(locale: str | None) -> str | None:
 
 def line_facts(line: OrderLine) -> LineFacts:
     """What other cases say about the line, in one query."""
-    covered, open_cases = db.session.execute(_LINE_FACTS, {"line_id": line.id}).one()
-    return LineFacts(has_open_case=open_cases > 0, units_covered=int(covered), refundable=refundable(line))
+    covered, open_cases, not_received = db.session.execute(_LINE_FACTS, {"line_id": line.id}).one()
+    return LineFacts(has_open_case=open_cases > 0, units_covered=int(covered), refundable=refundable(line),
+                     units_covered_not_received=int(not_received))
 
 
 def judge(line: OrderLine, request: CaseRequest, now: datetime | None = None, facts: LineFacts | None = None) -> Verdict:
@@ -335,7 +339,8 @@ def _transition(
     elif inputs.get("evidence"):  # photos sent with a plugin's step (e.g. an inspection)
         _attach_evidence(case, inputs["evidence"], actor, now)
     _record_inputs(case, row, inputs)
-    _set_deadline(runtime, workflow, case, now)
+    if row.dest != from_state:  # a step that stays (a question, an answer) does not restart the clock
+        _set_deadline(runtime, workflow, case, now)
     _keep_seller_clock(case, trigger, from_state, from_due, now)
     if workflow.is_terminal(case.state):
         case.open_line_id = None
@@ -716,15 +721,44 @@ class ConfirmReceipt(Effect):
         if not 1 <= received <= case.quantity:
             raise InvalidInput(_("Between 1 and %(count)d unit(s) can be received; if nothing arrived, dispute the return instead.", count=case.quantity), field="received_quantity")
         inputs["received_quantity"] = received
+        damaged = inputs.get("damaged_quantity", 0) or 0
+        try:
+            damaged = int(damaged)
+        except (TypeError, ValueError):
+            raise InvalidInput(_("The number of damaged units is not a number."), field="damaged_quantity") from None
+        if not 0 <= damaged <= received:
+            raise InvalidInput(_("Between 0 and %(count)d of the units received can be damaged.", count=received),
+                               field="damaged_quantity")
+        inputs["damaged_quantity"] = damaged
+        if "reason" in inputs:
+            inputs["reason"] = _clean_text(inputs["reason"], "reason", required=False)
 
     def apply(self, case, actor, inputs, now):
         case.received_quantity = inputs["received_quantity"]
+        damaged = inputs.get("damaged_quantity") or 0
+        if damaged:
+            case.data = {**(case.data or {}), "damaged_quantity": damaged}
+        if case.state == "escalated":  # damaged units: the platform decides, reading the receipt
+            statement = inputs.get("reason") or _("%(damaged)d of %(received)d unit(s) arrived damaged.",
+                                                 damaged=damaged, received=case.received_quantity)
+            case.data = {**(case.data or {}), "seller_statement": statement}
+            _attach_evidence(case, inputs.get("evidence") or (), actor, now)
+            return statement
+        if inputs.get("evidence"):
+            _attach_evidence(case, inputs["evidence"], actor, now)
         if actor == "system":
             return self.system_message
+        notes = []
         if case.received_quantity < case.quantity:
-            return _("Only %(received)d of %(count)d unit(s) arrived; the rest is left for the seller to resolve with the buyer.",
-                     received=case.received_quantity, count=case.quantity)
-        return None
+            notes.append(_("Only %(received)d of %(count)d unit(s) arrived: the missing ones stay open on this case "
+                           "until the seller refunds them, asks the buyer about them, or disputes.",
+                           received=case.received_quantity, count=case.quantity))
+        if damaged:
+            notes.append(_("%(damaged)d of %(received)d unit(s) arrived damaged and are refunded with the rest (the shop's rule).",
+                           damaged=damaged, received=case.received_quantity))
+        if inputs.get("reason"):
+            notes.append(inputs["reason"])
+        return " ".join(str(note) for note in notes) or None
 
 
 def goods_sent_back(case: Case) -> bool:
@@ -732,23 +766,60 @@ def goods_sent_back(case: Case) -> bool:
     return (case.data or {}).get("decided_goods") == "return"
 
 
-def returned_goods_refund(case: Case) -> int:
+def missing_units(case: Case) -> int:
+    """Units the buyer sent back that never arrived (0 before the receipt)."""
+    if case.received_quantity is None:
+        return 0
+    return max(case.quantity - case.received_quantity, 0)
+
+
+def returned_goods_refund(case: Case, *, with_missing: bool = False) -> int:
     """The requested amount (the platform's, when it decided the goods come back first), or less
-    when fewer units arrived than were announced."""
+    when fewer units arrived than were announced (unless the seller refunds the missing ones too)."""
     asked = int((case.data or {}).get("decided_amount", case.amount))
     received = case.received_quantity or case.quantity
-    if received >= case.quantity:
+    if received >= case.quantity or with_missing:
         return asked
     line = case.line  # short receipt: refund what arrived, never silently more
     return min(asked, money.amount_for_units(line.paid_amount, line.quantity, 0, received))
 
 
 class RefundReturn(Effect):
+    """Refund what came back. Units that never arrived are refunded too when the seller says so
+    (``missing``: ``refund``); otherwise they are released: the case no longer covers them, so
+    the buyer may ask about them again (never silently counted as settled)."""
+
+    def check(self, case, actor, inputs, now):
+        missing = inputs.get("missing") or "release"
+        if missing not in ("refund", "release"):
+            raise InvalidInput(_("Choose whether the missing units are refunded too."), field="missing")
+        inputs["missing"] = missing
+
     def apply(self, case, actor, inputs, now):
-        case.approved_amount = returned_goods_refund(case)
-        return self.system_message if actor == "system" else None
+        with_missing = inputs["missing"] == "refund"
+        case.approved_amount = returned_goods_refund(case, with_missing=with_missing)
+        missing = missing_units(case)
+        if missing and not with_missing:
+            case.released_quantity = missing
+        if actor == "system":
+            return self.system_message
+        if missing:
+            return (_("The %(count)d missing unit(s) are refunded too.", count=missing) if with_missing else
+                    _("The %(count)d missing unit(s) are not refunded; the buyer may ask about them again.", count=missing))
+        return None
 
     system_message = N_("Refunded automatically: the seller did not refund in time.")
+
+
+class Message(Effect):
+    """A question or an answer about the case that moves nothing (the state and its deadline stay)."""
+
+    def check(self, case, actor, inputs, now):
+        inputs["note"] = _clean_text(inputs.get("note"), "note")
+
+    def apply(self, case, actor, inputs, now):
+        _attach_evidence(case, inputs.get("evidence") or (), actor, now)
+        return inputs["note"]
 
 
 class DisputeGoods(Effect):
@@ -806,6 +877,7 @@ class Lapse(Effect):
 _EFFECTS: dict[str, Effect] = {
     "approve": Approve(),
     "reject": Reject(),
+    "refuse_after_receipt": Reject(),
     "offer": Offer(),
     "accept_offer": AcceptOffer(),
     "decline_offer": DeclineOffer(),
@@ -817,6 +889,8 @@ _EFFECTS: dict[str, Effect] = {
     "ship_replacement": Shipment(),
     "confirm_receipt": ConfirmReceipt(),
     "refund": RefundReturn(),
+    "ask_about_missing": Message(),
+    "answer_about_missing": Message(),
     "dispute_goods": DisputeGoods(),
     "decide": Decide(),
     "withdraw": Lapse(N_("Withdrawn automatically: the return was not shipped in time.")),
@@ -952,13 +1026,32 @@ def _insert_refund(
     if claimed != 1:
         raise RefundRefused(_("This refund would exceed what was paid for the item."))
     db.session.expire(line, ["refund_committed"])
-    refund = Refund(
-        case=case, line_id=line.id, amount=amount, currency=case.currency, payer=payer, status="pending",
-        idempotency_key=key, adjustments=[a.__dict__ for a in adjustments], created_at=now,
-    )
-    db.session.add(refund)
+    if case.id is None:  # a case being opened (not flushed yet): the unit of work writes both
+        refund = Refund(
+            case=case, line_id=line.id, amount=amount, currency=case.currency, payer=payer, status="pending",
+            idempotency_key=key, provider=refund_provider(case.category), adjustments=[a.__dict__ for a in adjustments],
+            created_at=now,
+        )
+        db.session.add(refund)
+    else:  # one Core INSERT (issue 19); the case's refunds are added up in SQL (refund_totals)
+        refund = case_writes.insert_loaded(Refund, {
+            "case_id": case.id, "line_id": line.id, "amount": amount, "currency": case.currency, "payer": payer,
+            "status": "pending", "idempotency_key": key, "provider": refund_provider(case.category),
+            "provider_reference": None, "failure_reason": None, "provider_error": None,
+            "adjustments": [a.__dict__ for a in adjustments], "created_at": now, "settled_at": None,
+        })
+        set_committed_value(refund, "case", case)
+        if "refunds" in inspect(case).dict:
+            db.session.expire(case, ["refunds"])  # a loaded collection would not show the new one
     _enqueue("issue_refund", refund=refund)  # flushes (for the refund's id) when a payment plugin listens
     return refund
+
+
+def refund_provider(category: str) -> str:
+    """Who pays a refund of ``category`` out: the payment plugin called first, or ``manual``
+    (staff pay it outside the system and mark it paid)."""
+    implementations = current().plugins.caller("aftersales_issue_refund", category).get_hookimpls()
+    return implementations[-1].plugin_name[:64] if implementations else "manual"
 
 
 def create_refund(
@@ -1040,11 +1133,12 @@ def settle_refund(
                     return refund  # a repeated provider callback
                 raise RefundRefused(_("This refund was already settled as %(status)s.", status=refund.status))
             case = _case_for_update(refund.case_id)  # the case before the line, as every writer
-            refund.status, refund.settled_at = status, now
-            refund.provider_reference = reference or refund.provider_reference
+            outcome = {"status": status, "settled_at": now, "provider_reference": reference or refund.provider_reference}
             if status == "failed":
                 # The provider's own words if it gave any; else the pages say it in the reader's language.
-                refund.failure_reason = message or None
+                outcome["failure_reason"] = message or None
+            case_writes.update_loaded(refund, outcome)  # one Core UPDATE, no flush (issue 19)
+            if status == "failed":
                 db.session.execute(
                     update(OrderLine).where(OrderLine.id == refund.line_id)
                     .values(refund_committed=OrderLine.refund_committed - refund.amount)
@@ -1069,6 +1163,25 @@ def settle_refund(
     return refund
 
 
+def _record_send_failure(refund_id: int, error: Exception) -> None:
+    """The payment plugin raised while sending the refund: the refund stays pending (it may yet be
+    paid under its idempotency key), staff read the error on the case page, and the timeline
+    says so. Never raises: the outbox's own record of the failure comes next."""
+    text = f"{error.__class__.__name__}: {error}"[:2000]
+    try:
+        db.session.rollback()
+        with write_transaction():
+            refund = db.session.execute(_REFUND_FOR_SETTLING, {"refund_id": refund_id}).scalar_one_or_none()
+            if refund is None or refund.status != "pending":
+                return
+            case = _case_for_update(refund.case_id)
+            case_writes.update_loaded(refund, {"provider_error": text})
+            _money_event(case, "system", None, "refund_send_failed", refund, text, utcnow())
+    except Exception as failure:  # noqa: BLE001 - the delivery's failure is what matters
+        db.session.rollback()
+        log.error("recording the failure of refund %s failed: %s", refund_id, failure)
+
+
 def _complete_when_paid(runtime: Runtime, case: Case, now: datetime, note: str = "") -> bool:
     """A refunding case completes once nothing is pending and what was approved has been paid
     (whichever refund settled last: a success, or the failure of an extra one). True if it did."""
@@ -1090,6 +1203,66 @@ def _complete_when_paid(runtime: Runtime, case: Case, now: datetime, note: str =
 def mark_refund_paid(refund_id: int, staff_id: int, reference: str = "", now: datetime | None = None) -> Refund:
     """The manual gateway: staff paid the refund outside the system and say so."""
     return settle_refund(refund_id, "succeeded", reference=reference or None, actor="seller", actor_id=str(staff_id), now=now)
+
+
+def _refund_to_change(refund_id: int) -> tuple[Refund, Case]:
+    """The pending refund, locked, with its case (locked first, as every writer takes them)."""
+    refund = db.session.get(Refund, refund_id)
+    if refund is None:
+        raise NotFound(_("No such refund."))
+    case = _case_for_update(refund.case_id)
+    refund = db.session.execute(_REFUND_FOR_SETTLING, {"refund_id": refund_id},
+                                execution_options={"populate_existing": True}).scalar_one()
+    if refund.status != "pending":
+        raise RefundRefused(_("This refund was already settled: nothing was changed."))
+    return refund, case
+
+
+def cancel_refund(refund_id: int, reason: str, *, actor: str = "seller", actor_id: str | None = None,
+                  now: datetime | None = None) -> Refund:
+    """Staff withdraw a manual refund that was not paid yet, saying why: its amount is freed (the
+    line may be refunded again) and the case waits for a new refund, which staff send with
+    :func:`retry_refund`. A refund a payment plugin is sending cannot be withdrawn here: the
+    provider may be paying it."""
+    reason = _clean_text(reason, "reason")
+    now = now or utcnow()
+    with write_transaction():
+        refund, case = _refund_to_change(refund_id)
+        if refund.provider != "manual":
+            raise NotAllowed(_("This refund is with the payment provider; only a refund staff pay by hand can be cancelled."))
+        case_writes.update_loaded(refund, {"status": "cancelled", "failure_reason": reason, "settled_at": now})
+        db.session.execute(
+            update(OrderLine).where(OrderLine.id == refund.line_id)
+            .values(refund_committed=OrderLine.refund_committed - refund.amount)
+            .execution_options(synchronize_session=False))
+        _money_event(case, actor, actor_id, "refund_cancelled", refund, reason, now)
+        case.updated_at = now
+    deliver_new()
+    return refund
+
+
+def resend_refund(refund_id: int, *, actor: str = "seller", actor_id: str | None = None,
+                  now: datetime | None = None) -> Refund:
+    """Send a pending refund to its payment plugin again now, under the same idempotency key (the
+    provider pays it once however often it is asked): after the provider could not be reached.
+    Attempts still waiting for it in the outbox are replaced by this one."""
+    now = now or utcnow()
+    with write_transaction():
+        refund, case = _refund_to_change(refund_id)
+        if refund.provider == "manual":
+            raise NotAllowed(_("Staff pay this refund by hand: mark it as paid once it is paid."))
+        waiting = db.session.scalars(select(OutboxMessage).where(
+            OutboxMessage.topic == "issue_refund", OutboxMessage.delivered_at.is_(None)))
+        for message in waiting:
+            if (message.payload or {}).get("refund_id") == refund.id:
+                message.dead_at = message.dead_at or now
+                message.last_error = f"replaced: sent again by {actor} at {now.isoformat()}"
+        _write_outbox("issue_refund", {"refund_id": refund.id})
+        _money_event(case, actor, actor_id, "refund_resent", refund, "", now)
+        case.updated_at = now
+    deliver_new()
+    db.session.refresh(refund)
+    return refund
 
 
 def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = None, now: datetime | None = None) -> Refund:
@@ -1398,17 +1571,21 @@ def _deliver(runtime: Runtime, topic: str, payload: Mapping[str, Any]) -> None:
             return
         case = refund.case
         db.session.commit()  # no transaction (and no lock) is held while the provider is called
-        result = runtime.plugins.call("aftersales_issue_refund", case.category, refund=refund, case=case)
+        try:
+            result = runtime.plugins.call("aftersales_issue_refund", case.category, refund=refund, case=case)
+            if result is not None and not isinstance(result, money.RefundResult):
+                raise TypeError(f"aftersales_issue_refund must return a RefundResult, got {result!r}")
+        except Exception as error:
+            _record_send_failure(refund.id, error)
+            raise  # the outbox tries again after its back-off
         if result is None:
             return  # the manual gateway: staff mark it paid
-        if not isinstance(result, money.RefundResult):
-            raise TypeError(f"aftersales_issue_refund must return a RefundResult, got {result!r}")
         if result.status == "pending":
-            if result.reference:
-                with write_transaction():
-                    db.session.execute(update(Refund).where(Refund.id == refund.id)
-                                       .values(provider_reference=result.reference)
-                                       .execution_options(synchronize_session=False))
+            with write_transaction():
+                db.session.execute(update(Refund).where(Refund.id == refund.id, Refund.status == "pending")
+                                   .values(provider_reference=result.reference or Refund.provider_reference,
+                                           provider_error=None)
+                                   .execution_options(synchronize_session=False))
             return
         settle_refund(refund.id, result.status, reference=result.reference, message=result.message, deliver=False)
     elif topic.startswith("notify:"):
@@ -1447,6 +1624,9 @@ __all__ = [
     "open_case",
     "rate_case",
     "retry_refund",
+    "cancel_refund",
+    "resend_refund",
+    "refund_provider",
     "settle_refund",
     "DomainError",
 ]

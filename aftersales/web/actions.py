@@ -42,7 +42,8 @@ class ActionView:
 def _form_class(case: Case, actor: str, trigger: str) -> type:
     rows = services.workflow_for(case).rows_for(case.state, trigger, actor)
     requires = rows[0].requires if rows else ()
-    accepts = tuple(a for a in (rows[0].accepts if rows else ()) if a not in HIDDEN_INPUTS)
+    accepts = tuple(a for a in (rows[0].accepts if rows else ()) if a not in HIDDEN_INPUTS
+                    and not (a == "missing" and not services.missing_units(case)))  # asked only when units are missing
     defaults: dict[str, Any] = {
         "return_address": services.default_return_address(case),
         "received_quantity": case.quantity,

@@ -139,6 +139,10 @@ class MarkPaidForm(Form):
     reference = StringField(lazy_("Payment reference (optional)"), validators=[Optional(), Length(max=200)])
 
 
+class CancelRefundForm(Form):
+    reason = TextAreaField(lazy_("Why it is cancelled (the buyer reads it)"), validators=[DataRequired(), Length(max=2000)])
+
+
 class VersionedForm(Form):
     """Every form that changes a case carries the version the person saw."""
 
@@ -179,7 +183,8 @@ def parsed_amount(form: Any, name: str, currency: str) -> int | None:
 
 #: Inputs of the core rows; anything else is a plugin's and asked for as its FormField says.
 CORE_INPUTS = frozenset({"reason", "statement", "description", "note", "amount", "carrier", "tracking_number",
-                         "received_quantity", "return_address", "payer", "goods", "evidence"})
+                         "received_quantity", "damaged_quantity", "missing", "return_address", "payer", "goods",
+                         "evidence"})
 
 
 #: How each core input is asked for in an action form.
@@ -194,6 +199,12 @@ def _core_field(name: str, currency: str, required: bool, defaults: Mapping[str,
         return StringField(label, validators=presence + [Length(max=100)])
     if name == "received_quantity":
         return IntegerField(label, validators=[Optional(), NumberRange(min=1, max=INT32_MAX)], default=defaults.get(name))
+    if name == "damaged_quantity":
+        return IntegerField(label, validators=[Optional(), NumberRange(min=0, max=INT32_MAX)], default=0)
+    if name == "missing":
+        return SelectField(label, default="release", choices=choices([
+            ("release", lazy_("Refund only what arrived (the buyer may ask about the rest again)")),
+            ("refund", lazy_("Refund the missing units too"))]))
     if name == "payer":
         return SelectField(label, choices=choices([("seller", lazy_("The seller")), ("platform", lazy_("The platform"))]))
     if name == "goods":

@@ -18,7 +18,7 @@ from ..staff import authenticate, end_sessions
 from .access import ROW_ID, current_staff, module_login_available, staff_case_or_404
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
-from .forms import LoginForm, MarkPaidForm, NoteForm
+from .forms import CancelRefundForm, LoginForm, MarkPaidForm, NoteForm
 from .queue import QueueFilters, seller_queue
 from .ratelimit import limiter, login_account_and_client_key, login_account_key, login_limits
 from .security import is_local_path
@@ -141,6 +141,7 @@ def _case_page(case: Case, failed: Any = None, status: int = 200, note_form: Not
     return render_template(
         "aftersales/seller/case.html", case=case, actions=action_views(case, "seller", failed), notices=services.case_notices(case, "seller"),
         note_form=note_form or NoteForm(formdata=None), paid_form=MarkPaidForm(formdata=None),
+        cancel_refund_form=CancelRefundForm(formdata=None),
         refundable=services.refundable(case.line), now=utcnow(), back_url=queue_view_url(),
         last_word=services.last_word(case, "seller") if case.state == "counter_offered" else None,
         notes=timeline.case_notes(case.id, timeline.position(request.args.get("notes_before"))),
@@ -193,6 +194,48 @@ def mark_paid(refund_id: int):
         flash(str(error), "error")
     else:
         flash(_("The refund is recorded as paid."), "success")
+    return redirect(url_for(".case", case_id=case.id))
+
+
+def _pending_refund_or_404(refund_id: int) -> tuple[Refund, Case]:
+    refund = db.session.get(Refund, refund_id)
+    if refund is None:
+        abort(404)
+    return refund, staff_case_or_404(refund.case_id)
+
+
+@seller.post(f"/seller/refunds/<{ROW_ID}:refund_id>/cancel")
+@staff_required("seller", "platform")
+def cancel_refund(refund_id: int):
+    refund, case = _pending_refund_or_404(refund_id)
+    form = CancelRefundForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            flash(" ".join(str(error) for error in errors), "error")
+        return redirect(url_for(".case", case_id=case.id))
+    try:
+        services.cancel_refund(refund.id, form.reason.data or "", actor="seller", actor_id=str(current_staff().id))
+    except DomainError as error:
+        flash(str(error), "error")
+    else:
+        flash(_("The refund was cancelled and its amount freed; send a new refund when you are ready."), "success")
+    return redirect(url_for(".case", case_id=case.id))
+
+
+@seller.post(f"/seller/refunds/<{ROW_ID}:refund_id>/resend")
+@staff_required("seller", "platform")
+def resend_refund(refund_id: int):
+    refund, case = _pending_refund_or_404(refund_id)
+    if MarkPaidForm().validate_on_submit():
+        try:
+            refund = services.resend_refund(refund.id, actor="seller", actor_id=str(current_staff().id))
+        except DomainError as error:
+            flash(str(error), "error")
+        else:
+            if refund.status == "pending" and refund.provider_error:
+                flash(_("The payment provider still could not be reached: %(error)s", error=refund.provider_error), "error")
+            else:
+                flash(_("The refund was sent to the payment provider again."), "success")
     return redirect(url_for(".case", case_id=case.id))
 
 

@@ -29,6 +29,7 @@ STATE_LABELS = {
     "offer_pending": lazy_("The seller made an offer"),
     "counter_offered": lazy_("The buyer made a counter-offer"),
     "rejected": lazy_("Rejected by the seller"),
+    "receipt_refused": lazy_("The seller refused a refund after receiving the goods"),
     "escalated": lazy_("The platform is deciding"),
     "awaiting_return": lazy_("Approved: waiting for the return to be shipped"),
     "return_shipped": lazy_("Return on its way to the seller"),
@@ -58,6 +59,10 @@ TRIGGER_LABELS = {
     "refund": lazy_("Refund"),
     "ship_replacement": lazy_("Ship the replacement"),
     "dispute_goods": lazy_("Dispute the returned goods"),
+    "ask_about_missing": lazy_("Ask the buyer about the missing units"),
+    "answer_about_missing": lazy_("Answer the seller about the missing units"),
+    "refuse_after_receipt": lazy_("Close without a refund"),
+    "accept_refusal": lazy_("Accept and close the case"),
     "confirm_replacement": lazy_("I received the replacement"),
     "refund_succeeded": lazy_("Refund paid"),
     "decide": lazy_("Decide"),
@@ -66,6 +71,9 @@ TRIGGER_LABELS = {
     "refund_created": lazy_("Refund issued"),
     "express_refund": lazy_("Express refund: refunded on shipment"),
     "refund_retried": lazy_("Refund sent again"),
+    "refund_cancelled": lazy_("Refund cancelled"),
+    "refund_resent": lazy_("Refund sent to the payment provider again"),
+    "refund_send_failed": lazy_("The payment provider could not be reached"),
     "rate": lazy_("Rated the outcome"),
 }
 
@@ -86,6 +94,10 @@ DONE_MESSAGES = {
     "refund": lazy_("The refund was issued."),
     "ship_replacement": lazy_("The replacement is on its way to the buyer."),
     "dispute_goods": lazy_("The platform will look at the returned goods."),
+    "ask_about_missing": lazy_("Your question was sent to the buyer."),
+    "answer_about_missing": lazy_("Your answer was sent to the seller."),
+    "refuse_after_receipt": lazy_("The case is closed without a refund unless the buyer asks the platform to decide."),
+    "accept_refusal": lazy_("The case is closed."),
     "confirm_replacement": lazy_("Thank you: the case is finished."),
     "decide": lazy_("Your decision was recorded."),
 }
@@ -101,6 +113,7 @@ ACTOR_LABELS = {
 DEADLINE_OUTCOMES = {
     ("requested", "approve"): lazy_("the request is approved automatically"),
     ("rejected", "close"): lazy_("the case closes"),
+    ("receipt_refused", "close"): lazy_("the case closes"),
     ("offer_pending", "decline_offer"): lazy_("the offer lapses and the seller answers again"),
     ("counter_offered", "accept_counter"): lazy_("the counter-offer is accepted automatically"),
     ("awaiting_return", "withdraw"): lazy_("the request is withdrawn"),
@@ -116,6 +129,8 @@ BUYER_NEXT = {
     "counter_offered": lazy_("The seller answers your counter-offer: they accept it, offer again or reject it. "
                              "If they do not answer in time, your counter-offer is accepted."),
     "rejected": lazy_("You can revise your request, ask the platform to decide, or withdraw."),
+    "receipt_refused": lazy_("The seller received the goods and refuses a refund; their reason is above. "
+                             "Ask the platform to decide, or accept and close the case."),
     "escalated": lazy_("The platform reads both sides and decides."),
     "awaiting_return": lazy_("Send the item to the return address and enter the tracking number here."),
     "return_shipped": lazy_("The seller confirms when the return arrives."),
@@ -136,6 +151,8 @@ FIELD_LABELS = {
     "carrier": lazy_("Carrier"),
     "tracking_number": lazy_("Tracking number"),
     "received_quantity": lazy_("Units received"),
+    "damaged_quantity": lazy_("Of which damaged"),
+    "missing": lazy_("The units that did not arrive"),
     "return_address": lazy_("Return address"),
     "payer": lazy_("Who pays"),
     "goods": lazy_("The goods"),
@@ -157,6 +174,7 @@ REFUND_STATUS_LABELS = {
     "pending": lazy_("waiting to be paid"),
     "succeeded": lazy_("paid"),
     "failed": lazy_("failed"),
+    "cancelled": lazy_("cancelled"),
 }
 
 PAYER_LABELS = {
@@ -183,6 +201,9 @@ CONDITION_LABELS = {
     "counter_offers_left": lazy_("the buyer has counter-offers left"),
     "goods_come_back": lazy_("the buyer sends the goods back first"),
     "goods_stay": lazy_("the buyer keeps the goods (or they are already back)"),
+    "damaged_to_dispute": lazy_("units arrived damaged and the shop sends them to the platform"),
+    "nothing_to_dispute": lazy_("no damaged units for the platform"),
+    "units_missing": lazy_("units announced did not arrive"),
 }
 
 #: Names of common categories; plugins name theirs (aftersales_wording "categories"). A

@@ -48,7 +48,7 @@ def test_plugin_workflow_runs_through_the_services(plugin_app):
     order = make_order(category="gadgets", unit_price=50000)
     case = services.open_case(order.lines[0].id, "return_refund", "no_reason", now=NOW)
     walk_to_received(case.id)
-    assert services.allowed_triggers(db.session.get(Case, case.id), "seller", NOW) == ["start_bench_test", "dispute_goods"]
+    assert services.allowed_triggers(db.session.get(Case, case.id), "seller", NOW) == ["start_bench_test", "dispute_goods", "refuse_after_receipt"]
     case = services.act(case.id, "seller", "start_bench_test", now=NOW)
     assert case.state == "bench_testing" and case.due_trigger == "bench_test_done"
     with pytest.raises(InvalidInput):

@@ -6,14 +6,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, inspect, select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from aftersales import case_writes, hookimpl, services
 from aftersales.database import write_transaction
 from aftersales.deadlines import sweep
 from aftersales.extensions import db
-from aftersales.models import Case, CaseEvent
+from aftersales.models import Case, CaseEvent, Refund
 from tests.conftest import NOW, make_app, make_order
 
 
@@ -204,3 +204,72 @@ def test_a_failed_batch_with_listened_events_is_redone_case_by_case(tmp_path, mo
         assert {db.session.get(Case, case_id).state for case_id in ids} == {"awaiting_return"}
         approvals = db.session.scalars(select(CaseEvent.case_id).where(CaseEvent.trigger == "approve")).all()
         assert sorted(approvals) == sorted(ids)
+
+
+# --- new rows written with Core (open_case, refunds) ----------------------------------------
+def test_opening_a_case_writes_its_row_and_event_once_and_its_photos_under_its_id(order_factory):
+    from tests.conftest import photos
+
+    line_id = order_factory().lines[0].id
+    with statements() as seen:
+        case = services.open_case(line_id, "refund_only", "damaged", evidence=photos(2), now=NOW)
+    assert writes(seen)[:2] == ["INSERT aftersales_cases", "INSERT aftersales_case_events"]
+    assert set(writes(seen)[2:]) == {"INSERT aftersales_evidence"}  # (one statement for both on PostgreSQL)
+    with statements() as seen:  # kept loaded: no refresh
+        assert (case.state, case.version, case.shipping_payer, case.express_state) == ("requested", 1, "seller", None)
+    assert seen == []
+    assert not inspect(case).modified
+    db.session.remove()
+    fresh = db.session.get(Case, case.id)
+    assert (fresh.version, fresh.shipping_payer, fresh.open_line_id) == (1, "seller", line_id)
+    assert [e.trigger for e in fresh.events] == ["request"]
+    assert len(fresh.evidence) == 2 and {p.case_id for p in fresh.evidence} == {case.id}
+
+
+def test_a_second_open_request_on_the_line_is_refused_by_the_insert(order_factory):
+    line_id = order_factory().lines[0].id
+    services.open_case(line_id, "return_refund", "no_reason", now=NOW)
+    with pytest.raises(services.NotEligible):
+        services.open_case(line_id, "return_refund", "no_reason", now=NOW)
+    assert db.session.scalar(select(func.count()).select_from(Case)) == 1
+
+
+def test_a_refund_is_one_insert_and_its_settlement_one_update(order_factory):
+    case = services.open_case(order_factory(delivered=None).lines[0].id, "refund_only", "not_received", now=NOW)
+    with statements() as seen:
+        services.act(case.id, "seller", "approve", now=NOW)
+    assert writes(seen) == ["UPDATE aftersales_order_lines", "INSERT aftersales_refunds",
+                            "UPDATE aftersales_cases", "INSERT aftersales_case_events"]
+    refund = db.session.scalar(select(Refund).where(Refund.case_id == case.id))
+    assert (refund.status, refund.provider, refund.adjustments, refund.case.id) == ("pending", "manual", [], case.id)
+    db.session.remove()
+    refund_id = db.session.scalar(select(Refund.id).where(Refund.case_id == case.id))
+    db.session.remove()
+    with statements() as seen:
+        settled = services.mark_refund_paid(refund_id, 1, "BANK-9", now=NOW)
+    assert writes(seen).count("UPDATE aftersales_refunds") == 1
+    assert not inspect(settled).modified and settled.status == "succeeded"
+    db.session.remove()
+    fresh = db.session.get(Refund, refund_id)
+    assert (fresh.status, fresh.provider_reference, fresh.settled_at is not None) == ("succeeded", "BANK-9", True)
+    assert fresh.case.state == "completed"
+
+
+def test_a_repeated_idempotency_key_is_refused_by_the_insert_and_replays(order_factory):
+    case = services.open_case(order_factory().lines[0].id, "return_refund", "no_reason", now=NOW)
+    first = services.create_refund(case.id, 500, "key-1", now=NOW)
+    again = services.create_refund(case.id, 500, "key-1", now=NOW)
+    assert again.id == first.id
+    assert db.session.scalar(select(func.count()).select_from(Refund)) == 1
+
+
+def test_insert_loaded_needs_every_column_and_update_loaded_no_pending_change(order_factory):
+    case = services.open_case(order_factory().lines[0].id, "return_refund", "no_reason", now=NOW)
+    with pytest.raises(ValueError, match="missing: .*settled_at"):
+        with write_transaction():
+            case_writes.insert_loaded(Refund, {"case_id": case.id, "amount": 1})
+    with write_transaction():
+        held = db.session.get(Case, case.id)
+        held.description = "changed"
+        with pytest.raises(ValueError, match="pending changes"):
+            case_writes.update_loaded(held, {"rating": 5})

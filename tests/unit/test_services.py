@@ -309,14 +309,14 @@ def test_a_failed_extra_refund_that_completes_the_case_is_on_the_timeline_before
 
 
 def test_an_input_the_row_does_not_name_is_refused_with_its_name(order_factory):
-    """Issue 14: a misspelt input (``damaged_quantity`` on a receipt) used to be dropped silently."""
+    """Issue 14: a misspelt input (``recieved_quantity`` on a receipt) used to be dropped silently."""
     case = open_return(order_factory)
     services.act(case.id, "seller", "approve", now=NOW)
     services.act(case.id, "buyer", "ship_return", carrier="SF", tracking_number="SF1", now=NOW)
     with pytest.raises(InvalidInput) as refused:
-        services.act(case.id, "seller", "confirm_receipt", recieved_quantity=1, damaged_quantity=1, now=NOW)
-    assert refused.value.field == "damaged_quantity"
-    assert "takes no inputs called damaged_quantity, recieved_quantity" in str(refused.value)
+        services.act(case.id, "seller", "confirm_receipt", recieved_quantity=1, broken_quantity=1, now=NOW)
+    assert refused.value.field == "broken_quantity"
+    assert "takes no inputs called broken_quantity, recieved_quantity" in str(refused.value)
     db.session.expire_all()
     assert db.session.get(Case, case.id).state == "return_shipped"
     services.act(case.id, "seller", "confirm_receipt", received_quantity=1, now=NOW)

@@ -76,7 +76,11 @@ FIELDS = {
     "escalate": ("statement", "evidence"),
     "ship_return": ("carrier", "tracking_number"),
     "ship_replacement": ("carrier", "tracking_number"),
-    "confirm_receipt": ("received_quantity",),
+    "confirm_receipt": ("received_quantity", "damaged_quantity", "reason"),
+    "refund": ("missing",),
+    "refuse_after_receipt": ("reason",),
+    "ask_about_missing": ("note",),
+    "answer_about_missing": ("note", "evidence"),
     "dispute_goods": ("reason", "evidence"),
     "decide": ("amount", "payer", "reason", "goods"),
 }
@@ -289,6 +293,8 @@ class CaseLifecycle(RuleBasedStateMachine):
             "goods": mostly(st.sampled_from(["keep", "return"]), st.sampled_from(["", None, "burn"])),
             "evidence": st.sampled_from([1, 0, 2]).map(evidence),
             "received_quantity": mostly(st.integers(1, case.quantity), st.sampled_from([0, -1, case.quantity + 1, "1", "x", None])),
+            "damaged_quantity": mostly(st.sampled_from([0, 0, 1]), st.sampled_from([-1, case.quantity + 1, "x", None])),
+            "missing": mostly(st.sampled_from(["release", "refund"]), st.sampled_from(["", None, "maybe"])),
         }
         complete = data.draw(MOSTLY, label="every field filled in")
         fields = [name for name in FIELDS.get(trigger, ()) if name != "goods" or case.kind == "return_refund"]
@@ -393,17 +399,22 @@ class CaseLifecycle(RuleBasedStateMachine):
         assert not still_due, f"cases {still_due} are still due after a sweep at {self.clock}"
 
     # --- money -------------------------------------------------------------------------------
-    @rule(data=st.data())
-    def settle_refund(self, data) -> None:
+    def pick_refund(self, data) -> int | None:
+        """A refund to act on: mostly a pending one, sometimes any (which must be refused)."""
         db.session.expire_all()
         refunds = db.session.scalars(select(Refund).order_by(Refund.id)).all()
         if not refunds:
-            return
+            return None
         pending = [r.id for r in refunds if r.status == "pending"]
         if pending and data.draw(MOSTLY, label="a pending refund"):
-            refund_id = data.draw(st.sampled_from(pending), label="refund")
-        else:
-            refund_id = data.draw(st.sampled_from([r.id for r in refunds]), label="refund")
+            return data.draw(st.sampled_from(pending), label="refund")
+        return data.draw(st.sampled_from([r.id for r in refunds]), label="refund")
+
+    @rule(data=st.data())
+    def settle_refund(self, data) -> None:
+        refund_id = self.pick_refund(data)
+        if refund_id is None:
+            return
         how = data.draw(st.sampled_from(["succeeded", "failed", "paid by staff", "bogus"]), label="outcome")
         before = db.session.get(Refund, refund_id).status
         try:
@@ -415,6 +426,22 @@ class CaseLifecycle(RuleBasedStateMachine):
             self.refused("settle_refund", f"settle refund {refund_id} ({before}) as {how}", error)
             return
         event(f"settled: {before} -> {refund.status}")
+        note(f"  refund {refund_id}: {before} -> {refund.status}")
+
+    @rule(data=st.data())
+    def cancel_refund(self, data) -> None:
+        """Staff withdraw a manual refund not paid yet (its amount is freed; retry_refund sends anew)."""
+        refund_id = self.pick_refund(data)
+        if refund_id is None:
+            return
+        before = db.session.get(Refund, refund_id).status
+        reason = data.draw(TEXTS, label="reason")
+        try:
+            refund = services.cancel_refund(refund_id, reason, actor_id="1", now=self.clock)
+        except DomainError as error:
+            self.refused("cancel_refund", f"cancel refund {refund_id} ({before})", error)
+            return
+        event(f"cancelled a {before} refund")
         note(f"  refund {refund_id}: {before} -> {refund.status}")
 
     @rule(data=st.data())
@@ -509,6 +536,7 @@ class CaseLifecycle(RuleBasedStateMachine):
             self.check_requested_amount(case)
             self.check_refunding(case, lines_by_id[case.line_id], events_of[case.id], refunds, newly_ended)
         self.check_one_open_case_per_line(cases)
+        self.check_units_covered(lines, cases)
         self.check_negotiation(cases)
         self.check_express(cases, events)
         db.session.commit()
@@ -623,6 +651,18 @@ class CaseLifecycle(RuleBasedStateMachine):
                 f"case {case.id} is stuck in refunding: nothing pending and nothing left to retry "
                 f"(approved {approved}, refunds {[(r.id, r.amount, r.status) for r in mine]})"
             )
+
+    def check_units_covered(self, lines: list[OrderLine], cases: list[Case]) -> None:
+        """No unit is covered twice: the units the cases of a line still hold (open, or refunded
+        by a completed return, less the missing ones released) never exceed what was bought."""
+        held: dict[int, int] = defaultdict(int)
+        for case in cases:
+            if case.state in ("cancelled", "closed") or (case.state == "completed" and case.kind in ("exchange", "repair")):
+                continue
+            assert 0 <= (case.released_quantity or 0) < case.quantity, f"case {case.id} released {case.released_quantity}"
+            held[case.line_id] += case.quantity - (case.released_quantity or 0)
+        for line in lines:
+            assert held[line.id] <= line.quantity, f"line {line.id}: cases hold {held[line.id]} of {line.quantity} units"
 
     def check_one_open_case_per_line(self, cases: list[Case]) -> None:
         open_cases: dict[int, list[int]] = defaultdict(list)

@@ -32,6 +32,8 @@ class FakeCase:
     state: str
     due_at: datetime | None = None
     return_tracking: str | None = None
+    quantity: int = 2
+    received_quantity: int | None = 1  # one unit missing: the rows about missing units fire
 
 
 def compiled(kind: str, change=None) -> CompiledWorkflow:
@@ -48,6 +50,8 @@ def inputs_for(row) -> dict:
         return {"amount": 100, **({"goods": "return"} if "goods_come_back" in names else {})}
     if "decision_refunds_nothing" in names:
         return {"amount": 0}
+    if "damaged_to_dispute" in names:
+        return {"damaged_quantity": 1}
     return {}
 
 

@@ -20,7 +20,13 @@ PASSWORD = "correct-horse-battery"
 
 @pytest.fixture
 def web_app(tmp_path):
-    app = make_app(tmp_path, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
+    yield from pages_app(tmp_path)
+
+
+def pages_app(tmp_path: Any, **config: Any) -> Any:
+    """The pages' app (``web_app``) with ``config`` on top, e.g. a plugin folder: a generator
+    for a fixture to ``yield from``."""
+    app = make_app(tmp_path, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False, **config)
 
     @app.before_request
     def _own_login_per_request():

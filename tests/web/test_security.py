@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from aftersales import evidence, services
 from aftersales.extensions import db
@@ -60,6 +60,8 @@ class World:
     refunding: int  # approved, its refund pending
     pending_refund: int
     failed: int  # refunding, its refund failed: staff may send it again
+    sending: int  # refunding, its payment provider could not be reached
+    sending_refund: int
     escalated: int  # rejected, then taken to the platform
     completed: int  # refunded: the buyer may rate it
     photo_key: str
@@ -105,7 +107,7 @@ def build_world(app: Any) -> World:
         seller_id = db.session.scalar(select(StaffUser.id).where(StaffUser.email == "seller@example.com"))
         platform_id = db.session.scalar(select(StaffUser.id).where(StaffUser.email == "platform@example.com"))
         delivered = utcnow() - timedelta(days=2)
-        order_a = _order("SECA-7001", BUYER_A_EMAIL, [f"Secret item A{i}" for i in range(1, 7)], delivered)
+        order_a = _order("SECA-7001", BUYER_A_EMAIL, [f"Secret item A{i}" for i in range(1, 8)], delivered)
         order_b = _order("OTHB-8002", BUYER_B_EMAIL, ["Bob's own book"], delivered)
         lines = [line.id for line in order_a.lines]
         ids = SimpleNamespace(order_a=order_a.id, order_b=order_b.id, line_b=order_b.lines[0].id)
@@ -128,6 +130,13 @@ def build_world(app: Any) -> World:
         failed_refund = db.session.scalar(select(Refund.id).where(Refund.case_id == failed.id))
         services.settle_refund(failed_refund, "failed", message="card expired")
 
+        sending = services.open_case(lines[6], "refund_only", "damaged", evidence=photos(1), actor_id=BUYER_A_EMAIL)
+        services.act(sending.id, "seller", "approve", actor_id=str(seller_id))
+        sending_refund = db.session.scalar(select(Refund.id).where(Refund.case_id == sending.id))
+        db.session.execute(update(Refund).where(Refund.id == sending_refund).values(  # as a gateway plugin left it
+            provider="gateway", provider_error="ConnectionError: gateway unreachable"))
+        db.session.commit()
+
         escalated = services.open_case(lines[3], "return_refund", "no_reason", actor_id=BUYER_A_EMAIL)
         services.act(escalated.id, "seller", "reject", actor_id=str(seller_id), reason="Used")
         services.act(escalated.id, "buyer", "escalate", actor_id=BUYER_A_EMAIL, statement="It was new")
@@ -145,14 +154,14 @@ def build_world(app: Any) -> World:
         db.session.commit()
         cases = {case.id: case for case in db.session.scalars(select(Case))}
         states = {name: cases[case.id].state for name, case in
-                  [("requested", requested), ("refunding", refunding), ("failed", failed),
+                  [("requested", requested), ("refunding", refunding), ("failed", failed), ("sending", sending),
                    ("escalated", escalated), ("completed", completed)]}
-        assert states == {"requested": "requested", "refunding": "refunding", "failed": "refunding",
+        assert states == {"requested": "requested", "refunding": "refunding", "failed": "refunding", "sending": "refunding",
                           "escalated": "escalated", "completed": "completed"}, states
         world = World(
             order_a=ids.order_a, order_a_number="SECA-7001", order_b=ids.order_b, order_b_number="OTHB-8002",
             line_b=ids.line_b, free_line=lines[5], requested=requested.id, refunding=refunding.id,
-            pending_refund=pending, failed=failed.id, escalated=escalated.id, completed=completed.id, dead_message=dead.id,
+            pending_refund=pending, failed=failed.id, sending=sending.id, sending_refund=sending_refund, escalated=escalated.id, completed=completed.id, dead_message=dead.id,
             photo_key=stored[0]["storage_key"], photo_type=stored[0]["content_type"],
             photo_bytes=evidence.evidence_path(stored[0]["storage_key"], upload_dir=evidence.upload_dir(
                 app.config, app.instance_path)).read_bytes(),
@@ -273,6 +282,14 @@ ROUTES: dict[str, Route] = {
         lambda w: f"/seller/refunds/{w.pending_refund}/paid", SHOP_STAFF, "staff",
         form=lambda w: {"reference": "BANK-1"},
         form_page=lambda w: f"/seller/cases/{w.refunding}", poster="seller"),
+    "aftersales_seller.cancel_refund": Route(
+        lambda w: f"/seller/refunds/{w.pending_refund}/cancel", SHOP_STAFF, "staff",
+        form=lambda w: {"reason": "Paid to the wrong account"},
+        form_page=lambda w: f"/seller/cases/{w.refunding}", poster="seller"),
+    "aftersales_seller.resend_refund": Route(
+        lambda w: f"/seller/refunds/{w.sending_refund}/resend", SHOP_STAFF, "staff",
+        form=lambda w: {},
+        form_page=lambda w: f"/seller/cases/{w.sending}", poster="seller"),
     "aftersales_seller.retry_refund": Route(
         lambda w: f"/seller/cases/{w.failed}/retry-refund", SHOP_STAFF, "staff",
         form=lambda w: {},
