@@ -44,6 +44,10 @@ class Defaults:
     #: Units a return brings back damaged: "dispute" (the platform decides, from the receipt) or
     #: "refund" (refunded with the rest).
     AFTERSALES_DAMAGED_RETURNS = "dispute"
+    #: When the order's shipping fee comes back (once per order, as its own refund): "full_return"
+    #: (with the refund that makes every unit of the order returned), "seller_fault" (that, or with
+    #: the first refund of a return the seller's fault caused), or "never".
+    AFTERSALES_SHIPPING_FEE_REFUND = "full_return"
     AFTERSALES_BUYER_OFFER_DAYS = 7
     # Offers per side in one negotiation: the seller's offers, and the buyer's counter-offers.
     AFTERSALES_NEGOTIATION_ROUNDS = 3

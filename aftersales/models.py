@@ -178,6 +178,9 @@ class Order(Base):
     buyer_name: Mapped[str] = mapped_column(String(200), default="")
     currency: Mapped[str] = mapped_column(String(3))
     shipping_fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The shipping fee refunded (pending or paid): 0, or the whole fee, once per order; a
+    #: failed or cancelled shipping refund sets it back to 0.
+    shipping_refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     shipping_insured: Mapped[bool] = mapped_column(Boolean, default=False)
     placed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -524,6 +527,9 @@ class Refund(Base):
     #: The last error the payment plugin raised while sending this refund (it stays pending and is
     #: sent again, under the same idempotency key); None once sent or never failed.
     provider_error: Mapped[str | None] = mapped_column(Text)
+    #: What the money is for: ``goods`` (the line's price and tax, under its ceiling) or
+    #: ``shipping`` (the order's shipping fee, once per order; not part of the line's ceiling).
+    component: Mapped[str] = mapped_column(String(16), default="goods", server_default="goods")
     adjustments: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -344,6 +344,8 @@ def _write_order(data: OrderInput) -> Order:
     order.buyer_email = data.buyer_email.strip().lower()
     order.buyer_name = data.buyer_name
     order.currency = data.currency
+    if order.shipping_refunded and data.shipping_fee != order.shipping_fee:
+        raise OrderProblems([_("order %(number)s: its shipping fee was refunded and cannot change", number=data.number)])
     order.shipping_fee = data.shipping_fee
     order.shipping_insured = data.shipping_insured
     if data.placed_at:

@@ -346,7 +346,7 @@ def _transition(
         case.open_line_id = None
         case.ended_at = now
     case.updated_at = now
-    refund = None
+    refund = shipping_refund = None
     entering_refunding = case.state == "refunding" and from_state != "refunding"
     if entering_refunding:
         if case.approved_amount is None or goods_sent_back(case):
@@ -360,6 +360,8 @@ def _transition(
             runtime, case, case.approved_amount, case.decision_payer or "seller",
             f"{SYSTEM_KEY_PREFIX}case-{case.id}-{trigger}-v{from_version}", now,
         )
+        shipping_refund = _claim_shipping_fee(runtime, case, case.decision_payer or "seller",
+                                              f"{SYSTEM_KEY_PREFIX}case-{case.id}-shipping-v{from_version}", now)
     if paid is not None:
         amount, currency = paid, case.currency
     else:
@@ -383,8 +385,10 @@ def _transition(
         _write_outbox("case_event", {"event_id": event_id})
     if express_refund is not None:
         _money_event(case, actor, actor_id, "express_refund", express_refund, "", now)
+    if entering_refunding and shipping_refund is not None:
+        _money_event(case, actor, actor_id, "shipping_fee_refund", shipping_refund, "", now)
     _notify(runtime, case, actor, trigger, from_state, note if paid_note is None else paid_note, amount, now)
-    if entering_refunding and refund is None:  # everything due was already paid (e.g. by hand before approval)
+    if entering_refunding and refund is None and shipping_refund is None:  # everything due was already paid
         _complete_when_paid(runtime, case, now)
 
 
@@ -926,7 +930,8 @@ _REFUND_TOTALS = select(
     func.coalesce(func.sum(Refund.amount).filter(Refund.status == "pending"), 0),
     func.coalesce(func.sum(Refund.amount).filter(Refund.status == "succeeded"), 0),
     func.count(Refund.id),
-).where(Refund.case_id == bindparam("case_id"), Refund.id.not_in(bindparam("held", expanding=True)))
+).where(Refund.case_id == bindparam("case_id"), Refund.component == bindparam("component"),
+        Refund.id.not_in(bindparam("held", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -945,18 +950,21 @@ class RefundTotals:
         return self.pending_amount + self.paid
 
 
-def refund_totals(case: Case) -> RefundTotals:
-    """The case's refunds as this transaction sees them, without loading them or flushing: the
+def refund_totals(case: Case, component: str = "goods") -> RefundTotals:
+    """The case's refunds of ``component`` (``goods``: the line's money; ``shipping``: the order's
+    shipping fee) as this transaction sees them, without loading them or flushing: the
     database's rows, except those the session holds new or changed, which count as they are in
     memory (a refund just claimed, or just settled)."""
     session = db.session()
     held = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, Refund)
+            and (obj.__dict__.get("component") or "goods") == component
             and (obj.__dict__.get("case") is case or (case.id is not None and obj.__dict__.get("case_id") == case.id))]
     pending = pending_amount = paid = count = 0
     if case.id is not None:
         with session.no_autoflush:
             pending, pending_amount, paid, count = session.execute(
-                _REFUND_TOTALS, {"case_id": case.id, "held": [r.id for r in held if r.id is not None]}).one()
+                _REFUND_TOTALS, {"case_id": case.id, "component": component,
+                                 "held": [r.id for r in held if r.id is not None]}).one()
     for refund in held:
         count += 1
         if refund.status == "pending":
@@ -1019,25 +1027,26 @@ _CLAIM_UNDER_CEILING = (
 
 def _insert_refund(
     case: Case, line: OrderLine, amount: int, payer: str, key: str, now: datetime,
-    adjustments: Sequence[money.Adjustment] = (),
+    adjustments: Sequence[money.Adjustment] = (), component: str = "goods",
 ) -> Refund:
-    with db.session.no_autoflush:  # the case's pending changes are the transition's to write
-        claimed = db.session.execute(_CLAIM_UNDER_CEILING, {"line_id": line.id, "amount": amount}).rowcount
-    if claimed != 1:
-        raise RefundRefused(_("This refund would exceed what was paid for the item."))
-    db.session.expire(line, ["refund_committed"])
+    if component == "goods":
+        with db.session.no_autoflush:  # the case's pending changes are the transition's to write
+            claimed = db.session.execute(_CLAIM_UNDER_CEILING, {"line_id": line.id, "amount": amount}).rowcount
+        if claimed != 1:
+            raise RefundRefused(_("This refund would exceed what was paid for the item."))
+        db.session.expire(line, ["refund_committed"])
     if case.id is None:  # a case being opened (not flushed yet): the unit of work writes both
         refund = Refund(
             case=case, line_id=line.id, amount=amount, currency=case.currency, payer=payer, status="pending",
             idempotency_key=key, provider=refund_provider(case.category), adjustments=[a.__dict__ for a in adjustments],
-            created_at=now,
+            created_at=now, component=component,
         )
         db.session.add(refund)
     else:  # one Core INSERT (issue 19); the case's refunds are added up in SQL (refund_totals)
         refund = case_writes.insert_loaded(Refund, {
             "case_id": case.id, "line_id": line.id, "amount": amount, "currency": case.currency, "payer": payer,
             "status": "pending", "idempotency_key": key, "provider": refund_provider(case.category),
-            "provider_reference": None, "failure_reason": None, "provider_error": None,
+            "provider_reference": None, "failure_reason": None, "provider_error": None, "component": component,
             "adjustments": [a.__dict__ for a in adjustments], "created_at": now, "settled_at": None,
         })
         set_committed_value(refund, "case", case)
@@ -1045,6 +1054,70 @@ def _insert_refund(
             db.session.expire(case, ["refunds"])  # a loaded collection would not show the new one
     _enqueue("issue_refund", refund=refund)  # flushes (for the refund's id) when a payment plugin listens
     return refund
+
+
+#: The order's shipping fee, claimed once: only while nothing of it is refunded or on its way.
+_CLAIM_SHIPPING_FEE = (
+    update(Order).where(Order.id == bindparam("order_id"), Order.shipping_refunded == 0, Order.shipping_fee > 0)
+    .values(shipping_refunded=Order.shipping_fee).execution_options(synchronize_session=False)
+)
+_FREE_SHIPPING_FEE = (update(Order).where(Order.id == bindparam("order_id")).values(shipping_refunded=0)
+                      .execution_options(synchronize_session=False))
+#: Units of the order's other cases that give money back for goods returned or never received.
+_UNITS_REFUNDED_ON_ORDER = select(func.coalesce(func.sum(Case.quantity - func.coalesce(Case.released_quantity, 0)), 0)).where(
+    Case.order_id == bindparam("order_id"), Case.id != bindparam("case_id"),
+    Case.state.in_(("refunding", "completed")),
+    or_(Case.kind == "return_refund", and_(Case.kind == "refund_only", Case.reason == "not_received")),
+)
+_ORDER_SHIPPING_FEE = select(Order.shipping_fee, Order.shipping_refunded).where(Order.id == bindparam("order_id"))
+_ORDER_UNITS = select(func.sum(OrderLine.quantity)).where(OrderLine.order_id == bindparam("order_id"))
+
+
+def shipping_fee_due(runtime: Runtime, case: Case) -> bool:
+    """Whether the refund this case is starting brings the order's shipping fee back with it
+    (``AFTERSALES_SHIPPING_FEE_REFUND``): the return that makes every unit of the order
+    returned, or (``seller_fault``) also a return the seller's fault caused. Whether the fee is
+    still there to refund is the claim's to say (once per order)."""
+    rule = runtime.settings["AFTERSALES_SHIPPING_FEE_REFUND"]
+    if rule == "never" or case.kind not in ("return_refund", "refund_only"):
+        return False
+    if case.kind == "refund_only" and case.reason != "not_received":
+        return False  # money for a fault, the goods kept: not a return
+    with db.session.no_autoflush:
+        fee, refunded = db.session.execute(_ORDER_SHIPPING_FEE, {"order_id": case.order_id}).one()
+    if not fee or refunded:
+        return False  # nothing to refund, or it was (or is being) refunded with another case
+    if rule == "seller_fault" and runtime.reasons(case.category).get(case.reason) is not None \
+            and runtime.reasons(case.category)[case.reason].seller_fault:
+        return True
+    with db.session.no_autoflush:
+        others = db.session.execute(_UNITS_REFUNDED_ON_ORDER, {"order_id": case.order_id, "case_id": case.id}).scalar()
+        ordered = db.session.execute(_ORDER_UNITS, {"order_id": case.order_id}).scalar() or 0
+    return int(others) + case.quantity - (case.released_quantity or 0) >= ordered
+
+
+def _claim_shipping_fee(runtime: Runtime, case: Case, payer: str, key: str, now: datetime) -> Refund | None:
+    """The order's shipping fee as its own refund of this case, if due and not refunded yet."""
+    if not shipping_fee_due(runtime, case):
+        return None
+    with db.session.no_autoflush:
+        if db.session.execute(_CLAIM_SHIPPING_FEE, {"order_id": case.order_id}).rowcount != 1:
+            return None  # no fee, or refunded (or being refunded) with another case
+        fee = db.session.scalar(select(Order.shipping_fee).where(Order.id == case.order_id))
+    case.data = {**(case.data or {}), "shipping_fee_refund": int(fee)}
+    return _insert_refund(case, case.line, int(fee), payer, key, now, component="shipping")
+
+
+def _free_refund(refund: Refund) -> None:
+    """A failed or cancelled refund's money is free again: the line's, or the order's shipping fee."""
+    if refund.component == "shipping":
+        order_id = db.session.scalar(select(OrderLine.order_id).where(OrderLine.id == refund.line_id))
+        db.session.execute(_FREE_SHIPPING_FEE, {"order_id": order_id})
+        return
+    db.session.execute(
+        update(OrderLine).where(OrderLine.id == refund.line_id)
+        .values(refund_committed=OrderLine.refund_committed - refund.amount)
+        .execution_options(synchronize_session=False))
 
 
 def refund_provider(category: str) -> str:
@@ -1139,11 +1212,7 @@ def settle_refund(
                 outcome["failure_reason"] = message or None
             case_writes.update_loaded(refund, outcome)  # one Core UPDATE, no flush (issue 19)
             if status == "failed":
-                db.session.execute(
-                    update(OrderLine).where(OrderLine.id == refund.line_id)
-                    .values(refund_committed=OrderLine.refund_committed - refund.amount)
-                    .execution_options(synchronize_session=False)
-                )
+                _free_refund(refund)
                 _money_event(case, actor, actor_id, "refund_failed", refund, refund.failure_reason or "", now)
                 if not _complete_when_paid(runtime, case, now):
                     case.updated_at = now  # (a completion writes it with the case's new state)
@@ -1194,6 +1263,11 @@ def _complete_when_paid(runtime: Runtime, case: Case, now: datetime, note: str =
     due = (case.data or {}).get("refund_due", case.approved_amount or 0)
     if paid == 0 or paid < due:
         return False  # a failure left money owed: staff see it and retry
+    if (case.data or {}).get("shipping_fee_refund"):
+        shipping = refund_totals(case, "shipping")
+        if shipping.pending or not shipping.paid:
+            return False  # the shipping fee is on its way, or it failed: staff send it again
+        paid += shipping.paid
     if not runtime.workflow(case.category, case.kind).rows_for(case.state, "refund_succeeded", "system"):
         return False
     _transition(runtime, case, "system", None, "refund_succeeded", {}, now, paid=paid, paid_note=note)
@@ -1231,10 +1305,7 @@ def cancel_refund(refund_id: int, reason: str, *, actor: str = "seller", actor_i
         if refund.provider != "manual":
             raise NotAllowed(_("This refund is with the payment provider; only a refund staff pay by hand can be cancelled."))
         case_writes.update_loaded(refund, {"status": "cancelled", "failure_reason": reason, "settled_at": now})
-        db.session.execute(
-            update(OrderLine).where(OrderLine.id == refund.line_id)
-            .values(refund_committed=OrderLine.refund_committed - refund.amount)
-            .execution_options(synchronize_session=False))
+        _free_refund(refund)
         _money_event(case, actor, actor_id, "refund_cancelled", refund, reason, now)
         case.updated_at = now
     deliver_new()
@@ -1279,12 +1350,21 @@ def retry_refund(case_id: int, *, actor: str = "seller", actor_id: str | None = 
         attempt = totals.count + 1
         refund = _claim_refund(runtime, case, case.approved_amount or 0, case.decision_payer or "seller",
                                f"{SYSTEM_KEY_PREFIX}case-{case.id}-retry-{attempt}", now)
-        if refund is None:
+        shipping_refund = None
+        if (case.data or {}).get("shipping_fee_refund"):  # its shipping fee refund failed or was cancelled
+            shipping = refund_totals(case, "shipping")
+            if not shipping.pending and not shipping.paid:
+                shipping_refund = _claim_shipping_fee(
+                    runtime, case, case.decision_payer or "seller",
+                    f"{SYSTEM_KEY_PREFIX}case-{case.id}-shipping-retry-{shipping.count + 1}", now)
+        if refund is None and shipping_refund is None:
             raise NotAllowed(_("Nothing is left to refund on this case."))
-        _money_event(case, actor, actor_id, "refund_retried", refund, "", now)
+        for sent in (refund, shipping_refund):
+            if sent is not None:
+                _money_event(case, actor, actor_id, "refund_retried", sent, "", now)
         case.updated_at = now
     deliver_new()
-    return refund
+    return refund or shipping_refund  # type: ignore[return-value]
 
 
 def _money_event(case: Case, actor: str, actor_id: str | None, trigger: str, refund: Refund, note: str, now: datetime) -> CaseEvent:

@@ -119,6 +119,7 @@ def make_order(
     lines: list[LineInput] | None = None,
     shop: str = "shop",
     tax_paid: int = 0,
+    shipping_fee: int = 0,
 ):
     """An order of one line (or ``lines``), paid, shipped and delivered two days before NOW."""
     ensure_shop(shop, "Test Shop", return_address="1 Return Road")
@@ -128,7 +129,7 @@ def make_order(
         lines=lines or [LineInput(1, "Item", category, quantity, unit_price, attributes=attributes or {}, tax_paid=tax_paid)],
         placed_at=placed, paid_at=placed,
         shipped_at=placed + timedelta(hours=6) if shipped or delivered else None,
-        delivered_at=delivered, shipping_insured=insured,
+        delivered_at=delivered, shipping_insured=insured, shipping_fee=shipping_fee,
     ))
     return order
 

@@ -72,6 +72,7 @@ TRIGGER_LABELS = {
     "express_refund": lazy_("Express refund: refunded on shipment"),
     "refund_retried": lazy_("Refund sent again"),
     "refund_cancelled": lazy_("Refund cancelled"),
+    "shipping_fee_refund": lazy_("Shipping fee refunded"),
     "refund_resent": lazy_("Refund sent to the payment provider again"),
     "refund_send_failed": lazy_("The payment provider could not be reached"),
     "rate": lazy_("Rated the outcome"),

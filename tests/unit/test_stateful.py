@@ -207,9 +207,10 @@ class CaseLifecycle(RuleBasedStateMachine):
         ),
         insured=st.booleans(),
         undelivered=st.booleans(),
+        shipping_fee=st.sampled_from([0, 800]),
         data=st.data(),
     )
-    def make_orders(self, lines, insured, undelivered, data) -> None:
+    def make_orders(self, lines, insured, undelivered, shipping_fee, data) -> None:
         """A delivered order of 1–2 lines (paid after a discount of 0–99, so unit shares are
         uneven; some with import tax, which raises the ceiling), maybe an order shipped but not
         delivered yet, and a first request."""
@@ -218,10 +219,10 @@ class CaseLifecycle(RuleBasedStateMachine):
                       paid_amount=max(quantity * unit_price - discount, 0), tax_paid=tax)
             for position, (quantity, unit_price, discount, tax) in enumerate(lines, start=1)
         ]
-        order = make_order(lines=inputs, insured=insured)
+        order = make_order(lines=inputs, insured=insured, shipping_fee=shipping_fee)
         self.line_ids.extend(line.id for line in order.lines)
         if undelivered:
-            order = make_order(quantity=2, unit_price=5000, delivered=None, shipped=True)
+            order = make_order(quantity=2, unit_price=5000, delivered=None, shipped=True, shipping_fee=shipping_fee)
             self.line_ids.extend(line.id for line in order.lines)
         db.session.commit()
         self.request(data, plausible=True)
@@ -571,11 +572,23 @@ class CaseLifecycle(RuleBasedStateMachine):
             self.revoked_by_event = max(e.id for e in events)
 
     def check_refund_ceiling(self, lines: list[OrderLine], refunds: list[Refund]) -> None:
+        """Money never above what was paid: a line's refunds within its price and tax, and the
+        order's shipping fee refunded at most once, in full."""
         live: dict[int, list[int]] = defaultdict(list)
+        shipping: dict[int, list[int]] = defaultdict(list)
+        order_of = {line.id: line.order_id for line in lines}
         for refund in refunds:
             assert refund.amount > 0, f"refund {refund.id} has amount {refund.amount}"
             if refund.status in ("pending", "succeeded"):
-                live[refund.line_id].append(refund.amount)
+                if refund.component == "shipping":
+                    shipping[order_of[refund.line_id]].append(refund.amount)
+                else:
+                    live[refund.line_id].append(refund.amount)
+        for order in {line.order for line in lines}:
+            assert len(shipping[order.id]) <= 1, f"order {order.id}: its shipping fee is refunded twice {shipping[order.id]}"
+            assert sum(shipping[order.id]) in (0, order.shipping_fee) and sum(shipping[order.id]) == order.shipping_refunded, (
+                f"order {order.id}: shipping refunds {shipping[order.id]}, fee {order.shipping_fee}, "
+                f"recorded as refunded {order.shipping_refunded}")
         for line in lines:
             total = sum(live[line.id])
             assert total <= line.refund_ceiling, (
@@ -644,7 +657,10 @@ class CaseLifecycle(RuleBasedStateMachine):
                 f"case {case.id} was completed by its refund, but only {paid} of the {due} due was paid: "
                 f"{[(r.id, r.amount, r.status) for r in mine]}"
             )
-        if case.state == "refunding" and not pending:
+        shipping_owed = bool((case.data or {}).get("shipping_fee_refund")) and not any(
+            r.component == "shipping" and r.status in ("pending", "succeeded") for r in mine)
+        mine = [r for r in mine if r.component == "goods"]
+        if case.state == "refunding" and not pending and not shipping_owed:
             already = sum(r.amount for r in mine if r.status in ("pending", "succeeded"))
             left = min(approved, line_left + already) - already
             assert left > 0, (
