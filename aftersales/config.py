@@ -41,6 +41,9 @@ class Defaults:
     AFTERSALES_SELLER_RECEIPT_DAYS = 10
     AFTERSALES_SELLER_REFUND_DAYS = 7
     AFTERSALES_BUYER_APPEAL_DAYS = 7
+    #: A refund asked before anything of the line shipped is granted by the sweeper when the
+    #: seller has not answered in this many hours (instead of AFTERSALES_SELLER_RESPONSE_HOURS).
+    AFTERSALES_UNSHIPPED_REFUND_HOURS = 24
     #: Units a return brings back damaged: "dispute" (the platform decides, from the receipt) or
     #: "refund" (refunded with the rest).
     AFTERSALES_DAMAGED_RETURNS = "dispute"

@@ -456,10 +456,15 @@ def _set_deadline(runtime: Runtime, workflow: CompiledWorkflow, case: Case, now:
     if deadline is None or workflow.is_terminal(case.state):
         case.due_at, case.due_trigger = None, None
         return
-    after = runtime.plugins.call("aftersales_deadline", case.category, case=case, state=case.state, after=deadline.after)
+    default = deadline.after
+    if case.state == "requested" and case.kind == "refund_only" and deadline.trigger == "approve" \
+            and db.session.get(OrderLine, case.line_id).units_shipped == 0:
+        # Nothing has left the warehouse: the seller answers a refund sooner (or it is granted).
+        default = min(default, timedelta(hours=float(runtime.settings["AFTERSALES_UNSHIPPED_REFUND_HOURS"])))
+    after = runtime.plugins.call("aftersales_deadline", case.category, case=case, state=case.state, after=default)
     if after is not None and not isinstance(after, timedelta):
         raise PluginError("?", "aftersales_deadline", None, f"aftersales_deadline must return a timedelta, got {after!r}")
-    case.due_at = now + (after or deadline.after)
+    case.due_at = now + (after or default)
     case.due_trigger = deadline.trigger
 
 

@@ -11,7 +11,7 @@ from aftersales import services
 from aftersales.errors import CaseChanged, InvalidInput, NotAllowed, NotEligible, RefundRefused
 from aftersales.extensions import db
 from aftersales.models import Case, CaseEvent, OrderLine, Refund
-from tests.conftest import NOW, photos
+from tests.conftest import NOW, make_order, photos
 
 
 def line_of(order) -> OrderLine:
@@ -320,3 +320,23 @@ def test_an_input_the_row_does_not_name_is_refused_with_its_name(order_factory):
     db.session.expire_all()
     assert db.session.get(Case, case.id).state == "return_shipped"
     services.act(case.id, "seller", "confirm_receipt", received_quantity=1, now=NOW)
+
+
+def test_a_refund_asked_before_shipment_is_granted_after_a_day_of_silence(app):
+    """Issue 14: nothing left the warehouse, so the seller has AFTERSALES_UNSHIPPED_REFUND_HOURS (24)
+    to answer, not 48; the sweeper then grants it."""
+    from aftersales.deadlines import sweep
+
+    line = make_order(delivered=None, shipped=False).lines[0]
+    case = services.open_case(line.id, "refund_only", "no_reason", now=NOW)
+    case_id = case.id
+    assert (case.due_at, case.due_trigger) == (NOW + timedelta(hours=24), "approve")
+    sweep(now=NOW + timedelta(hours=23))
+    db.session.remove()
+    assert db.session.get(Case, case_id).state == "requested"
+    sweep(now=NOW + timedelta(hours=24, minutes=1))
+    db.session.remove()
+    assert db.session.get(Case, case_id).state == "refunding"
+    shipped = make_order(delivered=None, shipped=True).lines[0]
+    later = services.open_case(shipped.id, "refund_only", "not_received", now=NOW)
+    assert later.due_at == NOW + timedelta(hours=48)  # shipped: the usual time
