@@ -443,9 +443,9 @@ def add_shipment(shop: str, number: str, carrier: str, tracking_number: str, lin
     with write_transaction():
         order = _find(shop, number)
         known = {line.position: line.quantity for line in order.lines}
-        problems += [problem for problem in _parcel_problems(OrderInput(
+        problems += _parcel_problems(OrderInput(  # the same checks as a pushed order's parcels
             shop=shop, number=number, buyer_email="", currency="", shipments=[parcel],
-            lines=[LineInput(position, "", "", quantity, 0) for position, quantity in known.items()]))]
+            lines=[LineInput(position, "", "", quantity, 0) for position, quantity in known.items()]))
         if problems:
             raise OrderProblems(problems)
         shipment = _put_parcel(order, parcel)

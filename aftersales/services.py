@@ -1092,8 +1092,8 @@ def shipping_fee_due(runtime: Runtime, case: Case) -> bool:
         fee, refunded = db.session.execute(_ORDER_SHIPPING_FEE, {"order_id": case.order_id}).one()
     if not fee or refunded:
         return False  # nothing to refund, or it was (or is being) refunded with another case
-    if rule == "seller_fault" and runtime.reasons(case.category).get(case.reason) is not None \
-            and runtime.reasons(case.category)[case.reason].seller_fault:
+    reason = runtime.reasons(case.category).get(case.reason)
+    if rule == "seller_fault" and reason is not None and reason.seller_fault:
         return True
     with db.session.no_autoflush:
         others = db.session.execute(_UNITS_REFUNDED_ON_ORDER, {"order_id": case.order_id, "case_id": case.id}).scalar()
