@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import and_, bindparam, case as case_when, func, inspect, or_, select, update
+from sqlalchemy import and_, bindparam, case as case_when, func, inspect, or_, select, true, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.exc import IntegrityError
@@ -61,13 +61,19 @@ _CASE_FOR_UPDATE = select(Case).where(Case.id == bindparam("case_id")).with_for_
 
 
 def _case_for_update(case_id: int) -> Case:
-    """The case, for a transaction that changes it. On PostgreSQL its row is locked first, so
-    every writer takes the case before the order line (the sweeper, refunds and actions alike)
-    and two of them wait for each other instead of deadlocking; SQLite's ``BEGIN IMMEDIATE``
-    already lets one writer in at a time."""
-    if db.session.get_bind().dialect.name != "postgresql":
-        return get_case(case_id)
-    case = db.session.execute(_CASE_FOR_UPDATE, {"case_id": case_id}, execution_options={"populate_existing": True}).scalar_one_or_none()
+    """The case, for a transaction that changes it, read fresh from the database (one Core
+    SELECT, ``case_writes.load_case``). On PostgreSQL its row is locked first, so every writer
+    takes the case before the order line (the sweeper, refunds and actions alike) and two of
+    them wait for each other instead of deadlocking; SQLite's ``BEGIN IMMEDIATE`` already lets
+    one writer in at a time."""
+    lock = db.session.get_bind().dialect.name == "postgresql"
+    with db.session.no_autoflush:
+        case = case_writes.load_case(case_id, lock=lock)
+    if case is None and lock:  # not there, or held with pending changes: the ORM loads it
+        case = db.session.execute(_CASE_FOR_UPDATE, {"case_id": case_id},
+                                  execution_options={"populate_existing": True}).scalar_one_or_none()
+    elif case is None:
+        case = db.session.get(Case, case_id)
     if case is None:
         raise NotFound(_("No such case."))
     return case
@@ -937,6 +943,11 @@ _REFUND_TOTALS = select(
     func.count(Refund.id),
 ).where(Refund.case_id == bindparam("case_id"), Refund.component == bindparam("component"),
         Refund.id.not_in(bindparam("held", expanding=True)))
+#: The line fresh from the database with the case's refunds added up, in one statement (the
+#: claim of a refund reads both).
+_REFUND_TOTALS_ROW = _REFUND_TOTALS.subquery()
+_LINE_WITH_REFUND_TOTALS = (select(OrderLine, _REFUND_TOTALS_ROW).join(_REFUND_TOTALS_ROW, true())
+                            .where(OrderLine.id == bindparam("line_id")))
 
 
 @dataclass(frozen=True)
@@ -955,21 +966,36 @@ class RefundTotals:
         return self.pending_amount + self.paid
 
 
+def _held_refunds(case: Case, component: str) -> list[Refund]:
+    """The refunds of ``case`` and ``component`` the session holds new or changed."""
+    session = db.session()
+    return [obj for obj in (*session.new, *session.dirty) if isinstance(obj, Refund)
+            and (obj.__dict__.get("component") or "goods") == component
+            and (obj.__dict__.get("case") is case or (case.id is not None and obj.__dict__.get("case_id") == case.id))]
+
+
 def refund_totals(case: Case, component: str = "goods") -> RefundTotals:
     """The case's refunds of ``component`` (``goods``: the line's money; ``shipping``: the order's
     shipping fee) as this transaction sees them, without loading them or flushing: the
     database's rows, except those the session holds new or changed, which count as they are in
     memory (a refund just claimed, or just settled)."""
-    session = db.session()
-    held = [obj for obj in (*session.new, *session.dirty) if isinstance(obj, Refund)
-            and (obj.__dict__.get("component") or "goods") == component
-            and (obj.__dict__.get("case") is case or (case.id is not None and obj.__dict__.get("case_id") == case.id))]
-    pending = pending_amount = paid = count = 0
+    held = _held_refunds(case, component)
+    stored = (0, 0, 0, 0)
     if case.id is not None:
+        session = db.session()
         with session.no_autoflush:
-            pending, pending_amount, paid, count = session.execute(
-                _REFUND_TOTALS, {"case_id": case.id, "component": component,
-                                 "held": [r.id for r in held if r.id is not None]}).one()
+            stored = session.execute(_REFUND_TOTALS, _totals_parameters(case, component, held)).one()
+    return _with_held(stored, held)
+
+
+def _totals_parameters(case: Case, component: str, held: Sequence[Refund]) -> dict[str, Any]:
+    return {"case_id": case.id, "component": component, "held": [r.id for r in held if r.id is not None]}
+
+
+def _with_held(stored: Sequence[int], held: Sequence[Refund]) -> RefundTotals:
+    """The database's totals (:data:`_REFUND_TOTALS`, the held refunds left out) with the held
+    refunds counted as they are in memory."""
+    pending, pending_amount, paid, count = stored
     for refund in held:
         count += 1
         if refund.status == "pending":
@@ -991,9 +1017,17 @@ def _refund_terms(runtime: Runtime, case: Case, amount: int, *, fresh_line: bool
     # The line fresh from the database when claiming (another case of the line may have claimed
     # since it was loaded) and the case's refunds; neither depends on the case's pending changes,
     # which the transition writes (with refund_due) instead of these reads flushing them early.
-    with db.session.no_autoflush:
-        line = db.session.get(OrderLine, case.line_id, populate_existing=fresh_line)
-    already = refund_totals(case).committed
+    if fresh_line and case.id is not None:  # both in one statement
+        held = _held_refunds(case, "goods")
+        with db.session.no_autoflush:
+            line, *stored = db.session.execute(
+                _LINE_WITH_REFUND_TOTALS, {"line_id": case.line_id, **_totals_parameters(case, "goods", held)},
+                execution_options={"populate_existing": True}).one()
+        already = _with_held(stored, held).committed
+    else:
+        with db.session.no_autoflush:
+            line = db.session.get(OrderLine, case.line_id, populate_existing=fresh_line)
+        already = refund_totals(case).committed
     ceiling = refundable(line) + already
     return money.apply_adjustments(amount, adjustments, ceiling=ceiling), adjustments, already, line
 
