@@ -95,9 +95,12 @@ _LINE_FACTS = select(
 ).where(Case.line_id == bindparam("line_id"))
 
 
-#: The line a request is about, with its order and shop (the rules read both), in one query.
-_LINE_WITH_ORDER = (select(OrderLine).options(joinedload(OrderLine.order).joinedload(Order.shop))
-                    .where(OrderLine.id == bindparam("line_id")))
+#: The line a request is about, with its order and shop and what other cases say about it
+#: (:data:`_LINE_FACTS`): the rules read all of them, in one query.
+_LINE_FACTS_ROW = _LINE_FACTS.subquery()
+_LINE_WITH_ORDER_AND_FACTS = (select(OrderLine, _LINE_FACTS_ROW).join(_LINE_FACTS_ROW, true())
+                              .options(joinedload(OrderLine.order).joinedload(Order.shop))
+                              .where(OrderLine.id == bindparam("line_id")))
 
 
 def _known_locale(locale: str | None) -> str | None:
@@ -114,7 +117,11 @@ def _known_locale(locale: str | None) -> str | None:
 
 def line_facts(line: OrderLine) -> LineFacts:
     """What other cases say about the line, in one query."""
-    covered, open_cases, not_received = db.session.execute(_LINE_FACTS, {"line_id": line.id}).one()
+    return _facts(line, *db.session.execute(_LINE_FACTS, {"line_id": line.id}).one())
+
+
+def _facts(line: OrderLine, covered: int, open_cases: int, not_received: int) -> LineFacts:
+    """:class:`LineFacts` from a row of :data:`_LINE_FACTS`."""
     return LineFacts(has_open_case=open_cases > 0, units_covered=int(covered), refundable=refundable(line),
                      units_covered_not_received=int(not_received))
 
@@ -206,11 +213,12 @@ def open_case(
     description = _clean_text(description, "description", required=False)
     try:
         with write_transaction():
-            line = db.session.execute(_LINE_WITH_ORDER, {"line_id": line_id}).scalar_one_or_none()
-            if line is None:
+            found = db.session.execute(_LINE_WITH_ORDER_AND_FACTS, {"line_id": line_id}).one_or_none()
+            if found is None:
                 raise NotFound(_("No such order line."))
+            line, *facts = found
             request = CaseRequest(kind, reason, quantity, amount, photos=len(evidence), data=data)
-            verdict = judge(line, request, now)
+            verdict = judge(line, request, now, facts=_facts(line, *facts))
             if not verdict.allowed:
                 raise NotEligible(" ".join(verdict.messages), verdict)
             unmet = verdict.unmet(len(evidence), data)
