@@ -105,6 +105,9 @@ def sweep_command(loop: bool, interval: float | None, batch: int | None) -> None
         click.echo(_("applied %(applied)d, skipped %(skipped)d, failed %(failed)d, reminders %(reminders)d, "
                      "side effects delivered %(delivered)d", applied=result.applied, skipped=result.skipped,
                      failed=result.failed, reminders=result.reminders, delivered=result.outbox_delivered))
+        if result.orders_applied:
+            click.echo(_("orders moved on by their timers (an unpaid order expired): %(count)d",
+                         count=result.orders_applied))
         for error in result.errors:
             click.echo(_("  error: %(error)s", error=error), err=True)
 
@@ -267,13 +270,24 @@ def plugins_command() -> None:
 
 
 @aftersales_cli.command("workflow")
-@click.option("--category", required=True, help="Product category, e.g. electronics or books.")
-@click.option("--kind", required=True, type=click.Choice(sorted(ALL_KINDS)), help="Case kind.")
+@click.option("--object", "subject", type=click.Choice(["case", "order"]), default="case", show_default=True,
+              help="The case's table (of one category and kind) or the order's own (payment, picking, "
+                   "cancellation, shipment: the same for every order).")
+@click.option("--category", help="Product category, e.g. electronics or books (cases only; required for them).")
+@click.option("--kind", type=click.Choice(sorted(ALL_KINDS)), help="Case kind (cases only; required for them).")
 @click.option("--format", "output_format", type=click.Choice(["text", "mermaid"]), default="text",
               show_default=True, help="A table, or a Mermaid stateDiagram-v2.")
-def workflow_command(category: str, kind: str, output_format: str) -> None:
-    """Show the workflow table of one category and kind as the running code sees it (plugins applied)."""
-    workflow = current().workflow(category, kind)
+def workflow_command(subject: str, category: str | None, kind: str | None, output_format: str) -> None:
+    """Show a workflow table as the running code sees it (plugins applied): a case's, of one
+    category and kind, or with --object order the order's own."""
+    if subject == "order":
+        if category or kind:
+            raise click.UsageError("--category and --kind are for cases; the order's table is the same for every order")
+        workflow = current().order_workflow()
+    else:
+        if not category or not kind:
+            raise click.UsageError("a case's workflow needs --category and --kind (or --object order)")
+        workflow = current().workflow(category, kind)
     click.echo(workflow.as_mermaid(category) if output_format == "mermaid" else workflow.as_text(category))
 
 

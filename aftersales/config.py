@@ -44,6 +44,9 @@ class Defaults:
     #: A refund asked before anything of the line shipped is granted by the sweeper when the
     #: seller has not answered in this many hours (instead of AFTERSALES_SELLER_RESPONSE_HOURS).
     AFTERSALES_UNSHIPPED_REFUND_HOURS = 24
+    #: An order not paid within this many hours is cancelled by the sweeper (a plugin's
+    #: aftersales_unpaid_timeout may shorten it for its categories).
+    AFTERSALES_UNPAID_TIMEOUT_HOURS = 24
     #: Units a return brings back damaged: "dispute" (the platform decides, from the receipt) or
     #: "refund" (refunded with the rest).
     AFTERSALES_DAMAGED_RETURNS = "dispute"

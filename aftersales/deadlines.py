@@ -24,6 +24,7 @@ from .errors import AfterSalesError
 from .database import write_transaction
 from .extensions import db
 from .models import Case, utcnow
+from .order_flow import sweep_orders
 from .reconcile import ReconcileReport, reconcile_if_due
 from .reminders import send_refund_digests, send_reminders
 from .runtime import current
@@ -40,9 +41,11 @@ class SweepReport:
     outbox_delivered: int = 0
     reminders: int = 0  # reminder notifications written (deadlines near: aftersales.reminders)
     uploads: ReconcileReport | None = None  # when the sweep reconciled the uploads folder
+    orders_applied: int = 0  # order timers fired (an unpaid order expired: aftersales.order_flow)
 
 
-def due_cases(now: datetime, limit: int, after: tuple[datetime, int] | None = None) -> list[Case]:
+def due_cases(now: datetime, limit: int, after: tuple[datetime, int] | None = None, *,
+              moved_now: bool = False) -> list[Case]:
     """The next ``limit`` cases due at ``now``, most overdue first, after the ``(due_at, id)``
     position ``after`` (keyset: each batch reads only its own rows of the ``due_at`` index).
 
@@ -51,6 +54,8 @@ def due_cases(now: datetime, limit: int, after: tuple[datetime, int] | None = No
     """
     # A deadline without a trigger (a manual refund's) fires nothing: staff are reminded instead.
     query = select(Case).where(Case.due_at.is_not(None), Case.due_at <= now, Case.due_trigger.is_not(None))
+    if moved_now:  # only those a timeout of this sweep moved (a failed one was rolled back: not again)
+        query = query.where(Case.updated_at == now)
     if after is not None:
         after_due, after_id = after
         query = query.where(Case.due_at >= after_due, or_(Case.due_at > after_due, Case.id > after_id))
@@ -73,20 +78,15 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
     now = now or utcnow()
     batch_size = batch_size or int(runtime.settings["AFTERSALES_SWEEP_BATCH"])
     report = SweepReport()
-    position: tuple[datetime, int] | None = None
-    while True:
-        try:
-            position_after = _sweep_batch_whole(now, batch_size, position, report)
-            whole = True
-        except Exception as error:  # noqa: BLE001 - rolled back; redone case by case below
-            log.info("a timeout in the batch after %s failed (%s); applying it case by case", position, error)
-            whole = False
-        if not whole:  # outside the except block: its traceback would keep the failed batch's objects alive
-            position_after = _sweep_batch_case_by_case(now, batch_size, position, report)
-        services.deliver_new()
-        if position_after is None:
+    for again in range(MAX_SWEEP_PASSES):
+        applied_before = report.applied
+        _sweep_pass(now, batch_size, report, moved_now=bool(again))
+        if report.applied == applied_before:
             break
-        position = position_after
+    orders = sweep_orders(now, batch_size)
+    report.orders_applied = orders.applied
+    report.failed += orders.failed
+    report.errors.extend(orders.errors)
     report.reminders = send_reminders(now, runtime) + send_refund_digests(now, runtime)
     report.outbox_delivered = services.deliver_pending(now=now).delivered
     try:
@@ -98,13 +98,38 @@ def sweep(now: datetime | None = None, batch_size: int | None = None) -> SweepRe
     return report
 
 
+#: A timeout can make its case due again at once (an offer declined when the seller's time had
+#: run out: the request is approved now), behind the pass's keyset position: the sweep passes
+#: again, over the cases it moved, while a pass applied something. Each timeout moves its case on, so this ends; the bound
+#: only keeps a plugin's timer that loops from holding the sweeper.
+MAX_SWEEP_PASSES = 5
+
+
+def _sweep_pass(now: datetime, batch_size: int, report: SweepReport, *, moved_now: bool) -> None:
+    """One pass over the due cases (``moved_now``: those this sweep moved), in batches, by keyset."""
+    position: tuple[datetime, int] | None = None
+    while True:
+        try:
+            position_after = _sweep_batch_whole(now, batch_size, position, report, moved_now)
+            whole = True
+        except Exception as error:  # noqa: BLE001 - rolled back; redone case by case below
+            log.info("a timeout in the batch after %s failed (%s); applying it case by case", position, error)
+            whole = False
+        if not whole:  # outside the except block: its traceback would keep the failed batch's objects alive
+            position_after = _sweep_batch_case_by_case(now, batch_size, position, report, moved_now)
+        services.deliver_new()
+        if position_after is None:
+            return
+        position = position_after
+
+
 def _sweep_batch_whole(
-    now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport
+    now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport, moved_now: bool = False,
 ) -> tuple[datetime, int] | None:
     """The fast path: every due case of the batch in one transaction, the case updates and
     events written together (``case_writes.batched``), plus whatever a plugin's hooks cause."""
     with write_transaction():
-        cases = due_cases(now, batch_size, position)
+        cases = due_cases(now, batch_size, position, moved_now=moved_now)
         if not cases:
             return None
         last = _furthest(cases)  # before firing moves the deadlines on
@@ -117,11 +142,11 @@ def _sweep_batch_whole(
 
 
 def _sweep_batch_case_by_case(
-    now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport
+    now: datetime, batch_size: int, position: tuple[datetime, int] | None, report: SweepReport, moved_now: bool = False,
 ) -> tuple[datetime, int] | None:
     """The careful path: the same batch again, one savepoint per case."""
     with write_transaction():
-        cases = due_cases(now, batch_size, position)
+        cases = due_cases(now, batch_size, position, moved_now=moved_now)
         if not cases:
             return None
         last = _furthest(cases)

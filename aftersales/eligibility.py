@@ -160,7 +160,7 @@ class KindOption:
 #: else matters while the order is unpaid), then the time rules of the reason, then the denials
 #: that only say the reason does not go with this kind, then the form's own limits. A plugin's
 #: denial (its category's own rule, more specific than the core's) comes right after the first group.
-_LINE_DENIALS = ("unknown_kind", "not_paid", "open_case", "not_shipped", "not_delivered", "nothing_left",
+_LINE_DENIALS = ("unknown_kind", "order_cancelled", "not_paid", "open_case", "not_shipped", "not_delivered", "nothing_left",
                  "nothing_refundable")
 _REASON_DENIALS = ("no_reason_exempt", "no_reason_window", "warranty_expired", "quality_window", "delivered",
                    "needs_return", "repair_needs_fault", "unknown_reason", "quantity", "amount_limit")
@@ -236,7 +236,10 @@ def core_verdict(
         refuse("unknown_kind", _("Unknown kind of request."))
     if reason is None:
         refuse("unknown_reason", _("Please choose a reason from the list."))
-    if order.paid_at is None:
+    if getattr(order, "state", None) == "cancelled" or getattr(line, "cancelled_at", None) is not None:
+        refuse("order_cancelled", _("This order was cancelled; what was paid for it is refunded.")
+               if order.state == "cancelled" else _("This item was cancelled; what was paid for it is refunded."))
+    elif order.paid_at is None:
         refuse("not_paid", _("This order has not been paid."))
     if facts.has_open_case:
         refuse("open_case", _("This item already has an open request; please follow that one."))

@@ -143,6 +143,49 @@ def aftersales_case_event(case: Any, event: Any) -> None:
     """
 
 
+@hookspec
+def aftersales_unpaid_timeout(category: str, default: Any) -> Any:
+    """How long an unpaid order with a line of ``category`` waits for its payment.
+
+    Called when an order enters ``pending_payment``, once per category of its lines, with
+    ``default`` the ``AFTERSALES_UNPAID_TIMEOUT_HOURS`` as a ``timedelta``. Return a shorter
+    ``timedelta`` (e.g. two hours for fresh food) or ``None``. All answers are collected; the
+    shortest of them and ``default`` applies (a plugin can shorten the wait, never lengthen it).
+    When it passes, the sweeper cancels the order (``expire_unpaid``).
+    """
+
+
+@hookspec(firstresult=True)
+def aftersales_intercept_order(order: Any, reason: str) -> bool | None:
+    """Ask the warehouse to stop an order the buyer cancelled after picking began.
+
+    Called from the outbox after the order entered ``cancelling`` was committed (no row lock
+    is held; a raise is logged with the plugin's name and retried after the outbox's back-off,
+    so make it idempotent). ``order`` is the :class:`Order` (read it, never change it),
+    ``reason`` the buyer's cancellation reason code. Return ``True`` when the parcel was
+    stopped (the order is cancelled and refunded), ``False`` when it is too late (the order
+    ships; the buyer is told to refuse the delivery or return it), or ``None`` to leave the
+    answer to the shop's staff on the order page. The first non-``None`` answer wins.
+    """
+
+
+@hookspec
+def aftersales_order_cancelled(order: Any, reason: str, refunded: int, lines: list, coupons: list, points: int) -> None:
+    """Be told that an order, or some of its lines, was cancelled: release the stock, give back
+    the coupons and points.
+
+    Called once per cancellation from the outbox after it was committed (a raise is retried by
+    the next sweep: make it idempotent). ``reason`` is the cancellation reason code
+    (``changed_mind``, ``too_expensive``, ``found_better``, ``ordered_by_mistake``, ``other``,
+    or ``unpaid`` when the payment never came); ``refunded`` the money (minor units, goods and,
+    for a whole order, the shipping fee) claimed back for the buyer, 0 for an unpaid order;
+    ``lines`` the positions of the lines cancelled now (their stock to release); ``coupons`` the
+    codes of the coupons given back now (a coupon comes back only when every line it covers is
+    cancelled); ``points`` how many points go back to the buyer now. All implementations are
+    called; return values are ignored.
+    """
+
+
 @hookspec(firstresult=True)
 def aftersales_issue_refund(refund: Any, case: Any) -> Any:
     """Send a refund to the payment provider.

@@ -167,6 +167,11 @@ class Order(Base):
         # A buyer's orders at one shop (their express refund record); on shop_id alone, a one-shop
         # install would read every order.
         Index("ix_aftersales_orders_shop_buyer_email", "shop_id", "buyer_email"),
+        # The sweeper's due orders (an unpaid order expires), most overdue first.
+        Index("ix_aftersales_orders_due", "due_at", "id",
+              sqlite_where=text("due_at IS NOT NULL"), postgresql_where=text("due_at IS NOT NULL")),
+        # Orders in one state, of a shop or of every shop (the queue's "Orders to stop": cancelling).
+        Index("ix_aftersales_orders_state_shop", "state", "shop_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -186,6 +191,20 @@ class Order(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Where the order stands in its own workflow (``aftersales.order_workflow``): pending_payment,
+    #: paid, picking, packed, cancelling (the buyer asked, the warehouse answers), shipped,
+    #: delivered or cancelled. Pushed facts (paid, shipped, delivered) move it as the system.
+    state: Mapped[str] = mapped_column(String(32), default="pending_payment", server_default="pending_payment")
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_trigger: Mapped[str | None] = mapped_column(String(64))
+    cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    cancel_note: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Points the buyer paid with (how many, and the money they stood for, taken off the lines'
+    #: paid amounts in proportion), and how many were given back by cancellations.
+    points_used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    points_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    points_returned: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: Part of every buyer's access grant to this order; "forget this order" and a new buyer
     #: e-mail move it on, so grants issued before (copied cookies included) open nothing.
     buyer_access_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -198,6 +217,9 @@ class Order(Base):
     )
     shipments: Mapped[list["Shipment"]] = relationship(
         back_populates="order", order_by="Shipment.id", cascade="all, delete-orphan"
+    )
+    coupons: Mapped[list["OrderCoupon"]] = relationship(
+        back_populates="order", order_by="OrderCoupon.id", cascade="all, delete-orphan"
     )
 
     @validates("number")
@@ -219,6 +241,43 @@ class Order(Base):
     @property
     def is_delivered(self) -> bool:
         return self.delivered_at is not None
+
+
+class OrderCoupon(Base):
+    """A coupon the buyer paid with: ``amount`` off the lines it covers (by position, split by
+    their value), valid while those lines are worth at least ``threshold``. It comes back to the
+    buyer (``returned_at``) only when every line it covers is cancelled."""
+
+    __tablename__ = "aftersales_order_coupons"
+    __table_args__ = (UniqueConstraint("order_id", "code", name="uq_aftersales_order_coupons_order_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("aftersales_orders.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    threshold: Mapped[int] = mapped_column(BigInteger, default=0)
+    positions: Mapped[list[int]] = mapped_column(JSON, default=list)
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    order: Mapped[Order] = relationship(back_populates="coupons")
+
+
+class OrderEvent(Base):
+    """Append-only timeline of an order's own workflow: every change of its state."""
+
+    __tablename__ = "aftersales_order_events"
+    __table_args__ = (Index("ix_aftersales_order_events_order_id_id", "order_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("aftersales_orders.id"))
+    actor_type: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str | None] = mapped_column(String(254))
+    trigger: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OrderLine(Base):
@@ -257,6 +316,10 @@ class OrderLine(Base):
     shipped_quantity: Mapped[int | None] = mapped_column(Integer)
     delivered_quantity: Mapped[int | None] = mapped_column(Integer)
     last_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The points (a count) of the order's points this line was paid with, given back if it is
+    #: cancelled; and when the buyer cancelled it before it shipped (its money is refunded).
+    points_share: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     order: Mapped[Order] = relationship(back_populates="lines")
     # Every case ever opened on this line (for plugin rules such as "two failed repairs").

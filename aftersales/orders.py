@@ -17,7 +17,7 @@ from .errors import InvalidInput, NotFound
 from .extensions import db
 from .i18n import _
 from .money import is_payable_currency, split_exact
-from .models import Order, OrderLine, Shipment, ShipmentLine, Shop, lookup_number, utcnow
+from .models import Order, OrderCoupon, OrderLine, Shipment, ShipmentLine, Shop, lookup_number, utcnow
 from .textinput import clean_line
 
 
@@ -54,14 +54,27 @@ class ShipmentInput:
     delivered_at: datetime | None = None
 
 
+@dataclass
+class CouponInput:
+    """A coupon the order was paid with: ``amount`` off the lines at ``positions`` (default: every
+    line), split by their value, for lines worth at least ``threshold`` together."""
+
+    code: str
+    amount: int
+    threshold: int = 0
+    positions: list[int] | None = None
+
+
 #: The keys an order, a line, a parcel and a parcel's line may carry; any other is refused by
 #: name (a misspelt ``shiped_quantity`` must not be read as "nothing shipped").
 ORDER_KEYS = frozenset({"shop", "number", "buyer_email", "buyer_name", "currency", "lines", "discount", "shipping_fee",
-                        "shipping_insured", "placed_at", "paid_at", "shipped_at", "delivered_at", "shipments"})
+                        "shipping_insured", "placed_at", "paid_at", "shipped_at", "delivered_at", "shipments",
+                        "coupons", "points_used", "points_amount"})
 LINE_KEYS = frozenset({"position", "title", "category", "quantity", "unit_price", "paid_amount", "tax_paid", "sku",
                        "attributes", "source_line"})
 SHIPMENT_KEYS = frozenset({"carrier", "tracking_number", "shipped_at", "delivered_at", "lines"})
 SHIPMENT_LINE_KEYS = frozenset({"position", "quantity"})
+COUPON_KEYS = frozenset({"code", "amount", "threshold", "lines"})
 
 
 def unknown_keys(mapping: Mapping[str, Any], known: frozenset[str], where: str = "") -> list[str]:
@@ -89,6 +102,9 @@ class OrderInput:
     shipped_at: datetime | None = None
     delivered_at: datetime | None = None
     shipments: list[ShipmentInput] = field(default_factory=list)
+    coupons: list[CouponInput] = field(default_factory=list)
+    points_used: int = 0  # how many points the buyer paid with
+    points_amount: int = 0  # the money they stood for, taken off the lines in proportion
 
 
 class OrderProblems(InvalidInput):
@@ -212,6 +228,24 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
         shipments.append(ShipmentInput(
             carrier=need(raw, "carrier", str, where) or "", tracking_number=need(raw, "tracking_number", str, where) or "",
             lines=units, **parcel_times))
+    coupons = []
+    raw_coupons = data.get("coupons") or []
+    if not isinstance(raw_coupons, list):
+        problems.append(_("coupons must be a list"))
+        raw_coupons = []
+    for index, raw in enumerate(raw_coupons, start=1):
+        where = _("coupon %(n)d: ", n=index)
+        if not isinstance(raw, Mapping):
+            problems.append(where + _("not an object"))
+            continue
+        problems.extend(unknown_keys(raw, COUPON_KEYS, where))
+        positions = raw.get("lines")
+        if positions is not None and (not isinstance(positions, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) for p in positions)):
+            problems.append(where + _("lines must be a list of line positions, e.g. [1, 2]"))
+            positions = None
+        coupons.append(CouponInput(code=need(raw, "code", str, where) or "", amount=need(raw, "amount", int, where, money=True) or 0,
+                                   threshold=optional_int(raw, "threshold", where, money=True) or 0, positions=positions))
     order = OrderInput(
         shop=need(data, "shop", str),
         number=need(data, "number", str),
@@ -223,6 +257,9 @@ def order_from_mapping(data: Mapping[str, Any]) -> OrderInput:
         shipping_fee=optional_int(data, "shipping_fee", money=True) or 0,
         shipping_insured=str(data.get("shipping_insured", "")).strip().lower() in ("1", "true", "yes"),
         shipments=shipments,
+        coupons=coupons,
+        points_used=optional_int(data, "points_used") or 0,
+        points_amount=optional_int(data, "points_amount", money=True) or 0,
         **times,
     )
     problems.extend(check_order(order))
@@ -254,11 +291,39 @@ def check_order(order: OrderInput) -> list[str]:
         problems.append(_("discount must be between 0 and the order's value"))
     if order.shipping_fee < 0:
         problems.append(_("shipping_fee cannot be negative"))
+    problems.extend(_coupon_problems(order))
     if order.delivered_at and not order.shipped_at:
         problems.append(_("an order cannot be delivered before it was shipped"))
     if order.delivered_at and order.shipped_at and order.delivered_at < order.shipped_at:
         problems.append(_("delivered_at is before shipped_at"))
     problems.extend(_parcel_problems(order))
+    return problems
+
+
+def _coupon_problems(order: OrderInput) -> list[str]:
+    problems = []
+    values = {line.position: max(line.unit_price or 0, 0) * max(line.quantity or 0, 0) for line in order.lines}
+    codes = [coupon.code for coupon in order.coupons]
+    if len(codes) != len(set(codes)):
+        problems.append(_("coupon codes must be unique in an order"))
+    for index, coupon in enumerate(order.coupons, start=1):
+        where = _("coupon %(n)d: ", n=index)
+        unknown = sorted(set(coupon.positions or ()) - set(values))
+        if unknown:
+            problems.append(where + _("the order has no line %(n)d", n=unknown[0]))
+            continue
+        covered = sum(values[p] for p in (coupon.positions or values))
+        if coupon.amount <= 0 or coupon.amount > covered:
+            problems.append(where + _("amount must be more than 0 and at most the value of its lines"))
+        if coupon.threshold < 0 or coupon.threshold > covered:
+            problems.append(where + _("its lines are worth less than its threshold"))
+    taken = order.discount + sum(max(coupon.amount, 0) for coupon in order.coupons)
+    if order.points_used < 0 or order.points_amount < 0:
+        problems.append(_("points cannot be negative"))
+    elif order.points_amount > sum(values.values()) - taken:
+        problems.append(_("points_amount is more than the order's value after discounts"))
+    elif order.points_amount and not order.points_used:
+        problems.append(_("points_amount needs points_used (how many points paid it)"))
     return problems
 
 
@@ -294,16 +359,28 @@ def _parcel_problems(order: OrderInput) -> list[str]:
 
 
 def paid_amounts(order: OrderInput) -> list[int]:
-    """Each line's paid amount: given, or its value less its exact share of the order discount."""
+    """Each line's paid amount: given, or its value less its exact shares (largest remainder,
+    by value) of the order discount, of each coupon covering it and of the points."""
     values = [line.unit_price * line.quantity for line in order.lines]
+    left = list(values)
     if order.discount and sum(values):
-        shares = split_exact(order.discount, values)
-    else:
-        shares = [0] * len(values)
-    return [
-        line.paid_amount if line.paid_amount is not None else value - share
-        for line, value, share in zip(order.lines, values, shares)
-    ]
+        left = [value - share for value, share in zip(left, split_exact(order.discount, values))]
+    for coupon in order.coupons:
+        covered = [value if coupon.positions is None or line.position in coupon.positions else 0
+                   for line, value in zip(order.lines, values)]
+        if coupon.amount and sum(covered):
+            left = [value - share for value, share in zip(left, split_exact(coupon.amount, covered))]
+    if order.points_amount and sum(left):
+        left = [value - share for value, share in zip(left, split_exact(order.points_amount, [max(v, 0) for v in left]))]
+    return [line.paid_amount if line.paid_amount is not None else value for line, value in zip(order.lines, left)]
+
+
+def points_shares(order: OrderInput) -> list[int]:
+    """How many of the order's points each line was paid with (by value, exact)."""
+    values = [line.unit_price * line.quantity for line in order.lines]
+    if not order.points_used or not sum(values):
+        return [0] * len(values)
+    return split_exact(order.points_used, values)
 
 
 def upsert_order(data: OrderInput | Mapping[str, Any], *, commit: bool = True) -> Order:
@@ -354,9 +431,10 @@ def _write_order(data: OrderInput) -> Order:
     order.shipped_at = data.shipped_at or order.shipped_at
     order.delivered_at = data.delivered_at or order.delivered_at
 
+    order.points_used, order.points_amount = data.points_used, data.points_amount
     existing = {line.position: line for line in order.lines}
     problems = []
-    for line_input, paid in zip(data.lines, paid_amounts(data)):
+    for line_input, paid, points in zip(data.lines, paid_amounts(data), points_shares(data)):
         line = existing.pop(line_input.position, None)
         if line is None:
             line = OrderLine(position=line_input.position, refund_committed=0)
@@ -366,6 +444,7 @@ def _write_order(data: OrderInput) -> Order:
         line.sku, line.title, line.category = line_input.sku, line_input.title, line_input.category
         line.quantity, line.unit_price, line.paid_amount = line_input.quantity, line_input.unit_price, paid
         line.tax_paid = line_input.tax_paid
+        line.points_share = points
         line.attributes = dict(line_input.attributes)
     for position, line in existing.items():
         if line.id is not None and _has_cases(line):
@@ -374,13 +453,49 @@ def _write_order(data: OrderInput) -> Order:
             problems.append(_("line %(n)d is in a parcel and cannot be removed", n=position))
         else:
             order.lines.remove(line)
+    _put_coupons(order, data.coupons)
     for parcel in data.shipments:
         _put_parcel(order, parcel)
+    problems.extend(_cancelled_line_problems(order))
     problems.extend(_recount_fulfilment(order))
     if problems:
         raise OrderProblems(problems)
     db.session.flush()
+    _follow(order)
     return order
+
+
+def _follow(order: Order) -> None:
+    """The order's workflow takes the pushed facts (``order_flow.follow_fulfilment``); a fact its
+    state cannot take is a problem of the push, reported like the others."""
+    from .order_flow import OrderProblem, follow_fulfilment
+
+    try:
+        follow_fulfilment(order)
+    except OrderProblem as problem:
+        raise OrderProblems([str(problem)]) from problem
+
+
+def _put_coupons(order: Order, coupons: list[CouponInput]) -> None:
+    """The order's coupons become the ones pushed (matched by code; one already given back stays)."""
+    kept = {coupon.code: coupon for coupon in order.coupons}
+    for given in coupons:
+        coupon = kept.pop(given.code, None)
+        if coupon is None:
+            coupon = OrderCoupon(code=given.code)
+            order.coupons.append(coupon)
+        coupon.amount, coupon.threshold = given.amount, given.threshold
+        coupon.positions = sorted(given.positions) if given.positions is not None else [line.position for line in order.lines]
+    for coupon in kept.values():
+        if coupon.returned_at is None:
+            order.coupons.remove(coupon)
+
+
+def _cancelled_line_problems(order: Order) -> list[str]:
+    """A cancelled line cannot ship (its money was refunded)."""
+    cancelled = {line.position for line in order.lines if line.cancelled_at is not None}
+    return [_("line %(n)d was cancelled and cannot ship", n=part.line.position)
+            for parcel in order.shipments for part in parcel.lines if part.line.position in cancelled]
 
 
 def _put_parcel(order: Order, parcel: ShipmentInput) -> Shipment:
@@ -449,9 +564,10 @@ def add_shipment(shop: str, number: str, carrier: str, tracking_number: str, lin
         if problems:
             raise OrderProblems(problems)
         shipment = _put_parcel(order, parcel)
-        problems = _recount_fulfilment(order)
+        problems = _cancelled_line_problems(order) + _recount_fulfilment(order)
         if problems:
             raise OrderProblems(problems)
+        _follow(order)
     return shipment
 
 
@@ -468,6 +584,7 @@ def mark_shipment_delivered(shop: str, number: str, tracking_number: str, at: da
             raise InvalidInput(_("Delivery cannot be before shipment."), field="delivered_at")
         shipment.delivered_at = at
         _recount_fulfilment(order)
+        _follow(order)
     return shipment
 
 
@@ -523,6 +640,7 @@ def mark_shipped(shop: str, number: str, at: datetime | None = None) -> Order:
             raise InvalidInput(_("Order %(number)s ships in parcels: add each parcel with its lines instead.",
                                  number=number), field="shipped_at")
         order.shipped_at = at
+        _follow(order)
     return order
 
 
@@ -538,12 +656,14 @@ def mark_delivered(shop: str, number: str, at: datetime | None = None) -> Order:
                         raise InvalidInput(_("Delivery cannot be before shipment."), field="delivered_at")
                     parcel.delivered_at = at
             _recount_fulfilment(order)
+            _follow(order)
             return order
         if order.shipped_at is None:
             order.shipped_at = at
         if at < order.shipped_at:
             raise InvalidInput(_("Delivery cannot be before shipment."), field="delivered_at")
         order.delivered_at = at
+        _follow(order)
     return order
 
 

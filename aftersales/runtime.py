@@ -27,6 +27,7 @@ class Runtime:
         self.workflows = WorkflowRegistry(settings, plugins.apply_workflow, plugins.category_key)
         self._reasons: dict[str, dict[str, Reason]] = {}
         self._wording: dict[str, dict[str, Any]] | None = None
+        self._order_workflow: CompiledWorkflow | None = None
         self._lock = threading.Lock()
 
     def wording(self) -> dict[str, dict[str, Any]]:
@@ -43,6 +44,14 @@ class Runtime:
 
     def workflow(self, category: str, kind: str) -> CompiledWorkflow:
         return self.workflows.get(category, kind)
+
+    def order_workflow(self) -> CompiledWorkflow:
+        """The order's own table (``aftersales.order_workflow``), built once."""
+        if self._order_workflow is None:
+            from .order_workflow import build_order_workflow
+
+            self._order_workflow = build_order_workflow(self.settings)
+        return self._order_workflow
 
     def reasons(self, category: str) -> dict[str, Reason]:
         """Core reasons plus the plugins' for this category, by code, in display order.

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 2000
 #: Idempotency keys the system makes for its own refunds; callers of create_refund may not use it.
 SYSTEM_KEY_PREFIX = "sys:"
+#: The reason of the refund-only case the system opens for each line of an order cancelled after
+#: payment (``aftersales.order_flow``); buyers never choose it.
+ORDER_CANCELLED = "order_cancelled"
 ENDED_STATES = ("cancelled", "closed")  # ended without remedy: their units are free again
 
 
@@ -1126,14 +1129,17 @@ def shipping_fee_due(runtime: Runtime, case: Case) -> bool:
     returned, or (``seller_fault``) also a return the seller's fault caused. Whether the fee is
     still there to refund is the claim's to say (once per order)."""
     rule = runtime.settings["AFTERSALES_SHIPPING_FEE_REFUND"]
-    if rule == "never" or case.kind not in ("return_refund", "refund_only"):
+    cancelled = case.reason == ORDER_CANCELLED  # nothing shipped: the fee comes back whatever the rule
+    if not cancelled and (rule == "never" or case.kind not in ("return_refund", "refund_only")):
         return False
-    if case.kind == "refund_only" and case.reason != "not_received":
+    if case.kind == "refund_only" and case.reason not in ("not_received", ORDER_CANCELLED):
         return False  # money for a fault, the goods kept: not a return
     with db.session.no_autoflush:
         fee, refunded = db.session.execute(_ORDER_SHIPPING_FEE, {"order_id": case.order_id}).one()
     if not fee or refunded:
         return False  # nothing to refund, or it was (or is being) refunded with another case
+    if cancelled:
+        return not (case.data or {}).get("some_lines")  # the fee comes back with the whole order only
     reason = runtime.reasons(case.category).get(case.reason)
     if rule == "seller_fault" and reason is not None and reason.seller_fault:
         return True
@@ -1715,6 +1721,10 @@ def _deliver(runtime: Runtime, topic: str, payload: Mapping[str, Any]) -> None:
                                    .execution_options(synchronize_session=False))
             return
         settle_refund(refund.id, result.status, reference=result.reference, message=result.message, deliver=False)
+    elif topic in ("order_cancelled", "intercept_order"):
+        from . import order_flow
+
+        order_flow.deliver(runtime, topic, payload)
     elif topic.startswith("notify:"):
         name = topic.partition(":")[2]
         notification = notifications.Notification.from_payload(payload)

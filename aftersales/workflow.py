@@ -174,6 +174,8 @@ def _rows() -> tuple[Row, ...]:
     receipt_inputs = ("received_quantity", "damaged_quantity", "reason", "evidence")
     rows = [
         Row(INITIAL_STATE, "buyer", "request", "requested"),
+        # An order cancelled after payment: the system refunds each line (aftersales.order_flow).
+        Row(INITIAL_STATE, "system", "cancel_order", "refunding", kinds=refund_only),
         Row("requested", "seller", "approve", "awaiting_return", kinds=GOODS_BACK, accepts=("return_address",)),
         Row("requested", "seller", "approve", "refunding", kinds=refund_only),
         Row("requested", "seller", "reject", "rejected", requires=("reason",)),
@@ -273,8 +275,15 @@ class WorkflowBuilder:
     """This (category, kind)'s copy of the table, handed to each plugin's workflow hook.
 
     Plugins speak the table's own terms: states, actors, triggers, conditions, next states
-    and deadlines. Nothing here touches the database.
+    and deadlines. Nothing here touches the database. (The order's table is built the same
+    way: ``aftersales.order_workflow``.)
     """
+
+    #: Where every object of this table starts, and the states it ends in.
+    initial_state = INITIAL_STATE
+    terminal_states = TERMINAL_STATES
+    #: What moves through the table: a case (this table) or an order (``order_workflow``).
+    subject = "case"
 
     def __init__(self, category: str, kind: str, settings: Mapping[str, Any]):
         self.category = category
@@ -300,7 +309,7 @@ class WorkflowBuilder:
 
     def remove_state(self, name: str) -> int:
         """Remove a non-terminal state with every row into or out of it and its deadline."""
-        if name not in self.states or name in TERMINAL_STATES or name == INITIAL_STATE:
+        if name not in self.states or name in self.terminal_states or name == self.initial_state:
             raise WorkflowError(f"{self.origin}: cannot remove state {name!r}")
         del self.states[name]
         self.deadlines.pop(name, None)
@@ -409,8 +418,8 @@ class WorkflowBuilder:
 
     def _drop_core_states_left_unreachable(self) -> None:
         while True:
-            reached = {INITIAL_STATE}
-            frontier = [INITIAL_STATE]
+            reached = {self.initial_state}
+            frontier = [self.initial_state]
             while frontier:
                 source = frontier.pop()
                 for row in self.rows:
@@ -418,7 +427,7 @@ class WorkflowBuilder:
                         reached.add(row.dest)
                         frontier.append(row.dest)
             orphans = [state for state, origin in self.states.items()
-                       if origin == "core" and state not in reached and state not in TERMINAL_STATES]
+                       if origin == "core" and state not in reached and state not in self.terminal_states]
             if not orphans:
                 return
             for state in orphans:
@@ -442,12 +451,12 @@ class WorkflowBuilder:
                     found.append(f"{row.origin}: row {row.source} --{row.trigger}--> {row.dest} uses unknown state {state!r}")
             if row.actor not in self.actors:
                 found.append(f"{row.origin}: row {row.source} --{row.trigger}--> uses unknown actor {row.actor!r}")
-            if row.source in TERMINAL_STATES:
+            if row.source in self.terminal_states:
                 found.append(f"{row.origin}: terminal state {row.source!r} cannot have a way out")
         outgoing: dict[str, set[str]] = {}
         for row in self.rows:
             outgoing.setdefault(row.source, set()).add(row.dest)
-        reachable, frontier = {INITIAL_STATE}, [INITIAL_STATE]
+        reachable, frontier = {self.initial_state}, [self.initial_state]
         while frontier:
             for dest in outgoing.get(frontier.pop(), ()):
                 if dest not in reachable:
@@ -456,7 +465,7 @@ class WorkflowBuilder:
         for state, origin in self.states.items():
             if state not in reachable:
                 found.append(f"{origin}: state {state!r} cannot be reached")
-            elif state not in TERMINAL_STATES and state not in outgoing:
+            elif state not in self.terminal_states and state not in outgoing:
                 found.append(f"{origin}: state {state!r} has no way out")
         for deadline in self.deadlines.values():
             if not self.find(deadline.state, deadline.trigger, "system"):
@@ -498,6 +507,9 @@ class CompiledWorkflow:
     def __init__(self, builder: WorkflowBuilder):
         self.category = builder.category
         self.kind = builder.kind
+        self.initial_state: str = builder.initial_state
+        self.terminal_states: frozenset[str] = frozenset(builder.terminal_states)
+        self.subject: str = builder.subject
         self.rows: tuple[Row, ...] = tuple(builder.rows)
         self.states: tuple[str, ...] = tuple(builder.states)
         self.actors: tuple[str, ...] = tuple(builder.actors)
@@ -514,7 +526,7 @@ class CompiledWorkflow:
             model=None,
             states=list(self.states),
             transitions=[self._as_transition(row) for row in self.rows],
-            initial=INITIAL_STATE,
+            initial=self.initial_state,
             auto_transitions=False,
             send_event=True,
             name=f"{self.category}/{self.kind}",
@@ -533,7 +545,7 @@ class CompiledWorkflow:
         return _Binding(self, state)
 
     def is_terminal(self, state: str) -> bool:
-        return state in TERMINAL_STATES
+        return state in self.terminal_states
 
     def actors_for(self, role: str) -> tuple[str, ...]:
         """The actors whose steps a person in ``role`` (buyer, seller, platform) takes: the role
@@ -594,8 +606,11 @@ class CompiledWorkflow:
     def as_text(self, category: str | None = None) -> str:
         """The table in words; ``category`` is the name asked for (the general workflow serves
         every category no plugin declares, and says so)."""
-        lines = [f"Workflow for category {category or self.category!r}, kind {self.kind!r}"]
-        if self.category == GENERAL_CATEGORY:
+        if self.subject == "order":
+            lines = ["Order workflow (every order, whatever its lines' categories)"]
+        else:
+            lines = [f"Workflow for category {category or self.category!r}, kind {self.kind!r}"]
+        if self.category == GENERAL_CATEGORY and self.subject == "case":
             lines.append("No loaded plugin declares this category: this is the core table with the plugins that serve every category.")
         lines.append("")
         header = ("state", "actor", "trigger", "condition", "next", "from")
@@ -615,7 +630,7 @@ class CompiledWorkflow:
         for deadline in self.deadlines.values():
             lines.append(f"  {deadline.state}: after {_duration(deadline.after)} the system fires {deadline.trigger} ({deadline.origin})")
         lines.append("")
-        lines.append("Terminal states: " + ", ".join(s for s in self.states if s in TERMINAL_STATES))
+        lines.append("Terminal states: " + ", ".join(s for s in self.states if s in self.terminal_states))
         return "\n".join(lines)
 
     def as_mermaid(self, category: str | None = None) -> str:
@@ -635,13 +650,13 @@ class CompiledWorkflow:
             model=None,
             states=list(self.states),
             transitions=transitions,
-            initial=INITIAL_STATE,
+            initial=self.initial_state,
             auto_transitions=False,
             graph_engine="mermaid",
             show_conditions=True,
-            title=f"{category or self.category} / {self.kind}",
+            title="order" if self.subject == "order" else f"{category or self.category} / {self.kind}",
         )
-        token = _CaseToken(INITIAL_STATE)
+        token = _CaseToken(self.initial_state)
         graph.add_model(token)
         try:
             drawing = token.get_graph().draw(None)

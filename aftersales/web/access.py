@@ -117,6 +117,16 @@ def staff_case_or_404(case_id: int) -> Case:
     return case
 
 
+def staff_order_or_404(order_id: int) -> Order:
+    """The order, for staff of its shop or of the platform; anyone else reads 404."""
+    staff = current_staff()
+    order = db.session.get(Order, order_id)
+    if order is None or staff is None or (staff.role != "platform" and staff.shop_id != order.shop_id):
+        abort(404)
+    page_of_shop(order.shop)
+    return order
+
+
 def page_of_shop(shop: Any) -> None:
     """The page shows this shop's order or case, now that the visitor may see it: its default
     language and time zone apply (never before the check, so a refused page says nothing of

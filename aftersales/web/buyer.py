@@ -4,17 +4,17 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from .. import drafts, evidence, reconcile, services
+from .. import drafts, evidence, order_flow, reconcile, services
 from ..eligibility import CaseRequest
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _, current_locale, money_text
-from ..models import Case, OrderLine, Shop
+from ..models import Case, Order, OrderEvent, OrderLine, Shop
 from ..orders import orders_for_buyer
 from .access import ROW_ID, buyer_case_or_404, buyer_order_or_404, forget_buyer_orders, grant_buyer
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
-from .forms import LookupForm, RateForm, form_inputs, parsed_amount, request_form_class
+from .forms import CancelOrderForm, LookupForm, RateForm, form_inputs, parsed_amount, request_form_class
 from .ratelimit import limiter, lookup_limits, order_number_key
 from .wording import KIND_ENTRIES, KIND_LABELS, deadline_outcome, label
 
@@ -71,7 +71,10 @@ def forget():
 
 @buyer.get(f"/orders/<{ROW_ID}:order_id>")
 def order(order_id: int):
-    order = buyer_order_or_404(order_id)
+    return _order_page(buyer_order_or_404(order_id))
+
+
+def _order_page(order: Order, cancel_form: CancelOrderForm | None = None, status: int = 200):
     open_cases = {case.line_id: case for case in db.session.scalars(
         select(Case).where(Case.order_id == order.id, Case.open_line_id.is_not(None)))}
     past_cases = db.session.scalars(
@@ -80,8 +83,61 @@ def order(order_id: int):
     for line in order.lines:
         options = None if line.id in open_cases else services.line_eligibility(line).options
         lines.append((line, open_cases.get(line.id), options))
+    may_cancel = "cancel" in order_flow.allowed_order_triggers(order, "buyer")
+    if may_cancel and cancel_form is None:
+        cancel_form = CancelOrderForm(formdata=None, lines=_cancellable_lines(order))
     return render_template("aftersales/buyer/order.html", order=order, lines=lines, past_cases=past_cases,
-                           entries=KIND_ENTRIES)
+                           entries=KIND_ENTRIES, cancel_form=cancel_form if may_cancel else None,
+                           cancel_blocked=may_cancel and any(case.reason != services.ORDER_CANCELLED
+                                                             for case in open_cases.values()),
+                           last_step=_last_order_step(order)), status
+
+
+def _last_order_step(order: Order) -> OrderEvent | None:
+    return db.session.scalars(select(OrderEvent).where(OrderEvent.order_id == order.id)
+                              .order_by(OrderEvent.id.desc()).limit(1)).first()
+
+
+def _cancellable_lines(order: Order) -> list[tuple[int, str]]:
+    """The items the buyer may cancel one by one (while the order may lose some: before picking),
+    by position; none when only the whole order can go."""
+    if "cancel_lines" not in order_flow.allowed_order_triggers(order, "buyer"):
+        return []
+    live = [line for line in order.lines if line.cancelled_at is None]
+    if len(live) < 2:
+        return []
+    return [(line.position, line.title + (f" × {line.quantity}" if line.quantity > 1 else "")) for line in live]
+
+
+@buyer.post(f"/orders/<{ROW_ID}:order_id>/cancel")
+def cancel_order(order_id: int):
+    order = buyer_order_or_404(order_id)
+    choices = _cancellable_lines(order)
+    form = CancelOrderForm(lines=choices)
+    if not form.validate_on_submit():
+        return _order_page(order, cancel_form=form, status=400)
+    chosen = set(form.lines.data) if choices else set()
+    some = bool(chosen) and chosen != {position for position, _title in choices}
+    inputs = {"lines": sorted(chosen)} if some else {}
+    try:
+        order = order_flow.act_on_order(order.id, "buyer", "cancel_lines" if some else "cancel", actor_id=order.buyer_email,
+                                        reason=form.reason.data, note=form.note.data or "", **inputs)
+    except DomainError as error:
+        flash(str(error), "error")
+        return _order_page(db.session.get(Order, order_id), cancel_form=form, status=getattr(error, "status", 400))
+    db.session.expire_all()  # the warehouse may have answered already (its hook runs after the commit)
+    order = db.session.get(Order, order_id)
+    if some:
+        flash(_("The items you chose are cancelled and refunded; the rest of the order goes on."), "success")
+    elif order.state == "cancelled":
+        flash(_("Your order is cancelled. What you paid goes back the way you paid; the requests below show "
+                "each refund.") if order.paid_at else _("Your order is cancelled."), "success")
+    elif order.state == "cancelling":
+        flash(_("The warehouse is asked to stop your order; its answer will show on this page."), "success")
+    else:
+        flash(_("Too late to stop it: your order has left the warehouse. Refuse the delivery, or return it once it "
+                "arrives."), "error")
+    return redirect(url_for(".order", order_id=order_id))
 
 
 @buyer.route(f"/orders/<{ROW_ID}:order_id>/lines/<{ROW_ID}:line_id>/request", methods=["GET", "POST"])

@@ -18,9 +18,11 @@ from wtforms import (
     PasswordField,
     RadioField,
     SelectField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
+from wtforms.widgets import CheckboxInput, ListWidget
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from ..fields import FormField
@@ -307,3 +309,35 @@ def request_form_class(
     for spec in plugin_fields:
         attributes.setdefault(spec.name, plugin_field(spec))
     return type("RequestForm", (Form,), attributes)
+
+
+class CancelOrderForm(Form):
+    """The buyer cancels the order, or some of its items (``lines``: offered only while the order
+    may lose some, before picking), saying why (``order_workflow.CANCEL_REASONS``)."""
+
+    lines = SelectMultipleField(lazy_("Items to cancel"), coerce=int, widget=ListWidget(prefix_label=False),
+                                option_widget=CheckboxInput())
+    reason = RadioField(lazy_("Why are you cancelling?"), validators=[InputRequired()])
+    note = TextAreaField(lazy_("Anything the shop should know (optional)"), validators=[Optional(), Length(max=2000)])
+
+    def __init__(self, *args: Any, lines: Iterable[tuple[int, str]] = (), **kwargs: Any):
+        from ..order_workflow import CANCEL_REASONS
+        from .wording import CANCEL_REASON_LABELS
+
+        super().__init__(*args, **kwargs)
+        self.reason.choices = [(code, str(CANCEL_REASON_LABELS[code])) for code in CANCEL_REASONS]
+        self.lines.choices = list(lines)
+        if not self.lines.choices:
+            del self.lines  # the whole order only
+        elif not self.lines.data:
+            self.lines.data = [value for value, _label in self.lines.choices] if not self.is_submitted() else []
+
+    def validate_lines(self, field: Any) -> None:
+        if not field.data:
+            raise ValidationError(_("Tick the items to cancel."))
+
+
+class OrderStepForm(Form):
+    """A staff step on an order (start picking, packed, stopped, too late): the note is optional."""
+
+    note = TextAreaField(lazy_("Note for the buyer (optional)"), validators=[Optional(), Length(max=2000)])

@@ -8,20 +8,22 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
 
-from .. import services, timeline
+from .. import order_flow, services, timeline
 from ..errors import DomainError
 from ..extensions import db
 from ..i18n import _, ngettext
-from ..models import Case, Refund, utcnow
+from ..models import Case, Order, OrderEvent, Refund, utcnow
 from ..staff import authenticate, end_sessions
-from .access import ROW_ID, current_staff, module_login_available, staff_case_or_404
+from .access import ROW_ID, current_staff, module_login_available, staff_case_or_404, staff_order_or_404
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
-from .forms import CancelRefundForm, LoginForm, MarkPaidForm, NoteForm
+from .forms import CancelRefundForm, LoginForm, MarkPaidForm, NoteForm, OrderStepForm
 from .queue import QueueFilters, seller_queue
 from .ratelimit import limiter, login_account_and_client_key, login_account_key, login_limits
 from .security import is_local_path
+from .wording import ORDER_TRIGGER_LABELS, label
 
 seller = Blueprint("aftersales_seller", __name__)
 log = logging.getLogger(__name__)
@@ -113,9 +115,23 @@ def logout():
 @staff_required("seller", "platform")
 def queue():
     filters = QueueFilters.from_args(request.args)
-    page = seller_queue(current_staff(), filters)
+    staff = current_staff()
+    page = seller_queue(staff, filters)
     session[QUEUE_VIEW] = request.full_path.rstrip("?")  # the case page's way back: same filters, same page
-    return render_template("aftersales/seller/queue.html", page=page, filters=filters, now=utcnow())
+    return render_template("aftersales/seller/queue.html", page=page, filters=filters, now=utcnow(),
+                           interceptions=_orders_awaiting_warehouse(staff))
+
+
+#: Orders whose buyer asked to cancel after picking, waiting for the warehouse's answer (at most
+#: this many listed on the queue, oldest first).
+INTERCEPTIONS_LISTED = 20
+
+
+def _orders_awaiting_warehouse(staff: Any) -> list[Order]:
+    query = select(Order).where(Order.state == "cancelling").order_by(Order.updated_at, Order.id).limit(INTERCEPTIONS_LISTED)
+    if staff.role != "platform":
+        query = query.where(Order.shop_id == staff.shop_id)
+    return list(db.session.scalars(query))
 
 
 @seller.get(f"/seller/cases/<{ROW_ID}:case_id>")
@@ -252,3 +268,43 @@ def retry_refund(case_id: int):
         else:
             flash(_("The refund was sent again."), "success")
     return redirect(url_for(".case", case_id=case.id))
+
+
+#: The staff steps an order page offers, as (actor, trigger): the seller's and the warehouse's.
+_ORDER_STEP_ACTORS = ("seller", "warehouse")
+
+
+@seller.get(f"/seller/orders/<{ROW_ID}:order_id>")
+@staff_required("seller", "platform")
+def order(order_id: int):
+    return _order_page(staff_order_or_404(order_id))
+
+
+def _order_page(order: Order, status: int = 200, form: OrderStepForm | None = None):
+    steps = [(actor, trigger) for actor in _ORDER_STEP_ACTORS for trigger in order_flow.allowed_order_triggers(order, actor)]
+    events = db.session.scalars(select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)).all()
+    cases = db.session.scalars(select(Case).where(Case.order_id == order.id).order_by(Case.id)).all()
+    return render_template("aftersales/seller/order.html", order=order, steps=steps, events=events, cases=cases,
+                           form=form or OrderStepForm(formdata=None), back_url=queue_view_url()), status
+
+
+@seller.post(f"/seller/orders/<{ROW_ID}:order_id>/act/<trigger>")
+@staff_required("seller", "platform")
+def order_act(order_id: int, trigger: str):
+    order = staff_order_or_404(order_id)
+    form = OrderStepForm()
+    if not form.validate_on_submit():
+        return _order_page(order, status=400, form=form)
+    allowed = {trigger_name: actor for actor in _ORDER_STEP_ACTORS
+               for trigger_name in order_flow.allowed_order_triggers(order, actor)}
+    if trigger not in allowed:
+        flash(_("You cannot do \u201c%(action)s\u201d on this order now.", action=trigger), "error")
+        return redirect(url_for(".order", order_id=order.id))
+    inputs = {"note": form.note.data} if trigger == "too_late" and form.note.data else {}
+    try:
+        order_flow.act_on_order(order.id, allowed[trigger], trigger, actor_id=str(current_staff().id), **inputs)
+    except DomainError as error:
+        flash(str(error), "error")
+    else:
+        flash(_("Done: %(action)s.", action=label(ORDER_TRIGGER_LABELS, trigger)), "success")
+    return redirect(url_for(".order", order_id=order.id))

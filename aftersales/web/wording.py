@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..i18n import _, lazy_, money_text
+from ..services import ORDER_CANCELLED
 
 KIND_LABELS = {
     "refund_only": lazy_("Refund"),
@@ -76,6 +77,7 @@ TRIGGER_LABELS = {
     "refund_resent": lazy_("Refund sent to the payment provider again"),
     "refund_send_failed": lazy_("The payment provider could not be reached"),
     "rate": lazy_("Rated the outcome"),
+    "cancel_order": lazy_("Order cancelled: refund started"),
 }
 
 #: What a person reads once their step is done, in a full sentence.
@@ -103,11 +105,43 @@ DONE_MESSAGES = {
     "decide": lazy_("Your decision was recorded."),
 }
 
+#: The order's own workflow (aftersales/order_workflow.py), as buyers and staff read it.
+ORDER_STATE_LABELS = {
+    "pending_payment": lazy_("Waiting for payment"),
+    "paid": lazy_("Paid: waiting to be picked"),
+    "picking": lazy_("Being picked in the warehouse"),
+    "packed": lazy_("Packed: waiting for the carrier"),
+    "cancelling": lazy_("Cancellation asked: the warehouse is trying to stop it"),
+    "shipped": lazy_("Shipped"),
+    "delivered": lazy_("Delivered"),
+    "cancelled": lazy_("Cancelled"),
+}
+ORDER_TRIGGER_LABELS = {
+    "pay": lazy_("Paid"),
+    "cancel": lazy_("Cancel the order"),
+    "expire_unpaid": lazy_("Cancelled: not paid in time"),
+    "start_picking": lazy_("Start picking"),
+    "pack": lazy_("Packed"),
+    "ship": lazy_("Shipped"),
+    "intercept": lazy_("Stopped: the order is cancelled"),
+    "too_late": lazy_("Too late to stop: it ships"),
+    "deliver": lazy_("Delivered"),
+}
+CANCEL_REASON_LABELS = {
+    "changed_mind": lazy_("I changed my mind"),
+    "too_expensive": lazy_("It is too expensive"),
+    "found_better": lazy_("I found a better offer"),
+    "ordered_by_mistake": lazy_("I ordered it by mistake"),
+    "other": lazy_("Another reason"),
+    "unpaid": lazy_("Not paid in time"),
+}
+
 ACTOR_LABELS = {
     "buyer": lazy_("Buyer"),
     "seller": lazy_("Seller"),
     "platform": lazy_("Platform"),
     "system": lazy_("Automatic"),
+    "warehouse": lazy_("Warehouse"),
 }
 
 #: What the system does when a state's deadline passes.
@@ -301,6 +335,8 @@ def reason_label(case: Any) -> str:
     """The reason as the request form named it (core or plugin reason)."""
     from ..runtime import current
 
+    if case.reason == ORDER_CANCELLED:
+        return str(lazy_("The order was cancelled"))
     reason = current().reasons(case.category).get(case.reason)
     return str(reason.label) if reason is not None else plain(case.reason)
 

@@ -477,6 +477,23 @@ def test_workflow_text_lists_every_base_state_of_the_kind(tmp_path):
     assert "Terminal states: completed, closed, cancelled" in result.output
 
 
+def test_workflow_of_the_order_lists_its_table_and_its_timer(tmp_path):
+    app = make_app(tmp_path)
+    result = run(app, "workflow", "--object", "order")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Order workflow")
+    for state in ("pending_payment", "paid", "picking", "packed", "cancelling", "shipped", "delivered", "cancelled"):
+        assert re.search(rf"\b{state}\b", result.output), state
+    assert re.search(r"cancelling\s+warehouse\s+too_late\s+-\s+shipped", result.output)
+    assert "pending_payment: after 1 d the system fires expire_unpaid" in result.output
+    assert "Terminal states: delivered, cancelled" in result.output
+    mermaid = run(app, "workflow", "--object", "order", "--format", "mermaid")
+    assert "stateDiagram-v2" in mermaid.output and "too_late (warehouse)" in mermaid.output
+    refused = run(app, "workflow", "--object", "order", "--category", "books")
+    assert refused.exit_code == 2 and "the same for every order" in refused.output
+    assert run(app, "workflow", "--category", "books").exit_code == 2  # a case's table needs its kind
+
+
 def test_workflow_refuses_an_unknown_kind(tmp_path):
     result = run(make_app(tmp_path), "workflow", "--category", "books", "--kind", "swap")
 

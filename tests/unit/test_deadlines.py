@@ -160,6 +160,17 @@ def test_a_failing_timeout_is_rolled_back_alone_and_the_rest_of_its_batch_applie
     assert (again.applied, again.failed) == (0, 1)
 
 
+def test_a_timeout_that_makes_its_case_due_again_is_applied_in_the_same_sweep(order_factory):
+    # The seller offers when their time has run out; the offer lapses: the request is back with no
+    # time left, so the same sweep approves it (found by the stateful test: left due before).
+    case = open_return(order_factory, kind="exchange")
+    step(case.id, "seller", "offer", NOW + 48 * HOUR, amount=1)
+    report = sweep(now=NOW + 48 * HOUR + 7 * DAY)
+    assert report.applied == 2 and report.failed == 0
+    assert [e.trigger for e in reload(case.id).events] == ["request", "offer", "decline_offer", "approve"]
+    assert reload(case.id).state == "awaiting_return"
+
+
 def test_an_action_committed_first_wins_over_the_timer(order_factory):
     case = open_return(order_factory)
     # The deadline passed, but the seller rejects before the sweeper runs.

@@ -42,11 +42,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import select
 
-from aftersales import deadlines, services
+from aftersales import deadlines, order_flow, services
 from aftersales.errors import DomainError
 from aftersales.extensions import db
-from aftersales.models import Case, CaseEvent, OrderLine, Refund
-from aftersales.orders import LineInput
+from aftersales.models import Case, CaseEvent, Order, OrderEvent, OrderLine, Refund
+from aftersales.orders import LineInput, OrderInput, upsert_order
 from aftersales.workflow import BASE_TABLE, TERMINAL_STATES
 from tests.conftest import NOW, make_app, make_order, photos
 from tests.support.databases import close_connections
@@ -151,6 +151,7 @@ class CaseLifecycle(RuleBasedStateMachine):
         self.terminal: dict[int, str] = {}  # case id -> the terminal state it was first seen in
         self.observed: dict[int, list[str]] = defaultdict(list)  # states seen, without repeats
         self.keys: dict[str, tuple[int, int, int]] = {}  # idempotency key -> (case, amount, refund id)
+        self.orders_made = 0  # orders made by cancel_an_order, for their numbers
         self.revoked_by_event: int | None = None  # the last event id when an express refund was first revoked
 
     def teardown(self) -> None:
@@ -380,6 +381,59 @@ class CaseLifecycle(RuleBasedStateMachine):
         self.case_ids.append(case.id)
         self.attempt(case.id, "seller", "approve", return_address="1 Return Road")
 
+    # --- orders cancelled before they ship ---------------------------------------------------
+    @rule(lines=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 20_000), st.sampled_from([0, 0, 333])),
+                         min_size=1, max_size=2),
+          shipping_fee=st.sampled_from([0, 800]), picked=st.booleans(), answer=st.sampled_from(["intercept", "too_late", None]),
+          refund_first=st.booleans(), partial=st.booleans(), data=st.data())
+    def cancel_an_order(self, lines, shipping_fee, picked, answer, refund_first, partial, data) -> None:
+        """A paid order not shipped yet, maybe with a refund asked first (which blocks the
+        cancellation while it is open), cancelled by the buyer: at once before picking, through the
+        warehouse after. Cancelled, everything paid is claimed back at once, never more."""
+        self.orders_made += 1
+        placed = self.clock - timedelta(hours=1)
+        order = upsert_order(OrderInput(
+            shop="shop", number=f"C-{self.orders_made}", buyer_email="buyer@example.com", currency="CNY",
+            lines=[LineInput(position, f"Item {position}", "books", quantity, price, tax_paid=tax)
+                   for position, (quantity, price, tax) in enumerate(lines, start=1)],
+            placed_at=placed, paid_at=placed, shipping_fee=shipping_fee))
+        order_id, line_ids = order.id, [line.id for line in order.lines]
+        self.line_ids.extend(line_ids)
+        if refund_first:
+            try:
+                case = services.open_case(line_ids[0], "refund_only", "no_reason", amount=1, now=self.clock)
+                self.case_ids.append(case.id)
+            except DomainError as error:
+                self.refused("open_case", f"refund before cancelling order {order_id}", error)
+        if partial and len(line_ids) > 1 and not picked:  # the second item first, the rest after
+            try:
+                order_flow.act_on_order(order_id, "buyer", "cancel_lines", reason="other", lines=[2], now=self.clock)
+                self.case_ids.extend(db.session.scalars(select(Case.id).where(
+                    Case.order_id == order_id, Case.reason == services.ORDER_CANCELLED)))
+            except DomainError as error:
+                self.refused("cancel_lines", f"order {order_id}", error)
+        if picked:
+            order_flow.act_on_order(order_id, "seller", "start_picking", now=self.clock)
+        try:
+            order_flow.act_on_order(order_id, "buyer", "cancel", reason="changed_mind", now=self.clock)
+        except DomainError as error:
+            self.refused("cancel_order", f"order {order_id}", error)
+            return
+        if picked and answer:
+            order_flow.act_on_order(order_id, "warehouse", answer, now=self.clock)
+        order = self.fresh(Order, order_id)
+        note(f"  order {order_id} cancelled (picked={picked}, answer={answer}): {order.state}")
+        event(f"order cancellation: {order.state}")
+        if order.state == "cancelled":
+            cases = db.session.scalars(select(Case).where(Case.order_id == order_id, Case.reason == services.ORDER_CANCELLED)).all()
+            self.case_ids.extend(case.id for case in cases if case.id not in self.case_ids)
+            for case in cases:
+                self.observed[case.id].append(case.state)
+            live = db.session.scalars(select(Refund.amount).join(Case, Case.id == Refund.case_id).where(
+                Case.order_id == order_id, Refund.status.in_(("pending", "succeeded")))).all()
+            paid = sum(line.paid_amount + line.tax_paid for line in order.lines) + order.shipping_fee
+            assert sum(live) == paid, f"order {order_id}: cancelled, refunds {live} against {paid} paid"
+
     # --- time passes -------------------------------------------------------------------------
     @rule(duration=DURATIONS)
     def advance_clock(self, duration: timedelta) -> None:
@@ -540,7 +594,21 @@ class CaseLifecycle(RuleBasedStateMachine):
         self.check_units_covered(lines, cases)
         self.check_negotiation(cases)
         self.check_express(cases, events)
+        self.check_order_events()
         db.session.commit()
+
+    def check_order_events(self) -> None:
+        """Every change of an order's state has its one event, in a chain from pending_payment."""
+        events_of: dict[int, list[OrderEvent]] = defaultdict(list)
+        for item in db.session.scalars(select(OrderEvent).order_by(OrderEvent.id)):
+            events_of[item.order_id].append(item)
+        for order in db.session.scalars(select(Order)):
+            current = "pending_payment"
+            for item in events_of[order.id]:
+                assert item.from_state == current, (
+                    f"order {order.id}: event {item.trigger} from {item.from_state!r}, the order was {current!r}")
+                current = item.to_state
+            assert order.state == current, f"order {order.id} is {order.state!r}, its events end in {current!r}"
 
     def check_negotiation(self, cases: list[Case]) -> None:
         for case in cases:
@@ -632,6 +700,8 @@ class CaseLifecycle(RuleBasedStateMachine):
     def check_requested_amount(self, case: Case) -> None:
         if case.kind in ("refund_only", "return_refund"):
             bound = unit_value_bound(case.line, case.quantity)
+            if case.reason == services.ORDER_CANCELLED:  # the system's: the whole line, its import tax too
+                bound = case.line.paid_amount + case.line.tax_paid
             assert case.amount <= bound, (
                 f"case {case.id} asks for {case.amount}, more than its {case.quantity} unit(s) are worth ({bound})"
             )

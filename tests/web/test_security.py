@@ -69,6 +69,8 @@ class World:
     photo_bytes: bytes
     bogus_key: str  # an evidence row whose key the store never made
     dead_message: int  # an outbox message that failed for good
+    unshipped_order: int  # buyer A's second order, paid, not picked yet: the buyer may cancel it
+    unshipped_order_number: str
     versions: dict[int, int] = field(default_factory=dict)
 
     def secrets(self) -> list[bytes]:
@@ -146,6 +148,11 @@ def build_world(app: Any) -> World:
         paid = db.session.scalar(select(Refund.id).where(Refund.case_id == completed.id))
         services.mark_refund_paid(paid, platform_id)
 
+        placed = utcnow() - timedelta(hours=2)
+        unshipped = upsert_order(OrderInput(
+            shop="shop", number="SECA-7003", buyer_email=BUYER_A_EMAIL, currency="CNY",
+            lines=[LineInput(1, "Secret item A8", "books", 1, 10000)], placed_at=placed, paid_at=placed))
+
         pending = db.session.scalar(select(Refund.id).where(Refund.case_id == refunding.id))
         # A delivery that failed for good: only the platform's Deliveries page shows it.
         dead = OutboxMessage(topic="case_event", payload={"event_id": 1}, attempts=10, dead_at=utcnow(),
@@ -166,6 +173,7 @@ def build_world(app: Any) -> World:
             photo_bytes=evidence.evidence_path(stored[0]["storage_key"], upload_dir=evidence.upload_dir(
                 app.config, app.instance_path)).read_bytes(),
             bogus_key=bogus[0]["storage_key"], versions={case_id: case.version for case_id, case in cases.items()},
+            unshipped_order=unshipped.id, unshipped_order_number="SECA-7003",
         )
         db.session.remove()
     return world
@@ -252,6 +260,10 @@ ROUTES: dict[str, Route] = {
                         "description": "Changed my mind"},
         form_page=lambda w: f"/orders/{w.order_a}/lines/{w.free_line}/request?kind=return_refund",
         poster="buyer_a"),
+    "aftersales_buyer.cancel_order": Route(
+        lambda w: f"/orders/{w.unshipped_order}/cancel", BUYER_A, "buyer",
+        form=lambda w: {"reason": "changed_mind", "note": "Ordered twice"},
+        form_page=lambda w: f"/orders/{w.unshipped_order}", poster="buyer_a"),
     "aftersales_buyer.case": Route(
         lambda w: f"/cases/{w.requested}", BUYER_A, "buyer", shows=lambda w: [b"Secret item A1"]),
     "aftersales_buyer.act": Route(
@@ -278,6 +290,11 @@ ROUTES: dict[str, Route] = {
         lambda w: f"/seller/cases/{w.requested}/notes", SHOP_STAFF, "staff",
         form=lambda w: {"body": "Intruder note"},
         form_page=lambda w: f"/seller/cases/{w.requested}", poster="seller"),
+    "aftersales_seller.order": Route(
+        lambda w: f"/seller/orders/{w.unshipped_order}", SHOP_STAFF, "staff", shows=lambda w: [b"Secret item A8"]),
+    "aftersales_seller.order_act": Route(
+        lambda w: f"/seller/orders/{w.unshipped_order}/act/start_picking", SHOP_STAFF, "staff",
+        form=lambda w: {}, form_page=lambda w: f"/seller/orders/{w.unshipped_order}", poster="seller"),
     "aftersales_seller.mark_paid": Route(
         lambda w: f"/seller/refunds/{w.pending_refund}/paid", SHOP_STAFF, "staff",
         form=lambda w: {"reference": "BANK-1"},
@@ -348,8 +365,11 @@ def csrf_site(tmp_path):
 def client_for(app: Any, world: World, role: str) -> Any:
     if role == "anonymous":
         return app.test_client()
-    if role == "buyer_a":
-        return buyer_client(app, SimpleNamespace(number=world.order_a_number, buyer_email=BUYER_A_EMAIL))
+    if role == "buyer_a":  # both of buyer A's orders looked up
+        client = buyer_client(app, SimpleNamespace(number=world.order_a_number, buyer_email=BUYER_A_EMAIL))
+        answer = client.post("/", data={"order_number": world.unshipped_order_number, "email": BUYER_A_EMAIL})
+        assert answer.status_code == 302, answer.text
+        return client
     if role == "buyer_b":
         return buyer_client(app, SimpleNamespace(number=world.order_b_number, buyer_email=BUYER_B_EMAIL))
     return login(app, STAFF_EMAILS[role])
@@ -420,7 +440,12 @@ def csrf_client_for(app: Any, world: World, role: str) -> Any:
     if role in ("buyer_a", "buyer_b"):
         number, email = ((world.order_a_number, BUYER_A_EMAIL) if role == "buyer_a"
                          else (world.order_b_number, BUYER_B_EMAIL))
-        return csrf_client(app, "/", "/", {"order_number": number, "email": email})
+        client = csrf_client(app, "/", "/", {"order_number": number, "email": email})
+        if role == "buyer_a":  # and buyer A's second order
+            url, fields = page_form(client.get("/").text, "/")
+            answer = client.post(url, data={**fields, "order_number": world.unshipped_order_number, "email": email})
+            assert answer.status_code == 302, answer.text
+        return client
     return csrf_client(app, "/staff/login", "/staff/login", {"email": STAFF_EMAILS[role], "password": PASSWORD})
 
 
