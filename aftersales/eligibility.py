@@ -239,6 +239,8 @@ def core_verdict(
     if getattr(order, "state", None) == "cancelled" or getattr(line, "cancelled_at", None) is not None:
         refuse("order_cancelled", _("This order was cancelled; what was paid for it is refunded.")
                if order.state == "cancelled" else _("This item was cancelled; what was paid for it is refunded."))
+    elif getattr(order, "state", None) == "cancelling":
+        refuse("order_cancelled", _("You asked to cancel this order: the warehouse answers first."))
     elif order.paid_at is None:
         refuse("not_paid", _("This order has not been paid."))
     if facts.has_open_case:

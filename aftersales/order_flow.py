@@ -172,6 +172,11 @@ def _cancel_lines(runtime: Runtime, order: Order, lines: list[OrderLine], now: d
     return {"refunded": refunded, "lines": [line.position for line in lines], "coupons": coupons, "points": points}
 
 
+def shipped_anything(order: Order) -> bool:
+    """Whether anything of the order left the warehouse (a parcel, or the order's ``shipped_at``)."""
+    return order.shipped_at is not None or any((line.shipped_quantity or 0) > 0 for line in order.lines)
+
+
 def set_order_deadline(runtime: Runtime, workflow: CompiledWorkflow, order: Order) -> None:
     """The order's timer in its state: an unpaid order expires ``AFTERSALES_UNPAID_TIMEOUT_HOURS``
     after it was placed (shortened by ``aftersales_unpaid_timeout``); other states have none."""
@@ -208,10 +213,11 @@ def _refund_cancelled_lines(runtime: Runtime, order: Order, lines: list[OrderLin
     if order.paid_at is None:
         return 0
     claimed = 0
-    for line in lines:
+    with_money = [line for line in lines if services.refundable(line) > 0]
+    if whole and not with_money and lines and order.shipping_fee and not order.shipping_refunded:
+        with_money = lines[:1]  # coupons and points paid the goods: the shipping fee still comes back, on a case
+    for line in with_money:
         amount = services.refundable(line)
-        if amount <= 0:
-            continue
         case = Case(
             shop_id=order.shop_id, order_id=order.id, line_id=line.id, open_line_id=line.id, category=line.category,
             kind="refund_only", reason=services.ORDER_CANCELLED, description="", quantity=line.quantity, amount=amount,
@@ -221,7 +227,8 @@ def _refund_cancelled_lines(runtime: Runtime, order: Order, lines: list[OrderLin
         case.line = line
         db.session.add(case)
         services._transition(runtime, case, "system", None, "cancel_order", {}, now)
-        claimed += amount + int((case.data or {}).get("shipping_fee_refund", 0))
+        # What was claimed, after the plugins' adjustments (and the shipping fee, with the first).
+        claimed += services.refund_totals(case).committed + services.refund_totals(case, "shipping").committed
     return claimed
 
 
@@ -229,19 +236,21 @@ class OrderProblem(InvalidInput):
     """A pushed fact the order's state cannot take (a cancelled order cannot ship)."""
 
 
-def follow_fulfilment(order: Order, now: datetime | None = None) -> list[OrderEvent]:
+def follow_fulfilment(order: Order, now: datetime | None = None, *, newly_paid: bool = False) -> list[OrderEvent]:
     """Inside the push's transaction: move the order as its facts say, as the system (paid ->
     ``pay``; shipped -> ``ship``; delivered -> ``deliver``), one event per step. A new unpaid
-    order gets its expiry; a cancelled order refuses to be shipped, and an expired one to be paid."""
+    order gets its expiry; a cancelled order refuses to be shipped, and one cancelled before it was
+    paid refuses the payment (``newly_paid``: this push brings the first ``paid_at``). Lines the
+    buyer cancelled before paying are refunded once the payment is recorded."""
     runtime = current()
     now = now or utcnow()
     workflow = runtime.order_workflow()
-    shipped = order.shipped_at is not None or any((line.shipped_quantity or 0) > 0 for line in order.lines)
+    shipped = shipped_anything(order)
     if order.state == "cancelled":
         if shipped:
             raise OrderProblem(_("order %(number)s was cancelled: it cannot be shipped", number=order.number))
-        if order.paid_at is not None and order.cancel_reason == UNPAID:
-            raise OrderProblem(_("order %(number)s was cancelled for want of payment: refund the payment instead "
+        if newly_paid:
+            raise OrderProblem(_("order %(number)s was cancelled before it was paid: refund the payment instead "
                                  "of recording it", number=order.number))
         return []
     events = []
@@ -255,6 +264,10 @@ def follow_fulfilment(order: Order, now: datetime | None = None) -> list[OrderEv
         else:
             break
         events.append(transition(runtime, order, "system", None, trigger, {}, now))
+        if trigger == "pay":  # items cancelled while unpaid: the payment covered them, it comes back
+            early = [line for line in order.lines if line.cancelled_at is not None and services.refundable(line) > 0]
+            if early:
+                _refund_cancelled_lines(runtime, order, early, now, whole=False)
     if order.state == "pending_payment":
         if shipped:  # shipped before payment (cash on delivery): nothing to expire
             order.due_at = order.due_trigger = None

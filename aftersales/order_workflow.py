@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Mapping
 
-from .workflow import CORE_ACTORS, CompiledWorkflow, Row, WorkflowBuilder
+from .workflow import CORE_ACTORS, CompiledWorkflow, Condition, Row, TransitionContext, WorkflowBuilder
 from .errors import WorkflowError
 
 ORDER_INITIAL_STATE = "pending_payment"
@@ -33,6 +33,15 @@ WAREHOUSE = "warehouse"
 #: What the table calls an order's workflow where a case's names its kind.
 ORDER_KIND = "order"
 
+def _nothing_shipped(context: TransitionContext) -> bool:
+    order = context.case
+    return order is None or not (order.shipped_at is not None or any((line.shipped_quantity or 0) > 0
+                                                                      for line in order.lines))
+
+
+#: An unpaid order shipped already (cash on delivery) is not cancelled from the order page: the
+#: buyer refuses the delivery.
+NOTHING_SHIPPED = Condition("nothing_shipped", _nothing_shipped)
 _CANCEL_INPUTS = {"requires": ("reason",), "accepts": ("note",)}
 
 #: Some of the lines (``lines``: their positions), the rest of the order going on.
@@ -40,8 +49,9 @@ _CANCEL_LINES_INPUTS = {"requires": ("reason", "lines"), "accepts": ("note",)}
 
 ORDER_TABLE: tuple[Row, ...] = (
     Row("pending_payment", "system", "pay", "paid"),
-    Row("pending_payment", "buyer", "cancel", "cancelled", **_CANCEL_INPUTS),
-    Row("pending_payment", "buyer", "cancel_lines", "pending_payment", **_CANCEL_LINES_INPUTS),
+    Row("pending_payment", "buyer", "cancel", "cancelled", conditions=(NOTHING_SHIPPED,), **_CANCEL_INPUTS),
+    Row("pending_payment", "buyer", "cancel_lines", "pending_payment", conditions=(NOTHING_SHIPPED,),
+        **_CANCEL_LINES_INPUTS),
     Row("pending_payment", "system", "expire_unpaid", "cancelled"),
     Row("paid", "seller", "start_picking", "picking"),
     # Before picking the order stops at once, its money refunded in full.

@@ -317,6 +317,11 @@ def _coupon_problems(order: OrderInput) -> list[str]:
             problems.append(where + _("amount must be more than 0 and at most the value of its lines"))
         if coupon.threshold < 0 or coupon.threshold > covered:
             problems.append(where + _("its lines are worth less than its threshold"))
+    if not problems and all(isinstance(line.quantity, int) and isinstance(line.unit_price, int) for line in order.lines):
+        for line, paid in zip(order.lines, paid_amounts(order)):
+            if paid < 0:
+                problems.append(line_label(line.source_line, line.position)
+                                + _("the discount, coupons and points come to more than its value"))
     taken = order.discount + sum(max(coupon.amount, 0) for coupon in order.coupons)
     if order.points_used < 0 or order.points_amount < 0:
         problems.append(_("points cannot be negative"))
@@ -412,7 +417,11 @@ def _write_order(data: OrderInput) -> Order:
     shop = db.session.scalar(select(Shop).where(Shop.slug == data.shop))
     if shop is None:
         raise OrderProblems([_("no shop %(slug)s", slug=data.shop)])
-    order = db.session.scalar(select(Order).where(Order.shop_id == shop.id, Order.number == data.number))
+    # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE lets one writer in): a buyer's cancellation or
+    # the sweeper, which lock the order too, cannot slip between this read and its write.
+    order = db.session.scalar(select(Order).where(Order.shop_id == shop.id, Order.number == data.number)
+                              .with_for_update().execution_options(populate_existing=True))
+    newly_paid = data.paid_at is not None and (order is None or order.paid_at is None)
     if order is None:
         order = Order(shop=shop, number=data.number, placed_at=data.placed_at or utcnow())
         db.session.add(order)
@@ -461,17 +470,17 @@ def _write_order(data: OrderInput) -> Order:
     if problems:
         raise OrderProblems(problems)
     db.session.flush()
-    _follow(order)
+    _follow(order, newly_paid=newly_paid)
     return order
 
 
-def _follow(order: Order) -> None:
+def _follow(order: Order, *, newly_paid: bool = False) -> None:
     """The order's workflow takes the pushed facts (``order_flow.follow_fulfilment``); a fact its
     state cannot take is a problem of the push, reported like the others."""
     from .order_flow import OrderProblem, follow_fulfilment
 
     try:
-        follow_fulfilment(order)
+        follow_fulfilment(order, newly_paid=newly_paid)
     except OrderProblem as problem:
         raise OrderProblems([str(problem)]) from problem
 
@@ -542,8 +551,9 @@ def _recount_fulfilment(order: Order) -> list[str]:
         line.delivered_quantity = sum(count for _at, count in delivered)
         line.last_delivered_at = max((at for at, _count in delivered), default=None)
     order.shipped_at = min(parcel.shipped_at for parcel in order.shipments)
-    every_unit_arrived = all(line.delivered_quantity == line.quantity for line in order.lines)
-    order.delivered_at = (max(line.last_delivered_at for line in order.lines if line.last_delivered_at)
+    shipping = [line for line in order.lines if line.cancelled_at is None]  # a cancelled line never ships
+    every_unit_arrived = all(line.delivered_quantity == line.quantity for line in shipping)
+    order.delivered_at = (max((line.last_delivered_at for line in shipping if line.last_delivered_at), default=None)
                           if every_unit_arrived else None)
     return problems
 
@@ -623,8 +633,10 @@ def orders_for_buyer(number: Any, email: Any, shop: str | None = None) -> list[O
 
 
 def _find(shop: str, number: str) -> Order:
+    """The order a fulfilment call changes, locked as ``_write_order`` locks it."""
     order = db.session.scalar(
         select(Order).join(Shop).where(Shop.slug == shop, Order.number == number)
+        .with_for_update(of=Order).execution_options(populate_existing=True)
     )
     if order is None:
         raise NotFound(_("No order %(number)s in shop %(shop)s.", number=number, shop=shop))

@@ -1314,13 +1314,15 @@ def _complete_when_paid(runtime: Runtime, case: Case, now: datetime, note: str =
         return False
     paid = totals.paid
     due = (case.data or {}).get("refund_due", case.approved_amount or 0)
-    if paid == 0 or paid < due:
+    if paid < due:
         return False  # a failure left money owed: staff see it and retry
     if (case.data or {}).get("shipping_fee_refund"):
         shipping = refund_totals(case, "shipping")
         if shipping.pending or not shipping.paid:
             return False  # the shipping fee is on its way, or it failed: staff send it again
         paid += shipping.paid
+    if paid == 0:
+        return False  # nothing paid yet (a case that refunds only the shipping fee waits for it)
     if not runtime.workflow(case.category, case.kind).rows_for(case.state, "refund_succeeded", "system"):
         return False
     _transition(runtime, case, "system", None, "refund_succeeded", {}, now, paid=paid, paid_note=note)

@@ -113,6 +113,9 @@ def _cancellable_lines(order: Order) -> list[tuple[int, str]]:
 def cancel_order(order_id: int):
     order = buyer_order_or_404(order_id)
     choices = _cancellable_lines(order)
+    if "lines" in request.form and not choices:  # a page from before picking began: items no longer go alone
+        flash(_("The order has moved on: only the whole order can be cancelled now. Nothing was cancelled."), "error")
+        return _order_page(order, status=409)
     form = CancelOrderForm(lines=choices)
     if not form.validate_on_submit():
         return _order_page(order, cancel_form=form, status=400)

@@ -229,6 +229,7 @@ UPLOADER_LABELS = {
 
 #: What the core conditions of the workflow table check, in words.
 CONDITION_LABELS = {
+    "nothing_shipped": lazy_("nothing of the order has shipped"),
     "within_window": lazy_("before the deadline"),
     "decision_refunds": lazy_("the decision refunds money"),
     "decision_refunds_nothing": lazy_("the decision refunds nothing"),

@@ -10,8 +10,8 @@ Revises: 0012
 Create Date: 2026-12-04 19:00:00
 
 Existing orders take the state their dates say: delivered, shipped, paid, else pending_payment
-(an unpaid order gets no deadline here: the next push or the staff decide; new unpaid orders
-expire after AFTERSALES_UNPAID_TIMEOUT_HOURS).
+(an unpaid order gets no deadline here; its next push gives it one, counted from its placed_at
+like a new order's: AFTERSALES_UNPAID_TIMEOUT_HOURS).
 """
 from alembic import op
 import sqlalchemy as sa

@@ -224,3 +224,35 @@ def _approvals() -> int:
     count = db.session.scalar(select(func.count(CaseEvent.id)).where(CaseEvent.trigger == "approve"))
     db.session.commit()
     return count
+
+
+def test_a_cancellation_and_a_shipment_pushed_at_the_same_moment_one_wins_and_no_money_strands(tmp_path):
+    from aftersales import order_flow
+    from aftersales.models import Order
+    from aftersales.orders import OrderProblems, add_shipment
+
+    app = make_app(tmp_path)
+    outcomes = set()
+    for round_number in range(6):
+        with app.app_context():
+            order = make_order(delivered=None, shipped=False, shipping_fee=500)
+            order_id, number = order.id, order.number
+            db.session.remove()
+        results = race(
+            app,
+            lambda: order_flow.act_on_order(order_id, "buyer", "cancel", reason="other").state,
+            lambda: add_shipment("shop", number, "SF", f"SF{round_number}", {1: 1}).id,
+        )
+        with app.app_context():
+            order = db.session.get(Order, order_id)
+            refunded = db.session.scalar(select(func.coalesce(func.sum(Refund.amount), 0)).join(
+                Case, Case.id == Refund.case_id).where(Case.order_id == order_id))
+            if order.state == "cancelled":  # the cancellation first: the parcel was refused, all refunded
+                assert isinstance(results[1], OrderProblems) and not order.shipments, results
+                assert refunded == order.lines[0].paid_amount + 500
+            else:  # the parcel first: nothing to cancel from the page, nothing refunded
+                assert order.state == "shipped" and isinstance(results[0], DomainError), results
+                assert refunded == 0
+            outcomes.add(order.state)
+            db.session.remove()
+    assert outcomes <= {"cancelled", "shipped"}

@@ -197,7 +197,7 @@ def test_the_sweeper_cancels_an_unpaid_order_once(app):
     assert fresh(other_id).state == "pending_payment"
     assert events(order_id) == [("system", "expire_unpaid", "pending_payment", "cancelled")]
     assert sweep(now=NOW).orders_applied == 0
-    with pytest.raises(OrderProblems, match="want of payment"):
+    with pytest.raises(OrderProblems, match="cancelled before it was paid"):
         push(paid=True, placed=NOW - timedelta(hours=30))
 
 
@@ -376,3 +376,79 @@ def test_a_cancelled_line_cannot_ship(app):
         add_shipment("shop", "CP-1", "SF", "SF9", {3: 1})
     add_shipment("shop", "CP-1", "SF", "SF1", {1: 1, 2: 2})
     assert fresh(order.id).state == "shipped"
+
+
+# --- found in review: each of these failed before its fix --------------------------------------
+def test_an_unpaid_order_already_shipped_cannot_be_cancelled_from_the_page(app):
+    order = push(paid=False, shipped=True)  # cash on delivery
+    assert order.state == "pending_payment" and order.due_at is None
+    assert "cancel" not in order_flow.allowed_order_triggers(order, "buyer")
+    with pytest.raises(NotAllowed):
+        order_flow.act_on_order(order.id, "buyer", "cancel", reason="other")
+    push(paid=True, delivered=True)
+    assert fresh(order.id).state == "delivered"
+
+
+def test_a_payment_recorded_after_the_buyer_cancelled_unpaid_is_refused(app):
+    order_id = push(paid=False).id
+    order_flow.act_on_order(order_id, "buyer", "cancel", reason="changed_mind")
+    with pytest.raises(OrderProblems, match="cancelled before it was paid"):
+        push(paid=True)
+    assert fresh(order_id).paid_at is None
+
+
+def test_items_cancelled_while_unpaid_are_refunded_when_the_payment_is_recorded(app):
+    order_id = push(paid=False).id
+    order_flow.act_on_order(order_id, "buyer", "cancel_lines", reason="other", lines=[2])
+    assert _refunds(order_id) == []
+    push(paid=True)
+    assert [r.amount for r in _refunds(order_id)] == [1999]
+    assert fresh(order_id).state == "paid"
+
+
+def test_no_request_is_opened_while_the_warehouse_is_asked(app):
+    order = push()
+    order_flow.act_on_order(order.id, "seller", "start_picking")
+    order_flow.act_on_order(order.id, "buyer", "cancel", reason="other")
+    from aftersales.errors import NotEligible
+
+    with pytest.raises(NotEligible, match="warehouse answers first"):
+        services.open_case(fresh(order.id).lines[0].id, "refund_only", "no_reason", now=NOW)
+    order_flow.act_on_order(order.id, "warehouse", "intercept")
+    assert fresh(order.id).state == "cancelled"
+
+
+def test_the_shipping_fee_comes_back_when_points_paid_all_the_goods(app):
+    push("seed")  # (the shop)
+    order = upsert_order(OrderInput(
+        shop="shop", number="PT-1", buyer_email="buyer@example.com", currency="CNY",
+        lines=[LineInput(1, "Book", "books", 1, 5000)], placed_at=NOW, paid_at=NOW, shipping_fee=FEE,
+        points_used=5000, points_amount=5000))
+    order_id = order.id
+    assert order.lines[0].paid_amount == 0
+    order_flow.act_on_order(order_id, "buyer", "cancel", reason="other")
+    refunds = _refunds(order_id)
+    assert [(r.component, r.amount) for r in refunds] == [("shipping", FEE)]
+    services.mark_refund_paid(refunds[0].id, 1, "BANK")
+    db.session.remove()
+    assert db.session.scalars(select(Case.state).where(Case.order_id == order_id)).all() == ["completed"]
+
+
+def test_a_partly_cancelled_order_in_parcels_is_delivered_when_what_shipped_arrives(app):
+    from aftersales.orders import mark_shipment_delivered
+
+    order = push()
+    order_flow.act_on_order(order.id, "buyer", "cancel_lines", reason="other", lines=[2])
+    add_shipment("shop", "O-1", "SF", "SF1", {1: 2}, at=NOW - timedelta(hours=1))
+    mark_shipment_delivered("shop", "O-1", "SF1", at=NOW)
+    assert fresh(order.id).state == "delivered"
+
+
+def test_discounts_coupons_and_points_above_a_lines_value_are_refused_not_a_crash(app):
+    from aftersales.orders import CouponInput, ensure_shop
+
+    ensure_shop("shop", "Test Shop", return_address="1 Return Road")
+    with pytest.raises(OrderProblems, match="more than its value"):
+        upsert_order(OrderInput(shop="shop", number="N-1", buyer_email="b@example.com", currency="CNY",
+                                lines=[LineInput(1, "A", "books", 1, 5000), LineInput(2, "B", "books", 1, 5000)],
+                                discount=5000, coupons=[CouponInput("C", 3000, 0, [1])], placed_at=NOW, paid_at=NOW))

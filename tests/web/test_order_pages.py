@@ -131,3 +131,14 @@ def test_a_parcel_that_leaves_while_the_warehouse_is_asked_tells_the_buyer_too(w
     add_shipment("shop", "W-1", "SF", "SF7", {1: 1, 2: 4})  # the host's push: it left anyway
     page = buyer_client(web_app, order).get(f"/orders/{order.id}").text
     assert "Your cancellation came too late" in page
+
+
+def test_a_page_from_before_picking_cannot_cancel_the_whole_order_by_mistake(web_app):
+    order = paid_order()
+    buyer = buyer_client(web_app, order)
+    assert 'name="lines"' in buyer.get(f"/orders/{order.id}").text  # items could go alone then
+    order_flow.act_on_order(order.id, "seller", "start_picking")  # meanwhile
+    stale = buyer.post(f"/orders/{order.id}/cancel", data={"reason": "other", "lines": ["2"]})
+    assert stale.status_code == 409 and "only the whole order can be cancelled now" in stale.text
+    db.session.remove()
+    assert db.session.get(Order, order.id).state == "picking"
