@@ -481,7 +481,7 @@ class Case(Base):
     decision_payer: Mapped[str | None] = mapped_column(String(16))
     return_address: Mapped[str | None] = mapped_column(Text)
     return_carrier: Mapped[str | None] = mapped_column(String(100))
-    return_tracking: Mapped[str | None] = mapped_column(String(100))
+    return_tracking: Mapped[str | None] = mapped_column(String(100), index=True)  # the queue's search
     received_quantity: Mapped[int | None] = mapped_column(Integer)
     #: Units the case no longer covers: announced but never received, and not refunded (the
     #: seller refunded what arrived). The line counts them as free again.

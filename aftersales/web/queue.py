@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select, union
 from sqlalchemy.orm.attributes import set_committed_value
 from ..extensions import db
-from ..models import INT32_MAX, Case, OrderLine, utcnow
+from ..models import INT32_MAX, Case, Order, OrderLine, Shipment, lookup_number, utcnow
 from ..runtime import current
 from ..textinput import clean_line
 from ..workflow import ALL_KINDS, BASE_TABLE
@@ -73,6 +73,7 @@ class QueueFilters:
     category: str = ""
     mine: bool = False  # needs my action
     overdue: bool = False
+    q: str = ""  # search: an order number, a case reference (#12), a buyer's e-mail or a tracking number
     after: QueuePosition | None = None
     before: QueuePosition | None = None
 
@@ -83,13 +84,13 @@ class QueueFilters:
         return cls(
             state=clean_line(args.get("state"))[:64], kind=kind if kind in ALL_KINDS else "",
             category=clean_line(args.get("category"))[:64], mine=args.get("mine") == "1",
-            overdue=args.get("overdue") == "1", after=after,
+            overdue=args.get("overdue") == "1", q=clean_line(args.get("q"))[:254], after=after,
             before=None if after is not None else QueuePosition.parse(args.get("before")),
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
         """Query-string arguments of this queue view (filters only, first page), with ``changes``."""
-        values = {"state": self.state, "kind": self.kind, "category": self.category,
+        values = {"q": self.q, "state": self.state, "kind": self.kind, "category": self.category,
                   "mine": "1" if self.mine else "", "overdue": "1" if self.overdue else ""}
         values.update(changes)
         return {key: value for key, value in values.items() if value not in ("", None)}
@@ -123,13 +124,44 @@ def seller_action_states(actor: str = "seller") -> set[str]:
     return states
 
 
+#: A search reads at most this many matching cases (an order number or an e-mail names a few).
+SEARCH_CAP = 1000
+
+
+def search_case_ids(staff: Any, text: str) -> list[int]:
+    """The cases (of ``staff``'s shop; every shop for platform staff) that ``text`` names exactly:
+    a case reference (``12`` or ``#12``), an order number (as the buyer's lookup matches it), a
+    buyer's e-mail address, a tracking number (the buyer's return parcel, or one of the order's
+    parcels). Each is one indexed query; none scans the cases."""
+    text = text.strip()
+    if not text:
+        return []
+    shop = [] if staff.role == "platform" else [Order.shop_id == staff.shop_id]
+    orders = [select(Order.id).where(Order.lookup_number == lookup_number(text), *shop),
+              select(Shipment.order_id).join(Order, Order.id == Shipment.order_id)
+              .where(Shipment.tracking_number == text, *shop)]
+    if "@" in text:
+        orders.append(select(Order.id).where(Order.buyer_email == text.lower(), *shop))
+    found = set(db.session.scalars(select(Case.id).where(Case.order_id.in_(union(*orders).scalar_subquery()))
+                                   .limit(SEARCH_CAP)))
+    found |= set(db.session.scalars(select(Case.id).where(Case.return_tracking == text, *(
+        [Case.shop_id == staff.shop_id] if staff.role != "platform" else [])).limit(SEARCH_CAP)))
+    reference = text.removeprefix("#")
+    if reference.isdigit() and 0 < int(reference) <= INT32_MAX:
+        found |= set(db.session.scalars(select(Case.id).where(Case.id == int(reference), *(
+            [Case.shop_id == staff.shop_id] if staff.role != "platform" else []))))
+    return sorted(found)[:SEARCH_CAP]
+
+
 def _filtered(staff: Any, filters: QueueFilters) -> Select:
     query = select(Case)
     if staff.role != "platform":
         query = query.where(Case.shop_id == staff.shop_id)
+    if filters.q:  # a search finds cases in any state, open or ended
+        query = query.where(Case.id.in_(search_case_ids(staff, filters.q)))
     if filters.state:
         query = query.where(Case.state == filters.state)
-    else:
+    elif not filters.q:
         query = query.where(Case.open_line_id.is_not(None))  # open cases unless a state is asked for
     if filters.kind:
         query = query.where(Case.kind == filters.kind)
@@ -205,10 +237,40 @@ def seller_queue(staff: Any, filters: QueueFilters) -> QueuePage:
 
 
 def _load_lines(cases: Sequence[Case]) -> None:
-    """The page's order lines (the table shows each case's item) in one query, set on the cases."""
+    """The page's order lines and orders (the table shows each case's item, order number and
+    buyer) in one query each, set on the cases."""
     if not cases:
         return
     lines = {line.id: line for line in db.session.scalars(
         select(OrderLine).where(OrderLine.id.in_({case.line_id for case in cases})))}
+    orders = {order.id: order for order in db.session.scalars(
+        select(Order).where(Order.id.in_({case.order_id for case in cases})))}
     for case in cases:
         set_committed_value(case, "line", lines[case.line_id])
+        set_committed_value(case, "order", orders[case.order_id])
+
+
+def state_choices() -> list[str]:
+    """Every state a case can be in, in the core table and in every (category, kind) the loaded
+    plugins build (an inspection, a visit booked, ...), in table order."""
+    runtime = current()
+    states = dict.fromkeys(state for row in BASE_TABLE for state in (row.source, row.dest))
+    for category in sorted(runtime.plugins.declared_categories()):
+        for kind in sorted(ALL_KINDS):
+            workflow = runtime.workflow(category, kind)
+            states.update(dict.fromkeys(workflow.states))
+    states.pop("new", None)
+    return list(states)
+
+
+#: At most this many categories are offered in the queue's filter.
+CATEGORY_CHOICES_CAP = 200
+
+
+def category_choices(staff: Any) -> list[str]:
+    """The categories to filter by: those the loaded plugins declare and those of the open cases
+    (of the shop: read from the index of open cases by category)."""
+    query = select(Case.category).where(Case.open_line_id.is_not(None)).distinct().limit(CATEGORY_CHOICES_CAP)
+    if staff.role != "platform":
+        query = query.where(Case.shop_id == staff.shop_id)
+    return sorted(set(current().plugins.declared_categories()) | set(db.session.scalars(query)))

@@ -20,7 +20,7 @@ from .access import ROW_ID, current_staff, module_login_available, staff_case_or
 from .actions import action_views, perform
 from .case_pages import loaded_case, timeline_context
 from .forms import CancelRefundForm, LoginForm, MarkPaidForm, NoteForm, OrderStepForm
-from .queue import QueueFilters, seller_queue
+from .queue import QueueFilters, category_choices, seller_queue, state_choices
 from .ratelimit import limiter, login_account_and_client_key, login_account_key, login_limits
 from .security import is_local_path
 from .wording import ORDER_TRIGGER_LABELS, label
@@ -119,7 +119,8 @@ def queue():
     page = seller_queue(staff, filters)
     session[QUEUE_VIEW] = request.full_path.rstrip("?")  # the case page's way back: same filters, same page
     return render_template("aftersales/seller/queue.html", page=page, filters=filters, now=utcnow(),
-                           interceptions=_orders_awaiting_warehouse(staff))
+                           interceptions=_orders_awaiting_warehouse(staff), states=state_choices(),
+                           categories=category_choices(staff))
 
 
 #: Orders whose buyer asked to cancel after picking, waiting for the warehouse's answer (at most

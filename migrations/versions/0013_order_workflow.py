@@ -3,7 +3,8 @@ cancelling, shipped, delivered, cancelled), its deadline (due_at, due_trigger: a
 expires), why it was cancelled (cancel_reason, cancel_note), ended_at; and its timeline,
 aftersales_order_events; coupons (aftersales_order_coupons) and points (aftersales_orders.points_*,
 aftersales_order_lines.points_share) an order was paid with, and lines cancelled before shipment
-(aftersales_order_lines.cancelled_at)
+(aftersales_order_lines.cancelled_at); the queue's search by return tracking number
+(ix_aftersales_cases_return_tracking)
 
 Revision ID: 0013
 Revises: 0012
@@ -46,6 +47,8 @@ def upgrade():
     op.create_index('ix_aftersales_orders_due', 'aftersales_orders', ['due_at', 'id'], unique=False,
                     sqlite_where=sa.text('due_at IS NOT NULL'), postgresql_where=sa.text('due_at IS NOT NULL'))
     op.create_index('ix_aftersales_orders_state_shop', 'aftersales_orders', ['state', 'shop_id'], unique=False)
+    # The queue's search by the buyer's return tracking number.
+    op.create_index(op.f('ix_aftersales_cases_return_tracking'), 'aftersales_cases', ['return_tracking'], unique=False)
     op.create_table(
         'aftersales_order_events',
         sa.Column('id', sa.Integer(), nullable=False),
@@ -86,6 +89,7 @@ def downgrade():
         batch.drop_column('points_share')
     op.drop_index('ix_aftersales_order_events_order_id_id', table_name='aftersales_order_events')
     op.drop_table('aftersales_order_events')
+    op.drop_index(op.f('ix_aftersales_cases_return_tracking'), table_name='aftersales_cases')
     op.drop_index('ix_aftersales_orders_state_shop', table_name='aftersales_orders')
     op.drop_index('ix_aftersales_orders_due', table_name='aftersales_orders')
     with op.batch_alter_table('aftersales_orders') as batch:

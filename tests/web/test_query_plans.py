@@ -26,7 +26,9 @@ from tests.web.test_security import ROUTES, BUYER_A_EMAIL, client_for, site  # n
 LARGE_TABLES = tuple(f"aftersales_{name}" for name in ("orders", "order_lines", "cases", "case_events", "refunds", "notes", "evidence", "outbox"))
 
 QUEUE_QUERIES = ["", "kind=refund_only", "category=books", "state=requested", "mine=1", "overdue=1",
-                 "kind=exchange&category=books", "state=refunding&kind=refund_only"]
+                 "kind=exchange&category=books", "state=refunding&kind=refund_only",
+                 # the search by each of its keys: an order number, a case reference, an e-mail, a tracking number
+                 "q=SECA-7001", "q=%231", "q=alice%40example.com", "q=SF100200300", "q=SECA-7001&state=requested"]
 
 
 class _SilentChannels:
