@@ -28,7 +28,7 @@ from .errors import AfterSalesError, InvalidInput, NotAllowed, NotFound
 from .extensions import db
 from .i18n import _, money_text
 from .models import Case, Order, OrderEvent, OrderLine, utcnow
-from .order_workflow import BEFORE_SHIPMENT, CANCEL_REASONS
+from .order_workflow import BEFORE_SHIPMENT, CANCEL_REASONS, shipped_anything
 from .runtime import Runtime, current
 from .workflow import INITIAL_STATE, CompiledWorkflow, TransitionContext
 
@@ -88,8 +88,8 @@ def transition(runtime: Runtime, order: Order, actor: str, actor_id: str | None,
     cancelled_lines: list[OrderLine] = []
     if trigger in ("cancel", "cancel_lines"):
         _check_cancel(order, inputs)
-        cancelled_lines = _lines_to_cancel(order, inputs) if trigger == "cancel_lines" else \
-            [line for line in order.lines if line.cancelled_at is None]
+    if trigger == "cancel_lines":
+        cancelled_lines = _lines_to_cancel(order, inputs)
     row = workflow.fire(TransitionContext(order, actor, inputs, now, runtime.settings), order.state, trigger)
     if row is None:
         raise NotAllowed(_("The time for \u201c%(action)s\u201d has passed or its conditions are not met.", action=trigger))
@@ -170,11 +170,6 @@ def _cancel_lines(runtime: Runtime, order: Order, lines: list[OrderLine], now: d
         sum(line.points_share for line in lines), order.points_used - order.points_returned)
     order.points_returned += points
     return {"refunded": refunded, "lines": [line.position for line in lines], "coupons": coupons, "points": points}
-
-
-def shipped_anything(order: Order) -> bool:
-    """Whether anything of the order left the warehouse (a parcel, or the order's ``shipped_at``)."""
-    return order.shipped_at is not None or any((line.shipped_quantity or 0) > 0 for line in order.lines)
 
 
 def set_order_deadline(runtime: Runtime, workflow: CompiledWorkflow, order: Order) -> None:

@@ -33,10 +33,13 @@ WAREHOUSE = "warehouse"
 #: What the table calls an order's workflow where a case's names its kind.
 ORDER_KIND = "order"
 
+def shipped_anything(order: Any) -> bool:
+    """Whether anything of the order left the warehouse (a parcel, or the order's ``shipped_at``)."""
+    return order.shipped_at is not None or any((line.shipped_quantity or 0) > 0 for line in order.lines)
+
+
 def _nothing_shipped(context: TransitionContext) -> bool:
-    order = context.case
-    return order is None or not (order.shipped_at is not None or any((line.shipped_quantity or 0) > 0
-                                                                      for line in order.lines))
+    return context.case is None or not shipped_anything(context.case)  # (None: the table asked about itself)
 
 
 #: An unpaid order shipped already (cash on delivery) is not cancelled from the order page: the
@@ -104,4 +107,4 @@ def build_order_workflow(settings: Mapping[str, Any]) -> CompiledWorkflow:
 
 
 __all__ = ["BEFORE_SHIPMENT", "CANCEL_REASONS", "ORDER_STATES", "ORDER_TABLE", "OrderWorkflowBuilder",
-           "build_order_workflow"]
+           "build_order_workflow", "shipped_anything"]

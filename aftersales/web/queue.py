@@ -137,6 +137,7 @@ def search_case_ids(staff: Any, text: str) -> list[int]:
     if not text:
         return []
     shop = [] if staff.role == "platform" else [Order.shop_id == staff.shop_id]
+    own_cases = [] if staff.role == "platform" else [Case.shop_id == staff.shop_id]
     orders = [select(Order.id).where(Order.lookup_number == lookup_number(text), *shop),
               select(Shipment.order_id).join(Order, Order.id == Shipment.order_id)
               .where(Shipment.tracking_number == text, *shop)]
@@ -144,12 +145,10 @@ def search_case_ids(staff: Any, text: str) -> list[int]:
         orders.append(select(Order.id).where(Order.buyer_email == text.lower(), *shop))
     found = set(db.session.scalars(select(Case.id).where(Case.order_id.in_(union(*orders).scalar_subquery()))
                                    .limit(SEARCH_CAP)))
-    found |= set(db.session.scalars(select(Case.id).where(Case.return_tracking == text, *(
-        [Case.shop_id == staff.shop_id] if staff.role != "platform" else [])).limit(SEARCH_CAP)))
+    found |= set(db.session.scalars(select(Case.id).where(Case.return_tracking == text, *own_cases).limit(SEARCH_CAP)))
     reference = text.removeprefix("#")
     if reference.isdigit() and 0 < int(reference) <= INT32_MAX:
-        found |= set(db.session.scalars(select(Case.id).where(Case.id == int(reference), *(
-            [Case.shop_id == staff.shop_id] if staff.role != "platform" else []))))
+        found |= set(db.session.scalars(select(Case.id).where(Case.id == int(reference), *own_cases)))
     return sorted(found)[:SEARCH_CAP]
 
 
